@@ -1,0 +1,367 @@
+"""Every message on the ibfleet bus, defined once.
+
+Wire form: a msgpack array ``[type, v, src, seq, tseq, ts, *fields]``; a bus frame carries a
+list of such arrays (a batch of one or more). The header fields:
+
+- ``type``  the class name below (msgspec's tag);
+- ``v``     the schema version the sender wrote (a receiver refuses a newer one);
+- ``src``   the sending service and instance, ``"gateway.1"``;
+- ``seq``   per-source sequence number over everything the source sends (the recorder and
+            replay check completeness and order with it);
+- ``tseq``  per-source sequence number within one topic, so a subscriber that filters topics
+            still sees every gap and never a false one;
+- ``ts``    nanoseconds since the epoch when the source sent it.
+
+The publisher stamps the header; code that builds a message fills only its own fields.
+Adding a field at the end with a default is a compatible change; anything else bumps
+SCHEMA_VERSION.
+"""
+from __future__ import annotations
+
+from typing import ClassVar, Literal, Union
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+
+class Message(msgspec.Struct, array_like=True, tag=True, kw_only=True, forbid_unknown_fields=True):
+    """Header common to every bus message; see the module docstring."""
+
+    v: int = SCHEMA_VERSION
+    src: str = ""
+    seq: int = 0
+    tseq: int = 0
+    ts: int = 0
+
+    #: topic prefix of this message type; ``topic()`` may append a key (symbol, strategy)
+    TOPIC: ClassVar[str] = ""
+
+    def topic(self) -> str:
+        return self.TOPIC
+
+
+class _Keyed(Message, kw_only=True):
+    """A message whose topic is its type's prefix plus a key (a symbol or a strategy)."""
+
+    def key(self) -> str:  # overridden
+        return ""
+
+    def topic(self) -> str:
+        return f"{self.TOPIC}.{self.key()}"
+
+
+class _BySymbol(_Keyed, kw_only=True):
+    symbol: str
+
+    def key(self) -> str:
+        return self.symbol
+
+
+class _ByStrategy(_Keyed, kw_only=True):
+    strategy: str
+
+    def key(self) -> str:
+        return self.strategy
+
+
+# -- MARKET DATA ------------------------------------------------------------------------------
+
+class Tick(_BySymbol, kw_only=True):
+    """Top of book from reqMktData (sampled by IB). NaN marks a field IB did not send."""
+
+    TOPIC: ClassVar[str] = "md.tick"
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    last: float = float("nan")
+    last_size: float = 0.0
+    volume: float = 0.0
+
+
+class TradeTick(_BySymbol, kw_only=True):
+    """Tick-by-tick Last / AllLast."""
+
+    TOPIC: ClassVar[str] = "md.trade"
+    price: float
+    size: float
+    exchange: str = ""
+    exch_ts: int = 0  # IB's own time of the trade, ns
+
+
+class QuoteTick(_BySymbol, kw_only=True):
+    """Tick-by-tick BidAsk."""
+
+    TOPIC: ClassVar[str] = "md.quote"
+    bid: float
+    ask: float
+    bid_size: float
+    ask_size: float
+    exch_ts: int = 0
+
+
+class DepthUpdate(_BySymbol, kw_only=True):
+    """IB's position-based depth row update (updateMktDepth / updateMktDepthL2)."""
+
+    TOPIC: ClassVar[str] = "md.depth"
+    position: int
+    operation: Literal[0, 1, 2]  # insert, update, delete
+    side: Literal[0, 1]  # 0 ask, 1 bid (IB's convention)
+    price: float
+    size: float
+    market_maker: str = ""
+    smart_depth: bool = False
+
+
+class Bar(_BySymbol, kw_only=True):
+    TOPIC: ClassVar[str] = "md.bar"
+    start_ns: int
+    seconds: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    wap: float = float("nan")
+    count: int = 0
+
+
+class SubscribeRequest(Message, kw_only=True):
+    """A strategy asks the gateway for market data; the gateway de-duplicates across strategies."""
+
+    TOPIC: ClassVar[str] = "sub.req"
+    requester: str
+    symbol: str
+    kind: Literal["tick", "trade", "quote", "depth", "bar"]
+    active: bool = True  # False to unsubscribe
+
+
+# -- ORDERS -----------------------------------------------------------------------------------
+
+OrderType = Literal["MKT", "LMT", "STP", "STP LMT"]
+Side = Literal["BUY", "SELL"]
+Tif = Literal["DAY", "GTC", "IOC"]
+
+
+class OrderIntent(_ByStrategy, kw_only=True):
+    """A strategy's wish to trade; ``client_order_id`` is its idempotency key across retries."""
+
+    TOPIC: ClassVar[str] = "ord.intent"
+    client_order_id: str
+    action: Literal["new", "modify", "cancel"]
+    symbol: str = ""
+    side: Side = "BUY"
+    quantity: float = 0.0
+    order_type: OrderType = "LMT"
+    limit_price: float = float("nan")
+    stop_price: float = float("nan")
+    tif: Tif = "DAY"
+    parent_id: str = ""  # client order id of a bracket parent
+    oca_group: str = ""
+    transmit: bool = True
+
+
+class RiskDecision(_ByStrategy, kw_only=True):
+    TOPIC: ClassVar[str] = "ord.decision"
+    client_order_id: str
+    approved: bool
+    reason: str = ""  # machine-readable code, e.g. "max_position"
+    text: str = ""  # the same for a human
+
+
+class OrderCommand(Message, kw_only=True):
+    """Execution tells the gateway to place, modify or cancel; only execution may send these."""
+
+    TOPIC: ClassVar[str] = "ord.cmd"
+    command: Literal["place", "modify", "cancel", "global_cancel"]
+    client_order_id: str
+    ib_order_id: int = 0
+    symbol: str = ""
+    side: Side = "BUY"
+    quantity: float = 0.0
+    order_type: OrderType = "LMT"
+    limit_price: float = float("nan")
+    stop_price: float = float("nan")
+    tif: Tif = "DAY"
+    parent_ib_id: int = 0
+    oca_group: str = ""
+    transmit: bool = True
+
+
+class OrderStatus(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "ord.status"
+    ib_order_id: int
+    client_order_id: str
+    status: str  # IB's: PendingSubmit, PreSubmitted, Submitted, Filled, Cancelled, Inactive
+    filled: float
+    remaining: float
+    avg_fill_price: float = 0.0
+    last_fill_price: float = 0.0
+    perm_id: int = 0
+    parent_id: int = 0
+    why_held: str = ""
+
+
+class OpenOrder(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "ord.open"
+    ib_order_id: int
+    client_order_id: str
+    perm_id: int
+    client_id: int
+    account: str
+    symbol: str
+    side: Side
+    quantity: float
+    order_type: str
+    limit_price: float = float("nan")
+    stop_price: float = float("nan")
+    tif: str = "DAY"
+    status: str = ""
+    parent_id: int = 0
+    oca_group: str = ""
+
+
+class Execution(Message, kw_only=True):
+    """A fill. ``exec_id`` is IB's: a replayed execution carries the same one, so dedupe on it."""
+
+    TOPIC: ClassVar[str] = "ord.exec"
+    exec_id: str
+    ib_order_id: int
+    client_order_id: str
+    perm_id: int
+    account: str
+    symbol: str
+    side: Side
+    quantity: float
+    price: float
+    cum_quantity: float
+    avg_price: float
+    exec_time_ns: int
+    exchange: str = ""
+
+
+class Commission(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "ord.comm"
+    exec_id: str
+    commission: float
+    currency: str = "USD"
+    realized_pnl: float = float("nan")
+
+
+# -- ACCOUNT ----------------------------------------------------------------------------------
+
+class Position(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "acct.pos"
+    account: str
+    symbol: str
+    quantity: float
+    avg_cost: float
+
+
+class AccountValue(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "acct.value"
+    account: str
+    key: str
+    value: str
+    currency: str = ""
+
+
+class PnL(Message, kw_only=True):
+    """PnL for an account, a symbol, or a strategy (whichever of the keys is set)."""
+
+    TOPIC: ClassVar[str] = "acct.pnl"
+    account: str = ""
+    symbol: str = ""
+    strategy: str = ""
+    daily: float = 0.0
+    realized: float = 0.0
+    unrealized: float = 0.0
+    position: float = 0.0
+
+
+# -- GATEWAY ----------------------------------------------------------------------------------
+
+GatewayStateName = Literal["disconnected", "connecting", "connected", "synchronised", "degraded"]
+
+
+class GatewayState(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "gw.state"
+    state: GatewayStateName
+    reason: str = ""
+    server_version: int = 0
+    client_id: int = 0
+    reconnects: int = 0
+
+
+class GatewayError(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "gw.error"
+    code: int
+    text: str
+    req_id: int = -1
+    # what the error belongs to: "order", "subscription", "connection", "info"
+    scope: str = ""
+    ref: str = ""  # client order id or subscription key it was routed to
+
+
+# -- FLEET ------------------------------------------------------------------------------------
+
+class Heartbeat(Message, kw_only=True):
+    """Every service sends one at a fixed interval; silence past a few intervals means dead."""
+
+    TOPIC: ClassVar[str] = "hb"
+    interval_ms: int
+    state: str = "running"
+    counters: dict[str, int] = {}
+
+    def topic(self) -> str:
+        return f"hb.{self.src}"
+
+
+class Control(Message, kw_only=True):
+    """Fleet control: kill switch, pause/resume a strategy."""
+
+    TOPIC: ClassVar[str] = "ctl"
+    command: Literal["kill", "resume_all", "pause", "resume", "flatten"]
+    target: str = ""  # a strategy name, or "" for all
+    reason: str = ""
+
+
+class Ack(Message, kw_only=True):
+    """The reliable path's acknowledgement of one request, optionally with a reply."""
+
+    TOPIC: ClassVar[str] = "ack"
+    ref_src: str
+    ref_seq: int
+    ok: bool = True
+    error: str = ""
+    duplicate: bool = False  # the request was seen before; it was not processed twice
+
+
+class Alert(Message, kw_only=True):
+    """Something a human must see: a crash loop, a reconciliation mismatch, a disk full."""
+
+    TOPIC: ClassVar[str] = "alert"
+    severity: Literal["info", "warning", "critical"]
+    code: str
+    text: str
+
+
+class SnapshotEnd(Message, kw_only=True):
+    """Closes a snapshot reply; ``last_seq`` is the owner's per-source seq it is consistent with."""
+
+    TOPIC: ClassVar[str] = "snap.end"
+    owner: str
+    last_seq: dict[str, int] = {}
+    count: int = 0
+
+
+ALL_TYPES: tuple[type[Message], ...] = (
+    Tick, TradeTick, QuoteTick, DepthUpdate, Bar, SubscribeRequest,
+    OrderIntent, RiskDecision, OrderCommand, OrderStatus, OpenOrder, Execution, Commission,
+    Position, AccountValue, PnL,
+    GatewayState, GatewayError,
+    Heartbeat, Control, Ack, Alert, SnapshotEnd,
+)
+TYPES_BY_NAME: dict[str, type[Message]] = {t.__name__: t for t in ALL_TYPES}
+AnyMessage = Union[ALL_TYPES]  # type: ignore[valid-type]

@@ -1,0 +1,126 @@
+"""The bus process: where publishers and subscribers meet, and where late joiners catch up.
+
+- XSUB (``bus-in``) <- every publisher's PUB; XPUB (``bus-out``) -> every subscriber's SUB.
+  The forwarding runs in libzmq (``zmq.proxy_steerable``) on its own thread.
+- A last-value cache subscribes to the state topics (not to high-rate depth and trades) and
+  answers snapshot requests on ``bus-snap`` (the Clone pattern).
+
+Run: ``python -m services.bus.broker`` or ``ibfleet bus``.
+"""
+from __future__ import annotations
+
+import argparse
+import threading
+
+import zmq
+
+from proto.schema import (AccountValue, GatewayState, Heartbeat, Message, OpenOrder, OrderStatus,
+                          PnL, Position, Tick)
+from services.bus import sockets
+from services.bus.snapshot import SnapshotServer
+from services.bus.subscriber import Subscriber
+from services.runtime import config as fleet_config
+from services.runtime.service import Service
+
+# state topics kept as last values, and the key that makes one value replace another
+STATE_KEYS = {
+    Tick: lambda m: m.symbol,
+    GatewayState: lambda m: m.src,
+    Heartbeat: lambda m: m.src,
+    Position: lambda m: (m.account, m.symbol),
+    AccountValue: lambda m: (m.account, m.key, m.currency),
+    PnL: lambda m: (m.account, m.symbol, m.strategy),
+    OpenOrder: lambda m: m.ib_order_id,
+    OrderStatus: lambda m: m.ib_order_id,
+}
+STATE_TOPICS = ("md.tick", "gw.state", "hb.", "acct.", "ord.open", "ord.status")
+
+
+class LastValueCache:
+    def __init__(self) -> None:
+        self.values: dict[tuple, tuple[str, Message]] = {}
+        self.last_seq: dict[str, int] = {}
+
+    def apply(self, topic: str, msg: Message) -> None:
+        key_of = STATE_KEYS.get(type(msg))
+        if key_of is None:
+            return
+        self.values[(type(msg).__name__, key_of(msg))] = (topic, msg)
+        self.last_seq[f"{msg.src}|{topic}"] = msg.tseq
+
+    def snapshot(self, prefix: str):
+        return list(self.values.values()), dict(self.last_seq)
+
+
+class Broker(Service):
+    def __init__(self, config: fleet_config.FleetConfig) -> None:
+        super().__init__("bus", config)
+        bus = config.bus
+        self.frontend = self.ctx.socket(zmq.XSUB)
+        self.backend = self.ctx.socket(zmq.XPUB)
+        self.frontend.rcvhwm = sockets.MARKET_DATA_HWM
+        self.backend.sndhwm = sockets.MARKET_DATA_HWM
+        sockets.bind(self.frontend, bus.endpoint("bus-in"), bus.curve_dir)
+        sockets.bind(self.backend, bus.endpoint("bus-out"), bus.curve_dir)
+        self.control = self.ctx.socket(zmq.PAIR)
+        self.control.bind("inproc://broker-control")
+        self.lvc = LastValueCache()
+        self.cache_feed = Subscriber(self.ctx, bus.endpoint("bus-out"), STATE_TOPICS)
+        self.snapshots = SnapshotServer(self.ctx, bus.endpoint("bus-snap"), self.source,
+                                        self.lvc.snapshot, bus.curve_dir)
+        self.on_socket(self.cache_feed.socket, self._on_state)
+        self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
+        self._proxy = threading.Thread(target=self._forward, name="bus-proxy", daemon=True)
+
+    def _forward(self) -> None:
+        peer = self.ctx.socket(zmq.PAIR)
+        peer.connect("inproc://broker-control")
+        try:
+            zmq.proxy_steerable(self.frontend, self.backend, None, peer)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            peer.close(0)
+
+    def on_start(self) -> None:
+        self._proxy.start()
+
+    def _on_state(self) -> None:
+        for _ in range(1000):
+            try:
+                parts = self.cache_feed.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            decoded = self.cache_feed.decode_parts(parts)
+            if decoded:
+                topic, msgs = decoded
+                for msg in msgs:
+                    self.lvc.apply(topic, msg)
+        self.counters["gaps"] = self.cache_feed.gaps.counters.gaps
+        self.counters["bad_frames"] = sum(self.cache_feed.errors.values())
+
+    def heartbeat(self) -> None:
+        self.counters["snapshots"] = self.snapshots.served
+        super().heartbeat()
+
+    def on_stop(self) -> None:
+        self.control.send(b"TERMINATE")
+        self._proxy.join(timeout=5)
+        for sock in (self.frontend, self.backend, self.control):
+            sock.close(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet bus", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="fleet config TOML (default: loopback defaults)")
+    parser.add_argument("--run-dir", help="private run directory for ipc:// endpoints")
+    args = parser.parse_args(argv)
+    try:
+        cfg = fleet_config.load(args.config, args.run_dir)
+    except fleet_config.ConfigError as exc:
+        parser.exit(2, f"ibfleet bus: {exc}\n")
+    return Broker(cfg).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,205 @@
+"""The reliable path: request/acknowledge over DEALER/ROUTER, for orders.
+
+Neither socket may drop: high-water marks are off and the ROUTER is ``ROUTER_MANDATORY``, so a
+reply to a vanished peer raises instead of disappearing. On top of that the client keeps every
+request until its ``Ack`` arrives and resends the unacknowledged ones after a timeout (a server
+that restarted, a dropped connection); the server acknowledges a resend without processing it
+twice (de-duplicated per client incarnation). Delivery is at-least-once across a server
+restart, so what a request *does* must be idempotent by its business key (the client order id).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import zmq
+
+from proto import codec
+from proto.schema import Ack, Message
+from services.bus import sockets
+from services.bus.publisher import Stamper
+
+log = logging.getLogger("bus.reliable")
+
+Handler = Callable[[Message, str], Sequence[Message]]
+
+
+class _Seen:
+    """Which sequence numbers one client incarnation has had processed: a watermark plus the
+    few that arrived above it (resends arrive out of order)."""
+
+    __slots__ = ("watermark", "above")
+
+    def __init__(self) -> None:
+        self.watermark = 0
+        self.above: set[int] = set()
+
+    def add(self, seq: int) -> bool:
+        """True if ``seq`` is new."""
+        if seq <= self.watermark or seq in self.above:
+            return False
+        self.above.add(seq)
+        while self.watermark + 1 in self.above:
+            self.watermark += 1
+            self.above.discard(self.watermark)
+        return True
+
+
+class ReliableServer:
+    """Binds a ROUTER; calls ``handler(message, peer_source)`` once per request, acks each."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, source: str, handler: Handler,
+                 curve_dir=None) -> None:
+        self.socket = ctx.socket(zmq.ROUTER)
+        self.socket.router_mandatory = 1
+        self.socket.sndhwm = sockets.UNLIMITED
+        self.socket.rcvhwm = sockets.UNLIMITED
+        self.socket.linger = 2000
+        sockets.bind(self.socket, endpoint, curve_dir)
+        self.handler = handler
+        self.stamper = Stamper(source)
+        self.seen: dict[bytes, _Seen] = {}
+        self.counters: Counter[str] = Counter()
+
+    def process_ready(self, budget: int = 1000) -> int:
+        """Handle up to ``budget`` requests that are waiting; returns how many frames."""
+        done = 0
+        while done < budget:
+            try:
+                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            done += 1
+            self._handle(parts)
+        return done
+
+    def _handle(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            self.counters["bad_frame"] += 1
+            log.error("bad request frame", extra={"parts": len(parts)})
+            return
+        identity, payload = parts
+        try:
+            requests = codec.decode(payload)
+        except codec.FrameError as exc:
+            self.counters["bad_frame"] += 1
+            log.error("bad request frame", extra={"kind": exc.kind, "detail": str(exc)})
+            self._reply(identity, [Ack(ref_src="", ref_seq=0, ok=False,
+                                       error=f"{exc.kind}: {exc}")])
+            return
+        seen = self.seen.setdefault(identity, _Seen())
+        out: list[Message] = []
+        for request in requests:
+            if not seen.add(request.seq):
+                self.counters["duplicates"] += 1
+                out.append(Ack(ref_src=request.src, ref_seq=request.seq, duplicate=True))
+                continue
+            try:
+                replies = self.handler(request, request.src)
+            except Exception as exc:  # a handler bug must not take the order path down
+                self.counters["handler_errors"] += 1
+                log.exception("request handler failed", extra={"type": type(request).__name__})
+                out.append(Ack(ref_src=request.src, ref_seq=request.seq, ok=False,
+                               error=f"{type(exc).__name__}: {exc}"))
+                continue
+            self.counters["processed"] += 1
+            out.append(Ack(ref_src=request.src, ref_seq=request.seq))
+            out.extend(replies)
+        self._reply(identity, out)
+
+    def _reply(self, identity: bytes, messages: list[Message]) -> None:
+        for msg in messages:
+            msg.src = self.stamper.source
+            self.stamper.stamp(msg, msg.topic())
+        try:
+            self.socket.send_multipart((identity, codec.encode(messages)))
+        except zmq.ZMQError as exc:  # peer gone (EHOSTUNREACH): it will resend, we dedupe
+            self.counters["unroutable"] += 1
+            log.warning("reply to a vanished client", extra={"error": str(exc)})
+
+    def close(self) -> None:
+        self.socket.close()
+
+
+@dataclass
+class _Pending:
+    msg: Message
+    frame: bytes
+    sent_at: float
+
+
+class ReliableClient:
+    """Connects a DEALER; ``send`` returns the request's seq; ``poll`` collects acks/replies."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, source: str,
+                 resend_after: float = 2.0, curve_dir=None) -> None:
+        self.socket = ctx.socket(zmq.DEALER)
+        # one identity per incarnation: the server dedupes resends, a restart starts afresh
+        self.socket.identity = f"{source}/{os.getpid()}/{uuid.uuid4().hex[:8]}".encode()
+        self.socket.sndhwm = sockets.UNLIMITED
+        self.socket.rcvhwm = sockets.UNLIMITED
+        self.socket.linger = 2000
+        sockets.connect(self.socket, endpoint, curve_dir)
+        self.stamper = Stamper(source)
+        self.pending: dict[int, _Pending] = {}
+        self.resend_after = resend_after
+        self.counters: Counter[str] = Counter()
+
+    def send(self, msg: Message) -> int:
+        msg.src = self.stamper.source
+        self.stamper.stamp(msg, msg.topic())
+        frame = codec.encode((msg,))
+        self.pending[msg.seq] = _Pending(msg, frame, time.monotonic())
+        self.socket.send(frame)
+        self.counters["sent"] += 1
+        return msg.seq
+
+    def poll(self, timeout_ms: int = 0) -> list[Message]:
+        """Receive what has arrived: acks clear pending requests; every message is returned."""
+        out: list[Message] = []
+        if timeout_ms and not self.socket.poll(timeout_ms):
+            self.resend_stale()
+            return out
+        while True:
+            try:
+                frame = self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                messages = codec.decode(frame)
+            except codec.FrameError as exc:
+                self.counters["bad_frame"] += 1
+                log.error("bad reply frame", extra={"kind": exc.kind, "detail": str(exc)})
+                continue
+            for msg in messages:
+                if isinstance(msg, Ack) and msg.ref_src == self.stamper.source:
+                    if self.pending.pop(msg.ref_seq, None) is not None:
+                        self.counters["acked" if msg.ok else "nacked"] += 1
+                out.append(msg)
+        self.resend_stale()
+        return out
+
+    def resend_stale(self) -> int:
+        """Resend every request unacknowledged for ``resend_after`` seconds (same seq)."""
+        if not self.pending:
+            return 0
+        now = time.monotonic()
+        cutoff = now - self.resend_after
+        count = 0
+        for pending in self.pending.values():
+            if pending.sent_at < cutoff:
+                self.socket.send(pending.frame)
+                pending.sent_at = now
+                count += 1
+        if count:
+            self.counters["resent"] += count
+            log.warning("resent unacknowledged requests", extra={"count": count})
+        return count
+
+    def close(self) -> None:
+        self.socket.close()

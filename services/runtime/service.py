@@ -1,0 +1,107 @@
+"""What every ibfleet process shares: a poll loop, timers, heartbeat, clean SIGTERM.
+
+A service registers sockets with handlers and periodic callbacks, then ``run()``s. SIGTERM or
+SIGINT ends the loop at the next poll; ``on_stop`` runs and sockets close. SIGKILL at any moment
+must be survivable too, which is each service's own design (journals, acks), not this loop's.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import signal
+import time
+from collections import Counter
+from typing import Callable
+
+import zmq
+
+from proto.schema import Heartbeat
+from services.bus.publisher import Publisher
+from services.runtime import logging as jsonlog
+from services.runtime.config import FleetConfig, ensure_private_dir
+
+
+class Service:
+    """Base of every bus service. Subclasses override ``on_start`` / ``on_stop``."""
+
+    def __init__(self, name: str, config: FleetConfig, instance: str = "1") -> None:
+        self.name = name
+        self.source = f"{name}.{instance}"
+        self.config = config
+        self.log = jsonlog.setup(self.source)
+        ensure_private_dir(config.bus.run_dir)
+        self.ctx = zmq.Context()
+        self.publisher = Publisher(self.ctx, config.bus.endpoint("bus-in"), self.source)
+        self.poller = zmq.Poller()
+        self.handlers: dict[zmq.Socket, Callable[[], None]] = {}
+        self._timers: list[tuple[float, int, float, Callable[[], None]]] = []
+        self._tie = itertools.count()
+        self.counters: Counter[str] = Counter()
+        self.stopping = False
+        self.state = "starting"
+        self.every(config.bus.heartbeat_ms / 1000.0, self.heartbeat)
+
+    # -- wiring -------------------------------------------------------------------------------
+    def on_socket(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
+        self.poller.register(sock, zmq.POLLIN)
+        self.handlers[sock] = handler
+
+    def every(self, seconds: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + seconds, next(self._tie), seconds, fn))
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def on_start(self) -> None:
+        pass
+
+    def on_stop(self) -> None:
+        pass
+
+    def heartbeat(self) -> None:
+        self.publisher.publish(Heartbeat(interval_ms=self.config.bus.heartbeat_ms,
+                                         state=self.state, counters=dict(self.counters)))
+
+    def request_stop(self, signum: int = 0, _frame=None) -> None:
+        self.stopping = True
+        self.log.info("stop requested", extra={"signal": signum})
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.on_start()
+        self.state = "running"
+        self.log.info("started")
+        self.heartbeat()
+        try:
+            while not self.stopping:
+                self._run_timers()
+                timeout = 200.0
+                if self._timers:
+                    timeout = max(0.0, min(timeout, (self._timers[0][0] - time.monotonic()) * 1000))
+                try:
+                    events = self.poller.poll(timeout)
+                except zmq.ZMQError as exc:
+                    if exc.errno == zmq.EINTR:  # a signal arrived
+                        continue
+                    raise
+                for sock, _ in events:
+                    self.handlers[sock]()
+        finally:
+            self.state = "stopping"
+            try:
+                self.on_stop()
+            finally:
+                self.log.info("stopped", extra={"counters": dict(self.counters)})
+                self.ctx.destroy(linger=1000)
+        return 0
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, period, fn = heapq.heappop(self._timers)
+            try:
+                fn()
+            except Exception:
+                self.counters["timer_errors"] += 1
+                logging.getLogger(self.source).exception("timer failed")
+            heapq.heappush(self._timers, (now + period, next(self._tie), period, fn))
