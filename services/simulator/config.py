@@ -1,0 +1,132 @@
+"""Simulator configuration: defaults, a TOML file, then command-line overrides."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from . import protocol
+
+
+@dataclass(frozen=True)
+class InstrumentSpec:
+    symbol: str
+    sec_type: str
+    con_id: int
+    exchange: str
+    currency: str
+    min_tick: float
+    price: float
+    primary_exchange: str = ""
+    local_symbol: str = ""
+    trading_class: str = ""
+    multiplier: str = ""
+    last_trade_date: str = ""      # lastTradeDateOrContractMonth for futures
+    long_name: str = ""
+    valid_exchanges: str = ""
+    time_zone: str = "US/Eastern"
+    spread_ticks: int = 1          # typical spread in ticks
+    volatility_ticks: float = 1.0  # std-dev of the mid's move per step, in ticks
+    level_size: int = 300          # mean displayed size per book level
+    trade_probability: float = 0.3 # chance per step that a trade prints
+    commission_per_unit: float = 0.005
+    commission_min: float = 1.0
+
+
+DEFAULT_UNIVERSE: tuple[InstrumentSpec, ...] = (
+    InstrumentSpec("AAPL", "STK", 265598, "SMART", "USD", 0.01, 190.00, primary_exchange="NASDAQ",
+                   long_name="APPLE INC", valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
+    InstrumentSpec("MSFT", "STK", 272093, "SMART", "USD", 0.01, 410.00, primary_exchange="NASDAQ",
+                   long_name="MICROSOFT CORP", valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
+    InstrumentSpec("SPY", "STK", 756733, "SMART", "USD", 0.01, 500.00, primary_exchange="ARCA",
+                   long_name="SPDR S&P 500 ETF TRUST", valid_exchanges="SMART,ARCA,NASDAQ,BATS,IEX"),
+    InstrumentSpec("IBM", "STK", 8314, "SMART", "USD", 0.01, 180.00, primary_exchange="NYSE",
+                   long_name="INTL BUSINESS MACHINES CORP", valid_exchanges="SMART,NYSE,ARCA,BATS"),
+    InstrumentSpec("ES", "FUT", 495512563, "CME", "USD", 0.25, 5200.00, local_symbol="ESZ6",
+                   trading_class="ES", multiplier="50", last_trade_date="20261218",
+                   long_name="E-mini S&P 500", valid_exchanges="CME", time_zone="US/Central",
+                   level_size=40, commission_per_unit=2.25, commission_min=2.25),
+    InstrumentSpec("ES", "FUT", 495512564, "CME", "USD", 0.25, 5250.00, local_symbol="ESH7",
+                   trading_class="ES", multiplier="50", last_trade_date="20270319",
+                   long_name="E-mini S&P 500", valid_exchanges="CME", time_zone="US/Central",
+                   level_size=20, commission_per_unit=2.25, commission_min=2.25),
+    InstrumentSpec("EUR", "CASH", 12087792, "IDEALPRO", "USD", 0.00005, 1.08500, local_symbol="EUR.USD",
+                   trading_class="EUR.USD", long_name="European Monetary Union Euro",
+                   valid_exchanges="IDEALPRO", level_size=1_000_000, commission_per_unit=0.00002,
+                   commission_min=2.0),
+)
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    port: int = 7497
+    seed: int = 1
+    server_version: int = protocol.DEFAULT_VERSION
+    account: str = "DU1234567"
+    cash: float = 1_000_000.0
+    start_time: float | None = None      # epoch seconds of the simulated clock's start; None = now
+    control: str | None = None           # ZeroMQ endpoint of the control socket
+    # market
+    step_ms: float = 100.0               # one step of every price process
+    mktdata_ms: float = 250.0            # reqMktData sampling interval (IB: 250 ms for stocks)
+    pnl_ms: float = 1000.0
+    depth_levels: int = 10
+    rtb_seconds: int = 5
+    history_delay_ms: float = 0.0        # historical answers are sent after this delay
+    # limits
+    max_msgs_per_sec: int = 50
+    pacing_strikes: int = 3              # consecutive violating seconds before a disconnect
+    mkt_data_lines: int = 100
+    depth_subscriptions: int = 3
+    tick_by_tick_subscriptions: int = 5
+    hist_identical_seconds: float = 15.0
+    hist_burst_count: int = 6             # requests for one contract ...
+    hist_burst_seconds: float = 2.0       # ... within this window are a violation
+    hist_total_count: int = 60
+    hist_total_seconds: float = 600.0
+    # faults
+    reset_repeat_seconds: float = 2.0     # how often 1100 is repeated during a server reset
+    schedule: tuple[dict[str, Any], ...] = ()
+    instruments: tuple[InstrumentSpec, ...] = DEFAULT_UNIVERSE
+
+    def with_overrides(self, **kw: Any) -> "SimConfig":
+        return replace(self, **{k: v for k, v in kw.items() if v is not None})
+
+
+_SECTIONS = ("server", "market", "limits", "faults")
+
+
+def load(path: str | Path | None) -> SimConfig:
+    """Read a TOML file. Top-level keys or [server]/[market]/[limits]/[faults] tables map onto
+    SimConfig fields; [[instruments]] replaces the universe; [[schedule]] lists timed faults."""
+    cfg = SimConfig()
+    if path is None:
+        return cfg
+    data = tomllib.loads(Path(path).read_text())
+    known = {f.name for f in fields(SimConfig)}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _SECTIONS and isinstance(value, dict):
+            flat.update(value)
+        elif key not in ("instruments", "schedule"):
+            flat[key] = value
+    unknown = set(flat) - known
+    if unknown:
+        raise ValueError(f"unknown config keys: {sorted(unknown)}")
+    if "instruments" in data:
+        flat["instruments"] = tuple(InstrumentSpec(**spec) for spec in data["instruments"])
+    if "schedule" in data:
+        flat["schedule"] = tuple(dict(item) for item in data["schedule"])
+    return replace(cfg, **flat)
+
+
+def validate(cfg: SimConfig) -> None:
+    if not protocol.MIN_SERVED <= cfg.server_version <= protocol.MAX_TEXT:
+        raise ValueError(f"server version must be {protocol.MIN_SERVED}..{protocol.MAX_TEXT} "
+                         f"(the protobuf format of 201+ is not implemented)")
+    if cfg.step_ms <= 0 or cfg.mktdata_ms <= 0:
+        raise ValueError("step_ms and mktdata_ms must be positive")
+    ids = [i.con_id for i in cfg.instruments]
+    if len(ids) != len(set(ids)):
+        raise ValueError("duplicate conId in the instrument universe")

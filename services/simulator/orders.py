@@ -1,0 +1,383 @@
+"""Order state machine and matching against the simulated book.
+
+Statuses follow TWS: PreSubmitted (held: stop not triggered, bracket child waiting for its
+parent), Submitted (working), Filled, Cancelled, Inactive (rejected). Orders belong to the
+clientId that placed them and keep living when that client disconnects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from .contracts import ContractQuery, Instrument
+from .ledger import Fill, Ledger
+from .market import Market, PriceProcess
+from .protocol import Code
+
+SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT"}
+SUPPORTED_TIFS = {"DAY", "GTC", "IOC"}
+LIVE = {"PreSubmitted", "Submitted", "PendingSubmit"}
+
+
+@dataclass
+class OrderRequest:
+    """The fields of a placeOrder request the simulator acts on (the rest are accepted and ignored)."""
+    order_id: int
+    contract: ContractQuery
+    action: str
+    total_qty: float
+    order_type: str
+    lmt_price: float | None
+    aux_price: float | None
+    tif: str = "DAY"
+    oca_group: str = ""
+    account: str = ""
+    open_close: str = ""
+    origin: int = 0
+    order_ref: str = ""
+    transmit: bool = True
+    parent_id: int = 0
+    block_order: bool = False
+    sweep_to_fill: bool = False
+    display_size: int = 0
+    trigger_method: int = 0
+    outside_rth: bool = False
+    hidden: bool = False
+    good_after_time: str = ""
+    good_till_date: str = ""
+    oca_type: int = 0
+
+
+@dataclass
+class SimOrder:
+    req: OrderRequest
+    client_id: int
+    perm_id: int
+    inst: Instrument
+    status: str = "PendingSubmit"
+    filled: float = 0.0
+    avg_fill_price: float = 0.0
+    last_fill_price: float = 0.0
+    why_held: str = ""
+    triggered: bool = False
+    transmitted: bool = False
+    fills: int = 0
+    commission_paid: float = 0.0
+
+    @property
+    def order_id(self) -> int:
+        return self.req.order_id
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.client_id, self.req.order_id)
+
+    @property
+    def remaining(self) -> float:
+        return max(0.0, self.req.total_qty - self.filled)
+
+    @property
+    def buy(self) -> bool:
+        return self.req.action == "BUY"
+
+    @property
+    def live(self) -> bool:
+        return self.status in LIVE
+
+
+class OrderSink(Protocol):
+    def order_changed(self, order: SimOrder, send_open_order: bool) -> None: ...
+    def order_filled(self, order: SimOrder, fill: Fill) -> None: ...
+    def order_error(self, client_id: int, order_id: int, code: tuple[int, str], **fmt: object) -> None: ...
+
+
+class OrderEngine:
+    def __init__(self, market: Market, ledger: Ledger, sink: OrderSink, seed: int) -> None:
+        self.market = market
+        self.ledger = ledger
+        self.sink = sink
+        self.orders: dict[tuple[int, int], SimOrder] = {}
+        self.max_id: dict[int, int] = {}          # highest order id each clientId has used
+        self._next_perm = 1_000_000 + (seed % 1000) * 1000
+        self._exec_seq = 0
+        self._seed = seed
+
+    # ---- queries
+    def next_valid_id(self, client_id: int) -> int:
+        return self.max_id.get(client_id, 0) + 1
+
+    def open_orders(self, client_id: int | None = None) -> list[SimOrder]:
+        return [o for o in self.orders.values()
+                if o.live and o.transmitted and (client_id is None or o.client_id == client_id)]
+
+    # ---- requests
+    def place(self, client_id: int, req: OrderRequest, inst: Instrument | None) -> None:
+        key = (client_id, req.order_id)
+        existing = self.orders.get(key)
+        self.ledger.record_request(client_id=client_id, order_id=req.order_id, symbol=req.contract.symbol,
+                                   con_id=inst.con_id if inst else 0, action=req.action, qty=req.total_qty,
+                                   order_type=req.order_type, lmt_price=req.lmt_price, aux_price=req.aux_price,
+                                   tif=req.tif, order_ref=req.order_ref, parent_id=req.parent_id,
+                                   transmit=req.transmit, oca_group=req.oca_group,
+                                   time=self.market.now(), modify=bool(existing and existing.live))
+        if existing is not None and existing.live:
+            self._modify(existing, req)
+            return
+        if existing is not None or req.order_id <= self.max_id.get(client_id, 0):
+            self.sink.order_error(client_id, req.order_id, Code.DUP_ORDER_ID)
+            return
+        self.max_id[client_id] = req.order_id
+        if inst is None:
+            self.sink.order_error(client_id, req.order_id, Code.NO_SECDEF)
+            return
+        reason = self._validate(req, inst)
+        if reason is not None:
+            self._reject(client_id, req, inst, *reason)
+            return
+        order = SimOrder(req, client_id, self._perm(), inst)
+        self.orders[key] = order
+        if req.parent_id:
+            parent = self.orders.get((client_id, req.parent_id))
+            if parent is None or not (parent.live or parent.status == "Filled" or not parent.transmitted):
+                self._reject(client_id, req, inst, Code.ORDER_REJECTED, "Parent order is not live")
+                del self.orders[key]
+                return
+        if not req.transmit:
+            order.status = "PendingSubmit"   # held by TWS until a transmit=True order releases it
+            return
+        if req.parent_id:
+            parent = self.orders[(client_id, req.parent_id)]
+            if not parent.transmitted:
+                self._transmit(parent)
+            for sibling in self._children(parent):
+                if not sibling.transmitted:
+                    self._transmit(sibling)
+        else:
+            self._transmit(order)
+
+    def cancel(self, client_id: int, order_id: int) -> None:
+        order = self.orders.get((client_id, order_id))
+        if order is None:
+            self.sink.order_error(client_id, order_id, Code.CANT_CANCEL_UNKNOWN, id=order_id)
+            return
+        if not order.live and order.transmitted:
+            self.sink.order_error(client_id, order_id, Code.CANT_CANCEL, id=order_id, state=order.status)
+            return
+        self._cancel(order, "")
+
+    def global_cancel(self) -> None:
+        for order in list(self.orders.values()):
+            if order.live:
+                self._cancel(order, "")
+
+    # ---- matching, called after every market step
+    def on_step(self) -> None:
+        for order in list(self.orders.values()):
+            if order.live and order.transmitted and not order.why_held:
+                self._work(order)
+
+    # ---- internals
+    def _perm(self) -> int:
+        self._next_perm += 1
+        return self._next_perm
+
+    def _children(self, parent: SimOrder) -> list[SimOrder]:
+        return [o for o in self.orders.values()
+                if o.client_id == parent.client_id and o.req.parent_id == parent.order_id]
+
+    def _validate(self, req: OrderRequest, inst: Instrument) -> tuple[tuple[int, str], str] | None:
+        if req.action not in ("BUY", "SELL"):
+            return Code.ORDER_REJECTED, f"Invalid action {req.action!r}"
+        if req.order_type not in SUPPORTED_TYPES:
+            return Code.ORDER_REJECTED, f"Order type {req.order_type!r} is not supported by the simulator"
+        if req.tif not in SUPPORTED_TIFS:
+            return Code.ORDER_REJECTED, f"Time in force {req.tif!r} is not supported"
+        if not req.total_qty or req.total_qty <= 0:
+            return Code.ORDER_REJECTED, "Order quantity must be positive"
+        needs_lmt = req.order_type in ("LMT", "STP LMT")
+        needs_aux = req.order_type in ("STP", "STP LMT")
+        if needs_lmt and (req.lmt_price is None or req.lmt_price <= 0):
+            return Code.ORDER_REJECTED, "Limit price is missing"
+        if needs_aux and (req.aux_price is None or req.aux_price <= 0):
+            return Code.ORDER_REJECTED, "Stop price is missing"
+        if needs_lmt and not inst.on_tick(req.lmt_price):
+            return Code.BAD_TICK, ""
+        if needs_aux and not inst.on_tick(req.aux_price):
+            return Code.BAD_TICK, ""
+        return None
+
+    def _reject(self, client_id: int, req: OrderRequest, inst: Instrument, code: tuple[int, str], reason: str) -> None:
+        if code == Code.ORDER_REJECTED:
+            self.sink.order_error(client_id, req.order_id, code, reason=reason)
+        else:
+            self.sink.order_error(client_id, req.order_id, code)
+        self.ledger.cancels.append({"client_id": client_id, "order_id": req.order_id, "rejected": True,
+                                    "code": code[0], "reason": reason})
+
+    def _transmit(self, order: SimOrder) -> None:
+        order.transmitted = True
+        parent = self.orders.get((order.client_id, order.req.parent_id)) if order.req.parent_id else None
+        if parent is not None and parent.status != "Filled":
+            order.why_held = "child"
+            order.status = "PreSubmitted"
+        else:
+            self._activate(order, send_open=False)
+        self.sink.order_changed(order, True)
+        if not order.why_held:
+            self._work(order)
+
+    def _activate(self, order: SimOrder, send_open: bool) -> None:
+        order.why_held = ""
+        order.status = "PreSubmitted" if order.req.order_type.startswith("STP") and not order.triggered else "Submitted"
+        if send_open:
+            self.sink.order_changed(order, True)
+
+    def _modify(self, order: SimOrder, req: OrderRequest) -> None:
+        inst = order.inst
+        reason = self._validate(req, inst)
+        if reason is not None:
+            code, text = reason
+            if code == Code.ORDER_REJECTED:
+                self.sink.order_error(order.client_id, req.order_id, code, reason=text)
+            else:
+                self.sink.order_error(order.client_id, req.order_id, code)
+            return
+        if req.total_qty < order.filled:
+            self.sink.order_error(order.client_id, req.order_id, Code.ORDER_REJECTED,
+                                  reason="New quantity is below the filled quantity")
+            return
+        keep_parent = order.req.parent_id
+        order.req = req
+        order.req.parent_id = keep_parent
+        if req.order_type.startswith("STP") is False:
+            order.triggered = False
+        if not order.why_held:
+            self._activate(order, send_open=False)
+        self.sink.order_changed(order, True)
+        if order.remaining <= 0:
+            self._finish(order)
+        elif not order.why_held:
+            self._work(order)
+
+    def _cancel(self, order: SimOrder, reason: str, notify_error: bool = True) -> None:
+        order.status = "Cancelled"
+        self.ledger.cancels.append({"client_id": order.client_id, "order_id": order.order_id,
+                                    "filled": order.filled, "time": self.market.now()})
+        if order.transmitted:
+            if notify_error:
+                self.sink.order_error(order.client_id, order.order_id, Code.ORDER_CANCELLED, reason=reason)
+            self.sink.order_changed(order, False)
+        for child in self._children(order):
+            if child.live or not child.transmitted:
+                self._cancel(child, "Parent order cancelled")
+
+    def _trigger_ref(self, proc: PriceProcess) -> int:
+        return proc.last_ticks if proc.inst.sec_type != "CASH" else int(round(proc.mid_ticks))
+
+    def _work(self, order: SimOrder) -> None:
+        proc = self.market.processes[order.inst.con_id]
+        req = order.req
+        if req.order_type.startswith("STP") and not order.triggered:
+            ref = self._trigger_ref(proc)
+            aux = order.inst.to_ticks(req.aux_price)
+            if (order.buy and max(ref, proc.ask) >= aux and ref >= aux) or (not order.buy and ref <= aux):
+                order.triggered = True
+                order.status = "Submitted"
+                self.sink.order_changed(order, False)
+            else:
+                return
+        limit = order.inst.to_ticks(req.lmt_price) if req.order_type in ("LMT", "STP LMT") else None
+        self._match(order, proc, limit)
+        if order.live and req.tif == "IOC":
+            self._cancel(order, "")
+
+    def _match(self, order: SimOrder, proc: PriceProcess, limit: int | None) -> None:
+        levels = proc.book.asks if order.buy else proc.book.bids
+        for level in levels:
+            if order.remaining <= 0:
+                break
+            if limit is not None and ((order.buy and level[0] > limit) or (not order.buy and level[0] < limit)):
+                break
+            avail = proc.available(not order.buy, level)
+            if avail <= 0:
+                continue
+            qty = min(order.remaining, avail)
+            proc.consume(not order.buy, level[0], qty)
+            self._execute(order, proc, level[0], qty, liquidity=2)
+        # passive fill: a print at our resting price trades against us (simplified queue position)
+        t = proc.trade
+        if limit is not None and order.remaining > 0 and t is not None and t.ticks == limit \
+                and t.aggressor_buy != order.buy:
+            taken = proc.consumed.get(("print", t.ticks), 0.0)
+            qty = min(order.remaining, t.size - taken)
+            if qty > 0:
+                proc.consumed[("print", t.ticks)] = taken + qty
+                self._execute(order, proc, limit, qty, liquidity=1)
+
+    def _execute(self, order: SimOrder, proc: PriceProcess, ticks: int, qty: float, liquidity: int) -> None:
+        inst = order.inst
+        price = inst.price(ticks)
+        total = order.filled + qty
+        order.avg_fill_price = (order.avg_fill_price * order.filled + price * qty) / total
+        order.filled = total
+        order.last_fill_price = price
+        order.fills += 1
+        spec = inst.spec
+        if inst.sec_type == "CASH":
+            commission = qty * price * spec.commission_per_unit
+        else:
+            commission = qty * spec.commission_per_unit
+        if order.fills == 1:
+            commission = max(commission, spec.commission_min)
+        commission = round(commission, 4)
+        order.commission_paid += commission
+        self._exec_seq += 1
+        now = self.market.now()
+        fill = Fill(
+            exec_id=f"{0xE000 + self._seed % 0x1000:08x}.{self._exec_seq:08x}.01.01",
+            order_id=order.order_id, client_id=order.client_id, perm_id=order.perm_id,
+            con_id=inst.con_id, symbol=inst.symbol, sec_type=inst.sec_type,
+            side="BOT" if order.buy else "SLD", qty=qty, price=price, time=now,
+            cum_qty=order.filled, avg_price=order.avg_fill_price, order_ref=order.req.order_ref,
+            account=self.ledger.account,
+            exchange=spec.primary_exchange or spec.exchange if spec.exchange == "SMART" else spec.exchange,
+            liquidity=liquidity, commission=commission)
+        self.ledger.apply_fill(fill, inst)
+        if order.remaining <= 1e-12:
+            order.status = "Filled"
+        self.sink.order_filled(order, fill)
+        self._oca_after_fill(order, qty)
+        if order.status == "Filled":
+            self._finish(order)
+
+    def _finish(self, order: SimOrder) -> None:
+        if order.status != "Filled":
+            order.status = "Filled"
+            self.sink.order_changed(order, False)
+        for child in self._children(order):
+            if child.why_held == "child":
+                self._activate(child, send_open=True)
+                self.sink.order_changed(child, False)
+                self._work(child)
+
+    def _oca_after_fill(self, order: SimOrder, qty: float) -> None:
+        peers: list[SimOrder] = []
+        oca_type = order.req.oca_type or 1
+        if order.req.oca_group:
+            peers = [o for o in self.orders.values() if o is not order and o.live
+                     and o.req.oca_group == order.req.oca_group and o.client_id == order.client_id]
+        elif order.req.parent_id:
+            # a bracket's children are one implicit OCA group; IB reduces the others by the fill
+            parent = self.orders.get((order.client_id, order.req.parent_id))
+            if parent is not None:
+                peers = [o for o in self._children(parent) if o is not order and o.live]
+            oca_type = 2
+        for peer in peers:
+            if oca_type == 1:
+                self._cancel(peer, "OCA group cancelled")
+            else:
+                peer.req.total_qty = max(peer.filled, peer.req.total_qty - qty)
+                if peer.remaining <= 1e-12:
+                    self._cancel(peer, "OCA group reduced to zero")
+                else:
+                    self.sink.order_changed(peer, True)

@@ -1,0 +1,64 @@
+"""Publisher and subscribers in separate processes over real ipc:// sockets through the broker."""
+from __future__ import annotations
+
+import sys
+
+from tests.support.bus import json_lines, short_run_dir, start_broker
+from tests.support.processes import wait_for
+
+
+def _start_tap(procs, name, run_dir, *topics):
+    return procs.start(name, [sys.executable, "-m", "services.bus.tap", "--quiet", "--every",
+                              "0.2", "--run-dir", str(run_dir), *topics])
+
+
+def _last_counts(procs, name):
+    lines = [line for line in json_lines(procs.log(name)) if "received" in line]
+    return lines[-1] if lines else None
+
+
+def _seen_broker_heartbeat(procs, name):
+    counts = _last_counts(procs, name)
+    return counts and counts["by_type"].get("Heartbeat", 0) > 0
+
+
+def test_two_subscriber_processes_see_every_message_and_the_forced_gap(procs):
+    run_dir = short_run_dir()
+    start_broker(procs, run_dir)
+    taps = ["tap-a", "tap-b"]
+    for name in taps:
+        _start_tap(procs, name, run_dir, "md.", "hb.bus")
+    for name in taps:  # subscribed, and the subscription has reached the broker
+        wait_for(lambda: _seen_broker_heartbeat(procs, name), what=f"{name} to be subscribed")
+
+    gen = procs.start("loadgen", [sys.executable, "-m", "services.bus.loadgen", "--run-dir",
+                                  str(run_dir), "--count", "20000", "--batch", "50",
+                                  "--drop-at", "777"])
+    assert gen.wait(120) == 0, procs.log("loadgen")
+
+    for name in taps:
+        wait_for(lambda: (_last_counts(procs, name) or {}).get("by_type", {}).get("Tick", 0)
+                 >= 19_999, what=f"{name} to receive the ticks")
+        counts = _last_counts(procs, name)
+        assert counts["by_type"]["Tick"] == 19_999  # one was dropped on purpose
+        assert counts["gaps"] == 1 and counts["missing"] == 1
+        assert counts["duplicates"] == 0 and counts["bad_frames"] == {}
+        assert '"sequence gap"' in procs.log(name) and '"expected": 777' in procs.log(name)
+
+
+def test_a_topic_filtered_subscriber_sees_no_false_gaps(procs):
+    run_dir = short_run_dir()
+    start_broker(procs, run_dir)
+    _start_tap(procs, "tap-msft", run_dir, "md.tick.MSFT", "hb.bus")
+    wait_for(lambda: _seen_broker_heartbeat(procs, "tap-msft"), what="tap to be subscribed")
+    for symbol in ("AAPL", "MSFT", "AAPL", "MSFT"):
+        gen = procs.start(f"gen-{symbol}", [sys.executable, "-m", "services.bus.loadgen",
+                                            "--run-dir", str(run_dir), "--count", "500",
+                                            "--symbol", symbol, "--source", "gen.1"])
+        assert gen.wait(120) == 0
+    wait_for(lambda: (_last_counts(procs, "tap-msft") or {}).get("by_type", {}).get("Tick", 0)
+             >= 1000, what="MSFT ticks")
+    counts = _last_counts(procs, "tap-msft")
+    assert counts["by_type"]["Tick"] == 1000
+    assert counts["gaps"] == 0
+    assert counts["restarts"] == 1  # the second gen.1 process counted from 1 again

@@ -1,0 +1,130 @@
+"""The order path: every request acknowledged, none lost, none processed twice per incarnation."""
+from __future__ import annotations
+
+import sys
+import time
+
+import zmq
+
+from proto.schema import Ack, OrderCommand
+from services.bus.reliable import ReliableClient
+from tests.support.bus import short_run_dir
+from tests.support.processes import wait_for
+
+
+def _start_server(procs, name, endpoint, ledger):
+    proc = procs.start(name, [sys.executable, "-m", "tests.support.ack_server", "--endpoint",
+                              endpoint, "--ledger", str(ledger)])
+    wait_for(lambda: "ready" in procs.log(name), what=f"{name} to bind")
+    return proc
+
+
+def _order(i: int) -> OrderCommand:
+    return OrderCommand(command="place", client_order_id=f"c{i}", symbol="AAPL", quantity=1,
+                        limit_price=100.0)
+
+
+def _ledger_rows(path):
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_burst_of_10000_orders_is_acknowledged_with_none_lost(procs, tmp_path):
+    endpoint = f"ipc://{short_run_dir()}/orders"
+    ledger = tmp_path / "ledger.txt"
+    _start_server(procs, "server", endpoint, ledger)
+    ctx = zmq.Context()
+    try:
+        client = ReliableClient(ctx, endpoint, "execution.1", resend_after=30.0)
+        for i in range(10_000):
+            client.send(_order(i))
+        acks = []
+        wait_for(lambda: acks.extend(m for m in client.poll(100) if isinstance(m, Ack))
+                 or not client.pending, deadline=120, what="all 10,000 acknowledgements")
+        assert len({a.ref_seq for a in acks}) == 10_000
+        assert all(a.ok and not a.duplicate for a in acks)
+        assert client.counters["resent"] == 0
+        wait_for(lambda: len(_ledger_rows(ledger)) >= 10_000, what="server ledger")
+        rows = _ledger_rows(ledger)
+        assert sorted(int(seq) for _, seq, _ in rows) == list(range(1, 10_001))
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_orders_sent_while_the_server_is_down_are_resent_and_acknowledged(procs, tmp_path):
+    endpoint = f"ipc://{short_run_dir()}/orders"
+    ledger = tmp_path / "ledger.txt"
+    server = _start_server(procs, "server1", endpoint, ledger)
+    ctx = zmq.Context()
+    try:
+        client = ReliableClient(ctx, endpoint, "execution.1", resend_after=0.5)
+        for i in range(100):
+            client.send(_order(i))
+        wait_for(lambda: client.poll(100) is not None and not client.pending,
+                 what="first acks")
+        procs.kill(server)  # SIGKILL: no goodbye
+        server.wait(30)
+        for i in range(100, 300):  # into the void: nobody is listening
+            client.send(_order(i))
+        client.poll(50)
+        assert client.pending, "with the server dead, nothing can have been acknowledged"
+        _start_server(procs, "server2", endpoint, ledger)
+        wait_for(lambda: client.poll(100) is not None and not client.pending, deadline=120,
+                 what="resent orders to be acknowledged by the restarted server")
+        processed = {row[2] for row in _ledger_rows(ledger)}
+        assert processed == {f"c{i}" for i in range(300)}  # nothing lost
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_resend_is_acknowledged_as_duplicate_and_not_processed_twice(procs, tmp_path):
+    endpoint = f"ipc://{short_run_dir()}/orders"
+    ledger = tmp_path / "ledger.txt"
+    _start_server(procs, "server", endpoint, ledger)
+    ctx = zmq.Context()
+    try:
+        client = ReliableClient(ctx, endpoint, "execution.1", resend_after=3600)
+        client.send(_order(1))
+        pending = next(iter(client.pending.values()))
+        client.socket.send(pending.frame)  # the same request again, as a resend would
+        acks = []
+        wait_for(lambda: acks.extend(m for m in client.poll(100) if isinstance(m, Ack))
+                 or len(acks) >= 2, what="two acknowledgements")
+        assert sorted(a.duplicate for a in acks) == [False, True]
+        time.sleep(0)  # the ledger is line-buffered; the ack came after the write
+        assert len(_ledger_rows(ledger)) == 1
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_garbage_on_the_order_socket_gets_a_clear_nack_and_the_server_keeps_going(procs,
+                                                                                 tmp_path):
+    endpoint = f"ipc://{short_run_dir()}/orders"
+    ledger = tmp_path / "ledger.txt"
+    server = _start_server(procs, "server", endpoint, ledger)
+    ctx = zmq.Context()
+    try:
+        client = ReliableClient(ctx, endpoint, "execution.1", resend_after=3600)
+        client.socket.send(b"\x93garbage")
+        client.send(_order(7))
+        acks = []
+        wait_for(lambda: acks.extend(m for m in client.poll(100) if isinstance(m, Ack))
+                 or len(acks) >= 2, what="nack and ack")
+        nack = [a for a in acks if not a.ok]
+        assert len(nack) == 1 and "malformed" in nack[0].error
+        assert not client.pending
+        assert server.poll() is None
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_unacknowledged_requests_are_resent_after_the_timeout(tmp_path):
+    endpoint = f"ipc://{short_run_dir()}/nobody-here"
+    ctx = zmq.Context()
+    try:
+        client = ReliableClient(ctx, endpoint, "execution.1", resend_after=0.05)
+        client.send(_order(1))
+        wait_for(lambda: client.poll(20) is not None and client.counters["resent"] >= 2,
+                 what="two resends")
+        assert list(client.pending) == [1]
+    finally:
+        ctx.destroy(linger=0)

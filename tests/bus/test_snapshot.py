@@ -1,0 +1,53 @@
+"""A late joiner gets the current state from a snapshot, then the live stream without a gap."""
+from __future__ import annotations
+
+import zmq
+
+from proto.schema import GatewayState, Tick
+from services.bus import snapshot
+from services.bus.loadgen import wait_until_routed
+from services.bus.publisher import Publisher
+from services.bus.subscriber import Subscriber
+from tests.support.bus import short_run_dir, start_broker
+from tests.support.processes import wait_for
+
+
+def _tick(symbol: str, bid: float) -> Tick:
+    return Tick(symbol=symbol, bid=bid, ask=bid + 0.01, bid_size=100, ask_size=100)
+
+
+def test_late_joiner_receives_snapshot_then_live_updates_without_gap(procs):
+    run_dir = short_run_dir()
+    _, cfg = start_broker(procs, run_dir)
+    ctx = zmq.Context()
+    try:
+        pub = Publisher(ctx, cfg.bus.endpoint("bus-in"), "feed.1")
+        assert wait_until_routed(ctx, pub, cfg.bus.endpoint("bus-out"), 60)
+        early = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["md.tick.", "gw."])
+        for i in range(100):
+            pub.publish(_tick("AAPL", 100 + i))
+            pub.publish(_tick("MSFT", 200 + i))
+        pub.publish(GatewayState(state="synchronised", reason="test"))
+        # the state is in the cache once an early subscriber has seen all of it
+        seen = []
+        wait_for(lambda: (seen.extend(m for _, ms in [early.recv(50) or ("", [])] for m in ms)
+                          or len(seen) >= 201), what="early subscriber to see the state")
+
+        late = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["md.tick.", "gw."])
+        state, live = snapshot.join(ctx, late, cfg.bus.endpoint("bus-snap"), "md.tick.")
+        last = {m.symbol: m.bid for _, m in state if isinstance(m, Tick)}
+        assert last == {"AAPL": 199.0, "MSFT": 299.0}
+        assert all(t.startswith("md.tick.") for t, _ in state)
+
+        for i in range(100, 150):
+            pub.publish(_tick("AAPL", 100 + i))
+        got = [m for _, m in live]
+        wait_for(lambda: (got.extend(m for _, ms in [late.recv(50) or ("", [])] for m in ms
+                                     if isinstance(m, Tick) and m.symbol == "AAPL")
+                          or len([m for m in got if m.symbol == "AAPL"]) >= 50),
+                 what="live updates after the snapshot")
+        aapl = [m.bid for m in got if isinstance(m, Tick) and m.symbol == "AAPL"]
+        assert aapl == [100.0 + i for i in range(100, 150)]
+        assert late.gaps.counters.gaps == 0 and late.gaps.counters.duplicates == 0
+    finally:
+        ctx.destroy(linger=0)
