@@ -31,6 +31,10 @@ applied to a stale book; the flag tells readers not to trust it. Price and
 size are validated for deletes too although a delete does not use them.
 Negative prices are allowed (spreads, some futures). The market maker of an
 L2 row is not stored: the book aggregates rows by position only.
+
+A book has no lock: one thread (or one event loop) owns it. The C entry
+points run without the GIL, so a caller that releases it must not share the
+book across threads.
 """
 
 cimport cython

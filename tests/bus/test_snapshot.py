@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import zmq
 
-from proto.schema import GatewayState, Tick
+from proto.schema import GatewayState, Heartbeat, Tick
 from services.bus import snapshot
 from services.bus.loadgen import wait_until_routed
 from services.bus.publisher import Publisher
@@ -23,15 +23,20 @@ def test_late_joiner_receives_snapshot_then_live_updates_without_gap(procs):
     try:
         pub = Publisher(ctx, cfg.bus.endpoint("bus-in"), "feed.1")
         assert wait_until_routed(ctx, pub, cfg.bus.endpoint("bus-out"), 60)
-        early = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["md.tick.", "gw."])
         for i in range(100):
             pub.publish(_tick("AAPL", 100 + i))
             pub.publish(_tick("MSFT", 200 + i))
         pub.publish(GatewayState(state="synchronised", reason="test"))
-        # the state is in the cache once an early subscriber has seen all of it
-        seen = []
-        wait_for(lambda: (seen.extend(m for _, ms in [early.recv(50) or ("", [])] for m in ms)
-                          or len(seen) >= 201), what="early subscriber to see the state")
+
+        def cached_state():  # the broker's cache has taken in everything published so far
+            probe = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["md.tick."])
+            try:
+                state, _ = snapshot.join(ctx, probe, cfg.bus.endpoint("bus-snap"), "md.tick.")
+            finally:
+                probe.close()
+            return {m.symbol: m.bid for _, m in state} == {"AAPL": 199.0, "MSFT": 299.0}
+
+        wait_for(cached_state, what="the broker to cache the published state")
 
         late = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["md.tick.", "gw."])
         state, live = snapshot.join(ctx, late, cfg.bus.endpoint("bus-snap"), "md.tick.")
@@ -39,6 +44,11 @@ def test_late_joiner_receives_snapshot_then_live_updates_without_gap(procs):
         assert last == {"AAPL": 199.0, "MSFT": 299.0}
         assert all(t.startswith("md.tick.") for t, _ in state)
 
+        # the late subscriber's subscription must reach the publisher before it counts
+        late.subscribe("hb.feed.1")
+        wait_for(lambda: pub.publish(Heartbeat(interval_ms=100)) and any(
+            isinstance(m, Heartbeat) for _, ms in [late.recv(50) or ("", [])] for m in ms),
+            what="the late subscriber's subscription to propagate")
         for i in range(100, 150):
             pub.publish(_tick("AAPL", 100 + i))
         got = [m for _, m in live]
