@@ -13,6 +13,8 @@ COMMANDS = {
     "tap": ("services.bus.tap", "watch messages on the bus"),
     "loadgen": ("services.bus.loadgen", "publish synthetic market data (load tests, demos)"),
     "sim": ("services.simulator.__main__", "run the IB Gateway simulator"),
+    "record": ("services.recorder.__main__", "record every bus message to segment files"),
+    "replay": ("services.replay.__main__", "replay a recording onto a bus of its own"),
 }
 
 

@@ -70,6 +70,16 @@ def enable_curve_client(sock: zmq.Socket, curve_dir: Path) -> None:
     sock.curve_serverkey = server_public
 
 
+def start_authenticator(ctx: zmq.Context, curve_dir: Path):
+    """ZAP handler: only client keys found in ``curve_dir/clients`` may connect."""
+    from zmq.auth.thread import ThreadAuthenticator
+
+    auth = ThreadAuthenticator(ctx)
+    auth.start()
+    auth.configure_curve(domain="*", location=str(Path(curve_dir) / "clients"))
+    return auth
+
+
 def create_keys(curve_dir: Path) -> None:
     """Make a server and a client key pair; authorised client keys go in ``curve_dir/clients``."""
     curve_dir = Path(curve_dir)

@@ -32,6 +32,10 @@ class Service:
         self.log = jsonlog.setup(self.source)
         ensure_private_dir(config.bus.run_dir)
         self.ctx = zmq.Context()
+        self.authenticator = None
+        if config.bus.curve_dir is not None:  # listening beyond loopback: CURVE + ZAP
+            from services.bus.sockets import start_authenticator
+            self.authenticator = start_authenticator(self.ctx, config.bus.curve_dir)
         self.publisher = Publisher(self.ctx, config.bus.endpoint("bus-in"), self.source)
         self.poller = zmq.Poller()
         self.handlers: dict[zmq.Socket, Callable[[], None]] = {}
@@ -92,6 +96,8 @@ class Service:
                 self.on_stop()
             finally:
                 self.log.info("stopped", extra={"counters": dict(self.counters)})
+                if self.authenticator is not None:
+                    self.authenticator.stop()
                 self.ctx.destroy(linger=1000)
         return 0
 
