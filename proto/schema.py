@@ -174,7 +174,7 @@ class OrderCommand(Message, kw_only=True):
     """Execution tells the gateway to place, modify or cancel; only execution may send these."""
 
     TOPIC: ClassVar[str] = "ord.cmd"
-    command: Literal["place", "modify", "cancel", "global_cancel"]
+    command: Literal["place", "modify", "cancel", "global_cancel", "reconcile"]
     client_order_id: str
     ib_order_id: int = 0
     symbol: str = ""

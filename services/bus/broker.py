@@ -20,6 +20,7 @@ from services.bus import sockets
 from services.bus.snapshot import SnapshotServer
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
+from services.runtime.cli import add_common_args, load_config
 from services.runtime.service import Service
 
 # state topics kept as last values, and the key that makes one value replace another
@@ -112,14 +113,9 @@ class Broker(Service):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ibfleet bus", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="fleet config TOML (default: loopback defaults)")
-    parser.add_argument("--run-dir", help="private run directory for ipc:// endpoints")
+    add_common_args(parser)
     args = parser.parse_args(argv)
-    try:
-        cfg = fleet_config.load(args.config, args.run_dir)
-    except fleet_config.ConfigError as exc:
-        parser.exit(2, f"ibfleet bus: {exc}\n")
-    return Broker(cfg).run()
+    return Broker(load_config(parser, args)).run()
 
 
 if __name__ == "__main__":

@@ -93,16 +93,27 @@ class GatewayConfig:
                               f"to a gateway on this machine")
 
 
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "ibfleet"
+
+
 @dataclass
 class FleetConfig:
     bus: BusConfig
     gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    #: durable state (journals, the IB order-id sequence): must survive a reboot, unlike run_dir
+    state_dir: Path = field(default_factory=default_state_dir)
     raw: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "FleetConfig":
         self.bus.validate()
         self.gateway.validate()
         return self
+
+    def service_state_dir(self, name: str) -> Path:
+        """A private directory for one service's durable state."""
+        return ensure_private_dir(self.state_dir / name)
 
 
 def _section(raw: dict, name: str) -> dict:
@@ -124,8 +135,13 @@ def _build(cls, values: dict, section: str):
         raise ConfigError(f"[{section}]: {exc}") from None
 
 
-def load(path: str | Path | None = None, run_dir: str | Path | None = None) -> FleetConfig:
-    """Load and validate the fleet config; without a file, the loopback defaults."""
+def load(path: str | Path | None = None, run_dir: str | Path | None = None,
+         state_dir: str | Path | None = None) -> FleetConfig:
+    """Load and validate the fleet config; without a file, the loopback defaults.
+
+    Precedence for the directories: the argument, the file, the environment
+    (IBFLEET_RUN_DIR, IBFLEET_STATE_DIR), the default.
+    """
     raw: dict[str, Any] = {}
     if path is not None:
         try:
@@ -142,4 +158,11 @@ def load(path: str | Path | None = None, run_dir: str | Path | None = None) -> F
         bus_raw["curve_dir"] = Path(bus_raw["curve_dir"])
     bus = _build(BusConfig, bus_raw, "bus")
     gateway = _build(GatewayConfig, dict(_section(raw, "gateway")), "gateway")
-    return FleetConfig(bus=bus, gateway=gateway, raw=raw).validate()
+    fleet = _section(raw, "fleet")
+    unknown = set(fleet) - {"state_dir"}
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [fleet]: {', '.join(sorted(unknown))}")
+    chosen_state = state_dir or fleet.get("state_dir") or os.environ.get("IBFLEET_STATE_DIR")
+    return FleetConfig(bus=bus, gateway=gateway, raw=raw,
+                       state_dir=Path(chosen_state) if chosen_state else default_state_dir()
+                       ).validate()

@@ -1,0 +1,105 @@
+"""`python -m services.simulator --port 7497 --seed 1 [--config FILE.toml] [--control ENDPOINT]`"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+from . import config as config_mod
+from .broker import Broker
+from .control import ControlServer
+from .faults import FaultController
+from .logs import log
+from .server import SimServer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ibfleet sim", description="IB Gateway simulator (TWS API server side)")
+    p.add_argument("--port", type=int, help="TCP port on 127.0.0.1 (default 7497)")
+    p.add_argument("--seed", type=int, help="seed of every price process (default 1)")
+    p.add_argument("--config", help="TOML file: universe, rates, limits, fault schedule")
+    p.add_argument("--control", help="control socket: ipc://PATH or tcp://127.0.0.1:PORT")
+    p.add_argument("--server-version", type=int, dest="server_version", help="highest version served (157..200)")
+    p.add_argument("--account", help="paper account code (default DU1234567)")
+    p.add_argument("--step-ms", type=float, dest="step_ms", help="market step interval in ms")
+    p.add_argument("--mktdata-ms", type=float, dest="mktdata_ms", help="reqMktData sampling interval in ms")
+    p.add_argument("--start-time", type=float, dest="start_time", help="epoch seconds the simulated clock starts at")
+    p.add_argument("--history-delay-ms", type=float, dest="history_delay_ms")
+    p.add_argument("--max-msgs-per-sec", type=int, dest="max_msgs_per_sec")
+    p.add_argument("--mkt-data-lines", type=int, dest="mkt_data_lines")
+    p.add_argument("--depth-subscriptions", type=int, dest="depth_subscriptions")
+    p.add_argument("--tick-by-tick-subscriptions", type=int, dest="tick_by_tick_subscriptions")
+    p.add_argument("--reset-repeat-seconds", type=float, dest="reset_repeat_seconds")
+    p.add_argument("--fault", action="append", default=[], metavar="AT:CMD[:ARG=V,...]",
+                   help="schedule a fault, e.g. 10:restart:seconds=5 or 3:server_reset:seconds=2,data_lost=1")
+    return p
+
+
+def parse_fault(text: str) -> dict:
+    parts = text.split(":", 2)
+    if len(parts) < 2:
+        raise ValueError(f"bad --fault {text!r}")
+    item: dict = {"at": float(parts[0]), "cmd": parts[1]}
+    if len(parts) == 3 and parts[2]:
+        for kv in parts[2].split(","):
+            k, _, v = kv.partition("=")
+            try:
+                item[k] = int(v)
+            except ValueError:
+                try:
+                    item[k] = float(v)
+                except ValueError:
+                    item[k] = v
+            if k in ("data_lost", "enabled"):
+                item[k] = bool(item[k])
+    return item
+
+
+async def serve(cfg: config_mod.SimConfig) -> int:
+    broker = Broker(cfg)
+    faults = FaultController(broker)
+    server = SimServer(broker, cfg.port)
+    await server.start()
+    control = ControlServer(broker, faults, cfg.control) if cfg.control else None
+    if control:
+        control.start()
+        log("control_listening", endpoint=control.endpoint)
+    broker.start()
+    faults.schedule(cfg.schedule)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log("ready", port=server.port, seed=cfg.seed, server_version=cfg.server_version,
+        instruments=[i.symbol + ("/" + i.local_symbol if i.local_symbol else "") for i in cfg.instruments])
+    await stop.wait()
+    log("stopping")
+    await server.stop()
+    await broker.stop()
+    if control:
+        await control.stop()
+    log("stopped", stats=broker.stats)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_mod.load(args.config)
+        overrides = {k: v for k, v in vars(args).items() if k not in ("config", "fault")}
+        cfg = cfg.with_overrides(**overrides)
+        if args.fault:
+            cfg = cfg.with_overrides(schedule=cfg.schedule + tuple(parse_fault(f) for f in args.fault))
+        config_mod.validate(cfg)
+    except (ValueError, OSError) as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

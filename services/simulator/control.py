@@ -1,0 +1,185 @@
+"""Control socket of the simulator, and `SimControl`, the client other services' tests use.
+
+Transport: a ZeroMQ REP socket on `ipc://PATH` or `tcp://127.0.0.1:PORT`. A request is one
+message, a JSON object or a msgpack map, e.g. {"cmd": "restart", "seconds": 5}; the reply comes
+in the same encoding: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import zmq
+import zmq.asyncio
+
+from .logs import log
+
+if TYPE_CHECKING:
+    from .broker import Broker
+    from .faults import FaultController
+
+
+def _check_endpoint(endpoint: str) -> None:
+    if endpoint.startswith("tcp://"):
+        host = endpoint[6:].rsplit(":", 1)[0]
+        if host not in ("127.0.0.1", "localhost"):
+            raise ValueError("the control socket binds to 127.0.0.1 only")
+    elif not endpoint.startswith("ipc://"):
+        raise ValueError("control endpoint must be ipc://PATH or tcp://127.0.0.1:PORT")
+
+
+class ControlServer:
+    def __init__(self, broker: "Broker", faults: "FaultController", endpoint: str) -> None:
+        _check_endpoint(endpoint)
+        self.broker = broker
+        self.faults = faults
+        self.endpoint = endpoint.replace("localhost", "127.0.0.1")
+        self.ctx = zmq.asyncio.Context.instance()
+        self.sock = self.ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(self.endpoint)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._serve())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self.sock.close(0)
+
+    async def _serve(self) -> None:
+        while True:
+            raw = await self.sock.recv()
+            as_json = raw[:1] == b"{"
+            try:
+                req = json.loads(raw) if as_json else msgpack.unpackb(raw, raw=False)
+                if not isinstance(req, dict) or "cmd" not in req:
+                    raise ValueError("request must be a map with a 'cmd'")
+                reply = {"ok": True, "result": self.handle(str(req.pop("cmd")), req)}
+            except Exception as exc:
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            data = json.dumps(reply, default=str).encode() if as_json else \
+                msgpack.packb(reply, default=str, use_bin_type=True)
+            await self.sock.send(data)
+
+    def handle(self, cmd: str, args: dict[str, Any]) -> Any:
+        b = self.broker
+        if cmd == "ping":
+            return "pong"
+        if cmd == "status":
+            return b.status()
+        if cmd == "clients":
+            return b.clients()
+        if cmd == "ledger":
+            return b.ledger.snapshot()
+        if cmd == "orders":
+            return b.orders_view()
+        if cmd == "fills":
+            return b.ledger.snapshot()["fills"]
+        if cmd == "positions":
+            return b.ledger.snapshot()["positions"]
+        if cmd == "account":
+            return b.account_values()
+        if cmd == "quote":
+            inst = b.universe.by_con_id[int(args["con_id"])]
+            proc = b.market.processes[inst.con_id]
+            return {"bid": inst.price(proc.bid), "ask": inst.price(proc.ask), "last": inst.price(proc.last_ticks),
+                    "volume": proc.volume, "steps": b.market.steps}
+        if cmd == "faults":
+            return self.faults.history
+        log("control", cmd=cmd, args=args)
+        return self.faults.run(cmd, args)
+
+
+class SimControlError(RuntimeError):
+    pass
+
+
+class SimControl:
+    """Synchronous client of the control socket. Every fault and ledger query is a method.
+
+    >>> sim = SimControl("tcp://127.0.0.1:7600")
+    >>> sim.restart(seconds=2); sim.fills()
+    """
+
+    def __init__(self, endpoint: str, timeout: float = 10.0) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self._ctx = zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            s = self._ctx.socket(zmq.REQ)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.RCVTIMEO, int(self.timeout * 1000))
+            s.setsockopt(zmq.SNDTIMEO, int(self.timeout * 1000))
+            s.connect(self.endpoint)
+            self._sock = s
+        return self._sock
+
+    def call(self, cmd: str, **args: Any) -> Any:
+        sock = self._socket()
+        try:
+            sock.send(msgpack.packb({"cmd": cmd, **args}, use_bin_type=True))
+            reply = msgpack.unpackb(sock.recv(), raw=False)
+        except zmq.Again:
+            sock.close(0)          # a REQ socket is unusable after a lost reply: start afresh
+            self._sock = None
+            raise TimeoutError(f"simulator control {self.endpoint} did not answer {cmd!r}") from None
+        if not reply.get("ok"):
+            raise SimControlError(reply.get("error"))
+        return reply.get("result")
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(0)
+            self._sock = None
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                saved, self.timeout = self.timeout, 1.0
+                try:
+                    self.call("ping")
+                    return
+                finally:
+                    self.timeout = saved
+            except TimeoutError:
+                if time.monotonic() > end:
+                    raise
+
+    # ---- queries
+    def ping(self) -> str: return self.call("ping")
+    def status(self) -> dict: return self.call("status")
+    def clients(self) -> list[dict]: return self.call("clients")
+    def ledger(self) -> dict: return self.call("ledger")
+    def orders(self) -> list[dict]: return self.call("orders")
+    def fills(self) -> list[dict]: return self.call("fills")
+    def positions(self) -> dict: return self.call("positions")
+    def account(self) -> dict: return self.call("account")
+    def quote(self, con_id: int) -> dict: return self.call("quote", con_id=con_id)
+    def fault_history(self) -> list[dict]: return self.call("faults")
+
+    # ---- faults
+    def restart(self, seconds: float = 5.0) -> dict: return self.call("restart", seconds=seconds)
+    def server_reset(self, seconds: float = 3.0, data_lost: bool = False) -> dict:
+        return self.call("server_reset", seconds=seconds, data_lost=data_lost)
+    def farm_flap(self, seconds: float = 1.0) -> dict: return self.call("farm_flap", seconds=seconds)
+    def hang(self, seconds: float | None = None) -> dict: return self.call("hang", seconds=seconds)
+    def resume(self) -> dict: return self.call("resume")
+    def garbage(self, client_id: int | None = None) -> dict: return self.call("garbage", client_id=client_id)
+    def lockout(self, client_id: int, seconds: float) -> dict:
+        return self.call("lockout", client_id=client_id, seconds=seconds)
+    def drop_client(self, client_id: int) -> dict: return self.call("drop_client", client_id=client_id)
+    def competing_session(self, seconds: float = 2.0) -> dict: return self.call("competing_session", seconds=seconds)
+    def late_replies(self, enabled: bool = True) -> dict: return self.call("late_replies", enabled=enabled)

@@ -1,0 +1,316 @@
+"""Server-to-client messages in the text wire format, field for field as the client decoder reads
+them at the negotiated server version.
+
+`TextEncoder` is the encoder layer: one method per message, each returning a complete frame. A
+protobuf encoder (server versions 201+) would be a second class with the same methods.
+"""
+from __future__ import annotations
+
+import time as _time
+from datetime import datetime, timezone
+from typing import Iterable
+
+from . import protocol as P
+from .contracts import Instrument
+from .ledger import Fill
+from .orders import SimOrder
+from .protocol import Out
+from .wire import UNSET_DOUBLE, encode, frame
+
+UNSET_DOUBLE_STR = "1.7976931348623157E308"
+
+
+def qty(q: float) -> str:
+    return str(int(q)) if q == int(q) else repr(q)
+
+
+def num(x: float) -> str:
+    return UNSET_DOUBLE_STR if x == UNSET_DOUBLE else repr(float(x))
+
+
+def ib_time(epoch: float) -> str:
+    """IB's 'yyyymmdd hh:mm:ss tz' form, in UTC so clients can parse the zone."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y%m%d %H:%M:%S") + " UTC"
+
+
+class TextEncoder:
+    def __init__(self, version: int) -> None:
+        self.v = version
+
+    # ---- session
+    @staticmethod
+    def server_version(version: int, conn_time: str) -> bytes:
+        return frame([str(version), conn_time])
+
+    def next_valid_id(self, order_id: int) -> bytes:
+        return frame([str(int(Out.NEXT_VALID_ID)), "1", str(order_id)])
+
+    def managed_accounts(self, accounts: str) -> bytes:
+        return frame([str(int(Out.MANAGED_ACCTS)), "1", accounts])
+
+    def error(self, req_id: int, code: int, text: str, advanced: str = "") -> bytes:
+        f: list[object] = [int(Out.ERR_MSG)]
+        if self.v < P.ERROR_TIME:
+            f.append(2)
+        f += [req_id, code, text]
+        if self.v >= P.ADVANCED_ORDER_REJECT:
+            f.append(advanced)
+        if self.v >= P.ERROR_TIME:
+            f.append(int(_time.time() * 1000))
+        return encode(f)
+
+    def current_time(self, epoch: float) -> bytes:
+        return encode([int(Out.CURRENT_TIME), 1, int(epoch)])
+
+    def current_time_millis(self, epoch: float) -> bytes:
+        return encode([int(Out.CURRENT_TIME_IN_MILLIS), int(epoch * 1000)])
+
+    # ---- contracts
+    def contract_data(self, req_id: int, inst: Instrument) -> bytes:
+        s = inst.spec
+        v = self.v
+        f: list[object] = [int(Out.CONTRACT_DATA)]
+        if v < P.SIZE_RULES:
+            f.append(8)
+        f += [req_id, s.symbol, s.sec_type, s.last_trade_date]
+        if v >= P.LAST_TRADE_DATE:
+            f.append(s.last_trade_date)
+        f += [0.0 if s.sec_type in ("FUT", "OPT") else "", "", s.exchange, s.currency, inst.local_symbol,
+              inst.trading_class, inst.trading_class, inst.con_id, s.min_tick]
+        if v < P.SIZE_RULES:
+            f.append(1)                      # mdSizeMultiplier
+        f += [s.multiplier, "ACTIVETIM,ADJUST,ALERT,GTC,IOC,LMT,MKT,STP,STPLMT,DAY",
+              inst.valid_exchanges, 1, 0, s.long_name, s.primary_exchange,
+              s.last_trade_date[:6] if s.last_trade_date else "", "", "", "", s.time_zone,
+              "", "", "", "", 0,              # tradingHours, liquidHours, evRule, evMultiplier, secIdList
+              1, "", "", "26", s.last_trade_date,
+              "ETF" if s.symbol == "SPY" else ("COMMON" if s.sec_type == "STK" else "")]
+        if v == P.FRACTIONAL_SIZE_SUPPORT:
+            f.append(1)
+        if v >= P.SIZE_RULES:
+            f += [1, 1, 1]
+        if v >= P.INELIGIBILITY_REASONS:
+            f.append(0)
+        return encode(f)
+
+    def contract_data_end(self, req_id: int) -> bytes:
+        return encode([int(Out.CONTRACT_DATA_END), 1, req_id])
+
+    # ---- market data (hot paths use f-strings to stay cheap)
+    def tick_price(self, req_id: int, tick_type: int, price: str, size: str, mask: int = 0) -> bytes:
+        return frame(["1", "6", str(req_id), str(tick_type), price, size, str(mask)])
+
+    def tick_size(self, req_id: int, tick_type: int, size: str) -> bytes:
+        return frame(["2", "6", str(req_id), str(tick_type), size])
+
+    def tick_string(self, req_id: int, tick_type: int, value: str) -> bytes:
+        return frame(["46", "6", str(req_id), str(tick_type), value])
+
+    def tick_req_params(self, req_id: int, min_tick: float, bbo_exchange: str) -> bytes:
+        return encode([int(Out.TICK_REQ_PARAMS), req_id, min_tick, bbo_exchange, 3])
+
+    def market_data_type(self, req_id: int, data_type: int) -> bytes:
+        return encode([int(Out.MARKET_DATA_TYPE), 1, req_id, data_type])
+
+    def tick_snapshot_end(self, req_id: int) -> bytes:
+        return encode([int(Out.TICK_SNAPSHOT_END), 1, req_id])
+
+    def tbt_last(self, req_id: int, kind: int, t: int, price: str, size: str, exchange: str) -> bytes:
+        return frame(["99", str(req_id), str(kind), str(t), price, size, "0", exchange, ""])
+
+    def tbt_bid_ask(self, req_id: int, t: int, bid: str, ask: str, bid_size: str, ask_size: str) -> bytes:
+        return frame(["99", str(req_id), "3", str(t), bid, ask, bid_size, ask_size, "0"])
+
+    def tbt_mid(self, req_id: int, t: int, mid: str) -> bytes:
+        return frame(["99", str(req_id), "4", str(t), mid])
+
+    def depth(self, req_id: int, position: int, op: int, side: int, price: str, size: str) -> bytes:
+        return frame(["12", "1", str(req_id), str(position), str(op), str(side), price, size])
+
+    def depth_l2(self, req_id: int, position: int, maker: str, op: int, side: int, price: str,
+                 size: str, smart: bool) -> bytes:
+        return frame(["13", "1", str(req_id), str(position), maker, str(op), str(side), price, size,
+                      "1" if smart else "0"])
+
+    def realtime_bar(self, req_id: int, t: int, o: str, h: str, l: str, c: str, volume: str,
+                     wap: str, count: int) -> bytes:
+        return frame(["50", "3", str(req_id), str(t), o, h, l, c, volume, wap, str(count)])
+
+    def historical_data(self, req_id: int, start: str, end: str,
+                        bars: list[tuple[str, str, str, str, str, str, str, int]]) -> list[bytes]:
+        f: list[object] = [int(Out.HISTORICAL_DATA), req_id]
+        if self.v < P.HISTORICAL_DATA_END:
+            f += [start, end]
+        f.append(len(bars))
+        for bar in bars:
+            f += list(bar)
+        out = [encode(f)]
+        if self.v >= P.HISTORICAL_DATA_END:
+            out.append(encode([int(Out.HISTORICAL_DATA_END), req_id, start, end]))
+        return out
+
+    # ---- orders
+    def _contract_block(self, inst: Instrument, exchange: str | None = None) -> list[object]:
+        s = inst.spec
+        return [inst.con_id, s.symbol, s.sec_type, s.last_trade_date, 0.0, "", s.multiplier,
+                exchange if exchange is not None else s.exchange, s.currency, inst.local_symbol,
+                inst.trading_class]
+
+    def open_order(self, o: SimOrder) -> bytes:
+        v = self.v
+        r = o.req
+        lmt = r.lmt_price if r.lmt_price is not None else UNSET_DOUBLE
+        aux = r.aux_price if r.aux_price is not None else UNSET_DOUBLE
+        f: list[object] = [int(Out.OPEN_ORDER), r.order_id]
+        f += self._contract_block(o.inst, r.contract.exchange or o.inst.spec.exchange)
+        f += [r.action, qty(r.total_qty), r.order_type, num(lmt), num(aux), r.tif, r.oca_group,
+              r.account or "", r.open_close, r.origin, r.order_ref, o.client_id, o.perm_id,
+              r.outside_rth, r.hidden, 0.0, r.good_after_time, "",
+              "", "", ""]                                   # faGroup, faMethod, faPercentage
+        if v < P.FA_PROFILE_DESUPPORT:
+            f.append("")
+        f += ["", r.good_till_date, "", "", "",              # modelCode, GTD, rule80A, percentOffset, settlingFirm
+              0, "", -1,                                    # shortSaleSlot, designatedLocation, exemptCode
+              0, "", "", "", "", "",                        # auctionStrategy, box params, stock range
+              r.display_size, r.block_order, r.sweep_to_fill, False, "",  # displaySize .. minQty
+              r.oca_type, False, False, "",                 # ocaType, eTradeOnly, firmQuoteOnly, nbboPriceCap
+              r.parent_id, r.trigger_method,
+              "", 0, "", "",                                # volatility, volType, dnOrderType, dnAuxPrice
+              False, 0,                                     # continuousUpdate, referencePriceType
+              "", "",                                       # trailStopPrice, trailingPercent
+              "", "",                                       # basisPoints, basisPointsType
+              "", 0, 0,                                     # comboLegsDescrip, comboLegs, orderComboLegs
+              0,                                            # smartComboRoutingParams
+              "", "", "",                                   # scale init/subs size, price increment
+              "",                                           # hedgeType
+              False, "", "", False, False,                  # optOutSmartRouting, clearing x2, notHeld, dn contract
+              "",                                           # algoStrategy
+              False,                                        # solicited
+              False, o.status,                              # whatIf, status
+              "", "", "", "", "", "", "", "", "",           # margins before/change/after
+              "", "", "", ""]                               # commission, min, max, currency
+        if v >= P.FULL_ORDER_PREVIEW_FIELDS:
+            f += ["", "", "", "", "", "", "", "", "", "", "", "", 0]
+        f += ["",                                           # warningText
+              False, False,                                 # randomizeSize, randomizePrice
+              0,                                            # conditions
+              "", "", "", "", "", "", "", 0,                # adjusted order params
+              "", "", "",                                   # soft dollar tier
+              "", False, False, False, ""]                  # cashQty .. usePriceMgmtAlgo
+        if v >= P.DURATION:
+            f.append("")
+        if v >= P.POST_TO_ATS:
+            f.append("")
+        if v >= P.AUTO_CANCEL_PARENT:
+            f.append(False)
+        if v >= P.PEGBEST_PEGMID_OFFSETS:
+            f += ["", "", "", "", ""]
+        if v >= P.CUSTOMER_ACCOUNT:
+            f.append("")
+        if v >= P.PROFESSIONAL_CUSTOMER:
+            f.append(False)
+        if v >= P.BOND_ACCRUED_INTEREST:
+            f.append("")
+        if v >= P.INCLUDE_OVERNIGHT:
+            f.append(False)
+        if v >= P.CME_TAGGING_FIELDS_IN_OPEN_ORDER:
+            f += ["", ""]
+        if v >= P.SUBMITTER:
+            f.append("")
+        if v >= P.IMBALANCE_ONLY:
+            f.append(False)
+        return encode(f)
+
+    def order_status(self, o: SimOrder) -> bytes:
+        status = o.status if o.status != "PendingSubmit" else "PreSubmitted"
+        return encode([int(Out.ORDER_STATUS), o.order_id, status, qty(o.filled), qty(o.remaining),
+                       o.avg_fill_price, o.perm_id, o.req.parent_id, o.last_fill_price, o.client_id,
+                       o.why_held, UNSET_DOUBLE_STR])
+
+    def open_order_end(self) -> bytes:
+        return encode([int(Out.OPEN_ORDER_END), 1])
+
+    def completed_orders_end(self) -> bytes:
+        return encode([int(Out.COMPLETED_ORDERS_END)])
+
+    def exec_details(self, req_id: int, fill: Fill, inst: Instrument) -> bytes:
+        f: list[object] = [int(Out.EXECUTION_DATA), req_id, fill.order_id]
+        f += self._contract_block(inst, fill.exchange)
+        f += [fill.exec_id, ib_time(fill.time), fill.account, fill.exchange, fill.side, qty(fill.qty),
+              fill.price, fill.perm_id, fill.client_id, 0, qty(fill.cum_qty), fill.avg_price,
+              fill.order_ref, "", "", "", fill.liquidity]
+        if self.v >= P.PENDING_PRICE_REVISION:
+            f.append(False)
+        if self.v >= P.SUBMITTER:
+            f.append("")
+        return encode(f)
+
+    def exec_details_end(self, req_id: int) -> bytes:
+        return encode([int(Out.EXECUTION_DATA_END), 1, req_id])
+
+    def commission_report(self, fill: Fill, currency: str) -> bytes:
+        return encode([int(Out.COMMISSION_REPORT), 1, fill.exec_id, fill.commission, currency,
+                       num(fill.realized_pnl), UNSET_DOUBLE_STR, ""])
+
+    # ---- portfolio and account
+    def position(self, account: str, inst: Instrument, position: float, avg_cost: float) -> bytes:
+        f: list[object] = [int(Out.POSITION_DATA), 3, account]
+        f += self._contract_block(inst)
+        f += [qty(position), avg_cost]
+        return encode(f)
+
+    def position_end(self) -> bytes:
+        return encode([int(Out.POSITION_END), 1])
+
+    def portfolio_value(self, inst: Instrument, position: float, market_price: float, market_value: float,
+                        avg_cost: float, unrealized: float, realized: float, account: str) -> bytes:
+        s = inst.spec
+        return encode([int(Out.PORTFOLIO_VALUE), 8, inst.con_id, s.symbol, s.sec_type, s.last_trade_date,
+                       0.0, "", s.multiplier, s.primary_exchange, s.currency, inst.local_symbol,
+                       inst.trading_class, qty(position), market_price, market_value, avg_cost,
+                       unrealized, realized, account])
+
+    def account_value(self, key: str, value: str, currency: str, account: str) -> bytes:
+        return encode([int(Out.ACCT_VALUE), 2, key, value, currency, account])
+
+    def account_time(self, hhmm: str) -> bytes:
+        return encode([int(Out.ACCT_UPDATE_TIME), 1, hhmm])
+
+    def account_download_end(self, account: str) -> bytes:
+        return encode([int(Out.ACCT_DOWNLOAD_END), 1, account])
+
+    def account_summary(self, req_id: int, account: str, tag: str, value: str, currency: str) -> bytes:
+        return encode([int(Out.ACCOUNT_SUMMARY), 1, req_id, account, tag, value, currency])
+
+    def account_summary_end(self, req_id: int) -> bytes:
+        return encode([int(Out.ACCOUNT_SUMMARY_END), 1, req_id])
+
+    def account_update_multi(self, req_id: int, account: str, key: str, value: str, currency: str) -> bytes:
+        return encode([int(Out.ACCOUNT_UPDATE_MULTI), 1, req_id, account, "", key, value, currency])
+
+    def account_update_multi_end(self, req_id: int) -> bytes:
+        return encode([int(Out.ACCOUNT_UPDATE_MULTI_END), 1, req_id])
+
+    def position_multi(self, req_id: int, account: str, inst: Instrument, position: float, avg_cost: float) -> bytes:
+        f: list[object] = [int(Out.POSITION_MULTI), 1, req_id, account]
+        f += self._contract_block(inst)
+        f += [qty(position), avg_cost, ""]
+        return encode(f)
+
+    def position_multi_end(self, req_id: int) -> bytes:
+        return encode([int(Out.POSITION_MULTI_END), 1, req_id])
+
+    def pnl(self, req_id: int, daily: float, unrealized: float, realized: float) -> bytes:
+        return encode([int(Out.PNL), req_id, daily, unrealized, realized])
+
+    def pnl_single(self, req_id: int, position: float, daily: float, unrealized: float, realized: float,
+                   value: float) -> bytes:
+        return encode([int(Out.PNL_SINGLE), req_id, qty(position), daily, unrealized, realized, value])
+
+    # ---- deliberate junk for the garbage fault: framing stays intact, content does not
+    @staticmethod
+    def garbage() -> Iterable[bytes]:
+        yield frame(["9999", "1", "unknown message id"])            # unknown message id
+        yield frame(["1", "6", "abc", "not-a-tick", "x.y", "", ""])  # malformed tickPrice
+        yield frame(["3", "17"])                                     # truncated orderStatus
+        yield frame([""])                                            # empty message id
