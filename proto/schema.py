@@ -241,6 +241,33 @@ class Execution(Message, kw_only=True):
     exchange: str = ""
 
 
+class OrderUpdate(_ByStrategy, kw_only=True):
+    """Execution's view of one order, for the strategy that owns it: state and fills.
+
+    ``state`` is execution's state machine's (new, pending_submit, submitted, partially_filled,
+    filled, pending_cancel, cancelled, rejected, inactive). A fill sets ``exec_id`` and the
+    ``last_fill_*`` fields; a replayed fill keeps its exec_id, so consumers dedupe on it.
+    """
+
+    TOPIC: ClassVar[str] = "ord.update"
+    client_order_id: str
+    state: str
+    symbol: str
+    side: Side
+    quantity: float
+    filled: float = 0.0
+    avg_fill_price: float = 0.0
+    limit_price: float = float("nan")
+    stop_price: float = float("nan")
+    order_type: str = "LMT"
+    ib_order_id: int = 0
+    parent_id: str = ""
+    exec_id: str = ""
+    last_fill_qty: float = 0.0
+    last_fill_price: float = 0.0
+    reason: str = ""
+
+
 class Commission(Message, kw_only=True):
     TOPIC: ClassVar[str] = "ord.comm"
     exec_id: str
@@ -278,6 +305,7 @@ class PnL(Message, kw_only=True):
     realized: float = 0.0
     unrealized: float = 0.0
     position: float = 0.0
+    avg_cost: float = 0.0
 
 
 # -- GATEWAY ----------------------------------------------------------------------------------
@@ -358,7 +386,8 @@ class SnapshotEnd(Message, kw_only=True):
 
 ALL_TYPES: tuple[type[Message], ...] = (
     Tick, TradeTick, QuoteTick, DepthUpdate, Bar, SubscribeRequest,
-    OrderIntent, RiskDecision, OrderCommand, OrderStatus, OpenOrder, Execution, Commission,
+    OrderIntent, RiskDecision, OrderCommand, OrderStatus, OpenOrder, Execution, OrderUpdate,
+    Commission,
     Position, AccountValue, PnL,
     GatewayState, GatewayError,
     Heartbeat, Control, Ack, Alert, SnapshotEnd,

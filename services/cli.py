@@ -13,6 +13,10 @@ COMMANDS = {
     "tap": ("services.bus.tap", "watch messages on the bus"),
     "loadgen": ("services.bus.loadgen", "publish synthetic market data (load tests, demos)"),
     "sim": ("services.simulator.__main__", "run the IB Gateway simulator"),
+    "gateway": ("services.gateway.__main__", "run the gateway bridge to TWS / IB Gateway"),
+    "risk": ("services.risk.service", "run the risk service"),
+    "execution": ("services.execution.service", "run the execution service"),
+    "strategy": ("services.strategy.runner", "run a strategy: ibfleet strategy run CONFIG"),
     "record": ("services.recorder.__main__", "record every bus message to segment files"),
     "replay": ("services.replay.__main__", "replay a recording onto a bus of its own"),
 }

@@ -26,7 +26,22 @@ from services.bus.publisher import Stamper
 
 log = logging.getLogger("bus.reliable")
 
-Handler = Callable[[Message, str], Sequence[Message]]
+Handler = Callable[[Message, str], "Sequence[Message] | object"]
+
+#: a handler returns DEFER to acknowledge later, with ``ReliableServer.complete(token, ...)``:
+#: e.g. risk acknowledges an intent only once execution has acknowledged it in turn.
+DEFER = object()
+
+
+class Refused(Exception):
+    """Raised by a handler to refuse a request on purpose (not a bug): nacked, no traceback."""
+
+
+@dataclass(frozen=True)
+class Token:
+    identity: bytes
+    src: str
+    seq: int
 
 
 class _Seen:
@@ -64,6 +79,8 @@ class ReliableServer:
         self.handler = handler
         self.stamper = Stamper(source)
         self.seen: dict[bytes, _Seen] = {}
+        self.inflight: set[Token] = set()
+        self.current: Token | None = None  # the request being handled, for DEFER
         self.counters: Counter[str] = Counter()
 
     def process_ready(self, budget: int = 1000) -> int:
@@ -95,22 +112,44 @@ class ReliableServer:
         seen = self.seen.setdefault(identity, _Seen())
         out: list[Message] = []
         for request in requests:
+            token = Token(identity, request.src, request.seq)
             if not seen.add(request.seq):
                 self.counters["duplicates"] += 1
-                out.append(Ack(ref_src=request.src, ref_seq=request.seq, duplicate=True))
+                if token not in self.inflight:  # still in flight: its ack comes later
+                    out.append(Ack(ref_src=request.src, ref_seq=request.seq, duplicate=True))
                 continue
+            self.current = token
             try:
                 replies = self.handler(request, request.src)
+            except Refused as exc:
+                self.counters["refused"] += 1
+                log.error("request refused", extra={"peer": request.src, "reason": str(exc)})
+                out.append(Ack(ref_src=request.src, ref_seq=request.seq, ok=False,
+                               error=f"refused: {exc}"))
+                continue
             except Exception as exc:  # a handler bug must not take the order path down
                 self.counters["handler_errors"] += 1
                 log.exception("request handler failed", extra={"type": type(request).__name__})
                 out.append(Ack(ref_src=request.src, ref_seq=request.seq, ok=False,
                                error=f"{type(exc).__name__}: {exc}"))
                 continue
+            finally:
+                self.current = None
             self.counters["processed"] += 1
+            if replies is DEFER:
+                self.inflight.add(token)
+                continue
             out.append(Ack(ref_src=request.src, ref_seq=request.seq))
             out.extend(replies)
-        self._reply(identity, out)
+        if out:
+            self._reply(identity, out)
+
+    def complete(self, token: Token, replies: Sequence[Message] = (), ok: bool = True,
+                 error: str = "") -> None:
+        """Acknowledge a deferred request."""
+        self.inflight.discard(token)
+        self._reply(token.identity, [Ack(ref_src=token.src, ref_seq=token.seq, ok=ok,
+                                         error=error), *replies])
 
     def _reply(self, identity: bytes, messages: list[Message]) -> None:
         for msg in messages:
@@ -149,6 +188,8 @@ class ReliableClient:
         self.pending: dict[int, _Pending] = {}
         self.resend_after = resend_after
         self.counters: Counter[str] = Counter()
+        #: requests the server refused, with its Ack: the caller decides what that means
+        self.nacked: list[tuple[Message, Ack]] = []
 
     def send(self, msg: Message) -> int:
         msg.src = self.stamper.source
@@ -178,8 +219,11 @@ class ReliableClient:
                 continue
             for msg in messages:
                 if isinstance(msg, Ack) and msg.ref_src == self.stamper.source:
-                    if self.pending.pop(msg.ref_seq, None) is not None:
+                    done = self.pending.pop(msg.ref_seq, None)
+                    if done is not None:
                         self.counters["acked" if msg.ok else "nacked"] += 1
+                        if not msg.ok:
+                            self.nacked.append((done.msg, msg))
                 out.append(msg)
         self.resend_stale()
         return out

@@ -1,0 +1,1 @@
+"""Execution: owns every order's life, from an approved intent to its last fill."""

@@ -1,0 +1,3 @@
+from services.execution.service import main
+
+raise SystemExit(main())

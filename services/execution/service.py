@@ -1,0 +1,148 @@
+"""The execution process: approved intents in (from risk only), order commands out (to the
+gateway only), order updates and snapshots for strategies and risk.
+
+Sockets:
+- ``execution`` ROUTER (reliable): OrderIntent and Control from ``risk.*``; anyone else is
+  refused with a clear error.
+- ``gateway`` DEALER (reliable): OrderCommand to the gateway bridge.
+- bus SUB: ``ord.status``, ``ord.open``, ``ord.exec``, ``gw.state``.
+- ``execution-snap`` ROUTER: open orders and positions per strategy (topic
+  ``ord.update.STRATEGY``), for strategies and risk that (re)start.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+from proto.schema import (Alert, Control, Execution, GatewayState, Message, OpenOrder,
+                          OrderCommand, OrderIntent, OrderStatus)
+from services.bus.reliable import Refused, ReliableClient, ReliableServer
+from services.bus.snapshot import SnapshotServer
+from services.bus.subscriber import Subscriber
+from services.execution.engine import ExecutionEngine
+from services.runtime.cli import add_common_args, load_config
+from services.runtime.config import FleetConfig
+from services.runtime.journal import Journal
+from services.runtime.service import Service
+
+EVENT_TOPICS = ("ord.status", "ord.open", "ord.exec", "gw.state")
+
+
+class ExecutionService(Service):
+    def __init__(self, config: FleetConfig, cancel_on_reconnect: bool = False,
+                 ack_timeout: float = 5.0) -> None:
+        super().__init__("execution", config)
+        state_dir = config.service_state_dir("execution")
+        self.journal = Journal(state_dir / "journal.bin")
+        self.engine = ExecutionEngine(self.journal, cancel_on_reconnect)
+        bus = config.bus
+        self.server = ReliableServer(self.ctx, bus.endpoint("execution"), self.source,
+                                     self._on_request)
+        self.gateway = ReliableClient(self.ctx, bus.endpoint("gateway"), self.source,
+                                      resend_after=ack_timeout)
+        self.events = Subscriber(self.ctx, bus.endpoint("bus-out"), EVENT_TOPICS)
+        self.snapshots = SnapshotServer(self.ctx, bus.endpoint("execution-snap"), self.source,
+                                        self._snapshot)
+        self.on_socket(self.server.socket, self.server.process_ready)
+        self.on_socket(self.gateway.socket, self._on_gateway_reply)
+        self.on_socket(self.events.socket, self._on_event)
+        self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
+        self.every(0.5, self._housekeeping)
+        self.log.info("journal restored", extra={"orders": len(self.engine.orders),
+                                                 "fills": len(self.engine.exec_ids),
+                                                 "torn_bytes": self.journal.torn_bytes})
+
+    # -- REQUESTS FROM RISK -------------------------------------------------------------------
+    def _on_request(self, msg: Message, peer: str) -> list[Message]:
+        if not peer.startswith("risk."):
+            self.counters["refused"] += 1
+            self.log.error("refused a request not from risk", extra={"peer": peer})
+            raise Refused(f"execution takes orders only from risk, not from {peer!r}")
+        if isinstance(msg, OrderIntent):
+            self.counters["intents"] += 1
+            self._send(self.engine.on_intent(msg))
+        elif isinstance(msg, Control) and msg.command in ("kill", "flatten"):
+            self._send(self.engine.cancel_all(msg.target))
+        else:
+            raise ValueError(f"execution does not handle {type(msg).__name__}")
+        self._publish_updates()
+        return []
+
+    # -- GATEWAY ------------------------------------------------------------------------------
+    def _send(self, commands: list[OrderCommand]) -> None:
+        for cmd in commands:
+            self.gateway.send(cmd)
+            self.counters["commands"] += 1
+
+    def _on_gateway_reply(self) -> None:
+        for msg in self.gateway.poll():
+            if isinstance(msg, OrderStatus):
+                self._send(self.engine.on_placed(msg))
+        for command, ack in self.gateway.nacked:
+            self.counters["gateway_nacks"] += 1
+            self.log.error("gateway refused a command",
+                           extra={"client_order_id": command.client_order_id,
+                                  "error": ack.error})
+            if command.command == "place":
+                self.engine.on_rejected(command.client_order_id, ack.error)
+        self.gateway.nacked.clear()
+        self._publish_updates()
+
+    def _on_event(self) -> None:
+        for _ in range(500):
+            got = self.events.recv(0)
+            if got is None:
+                break
+            for msg in got[1]:
+                if isinstance(msg, OrderStatus):
+                    self._send(self.engine.on_status(msg))
+                elif isinstance(msg, OpenOrder):
+                    self._send(self.engine.on_open_order(msg))
+                elif isinstance(msg, Execution):
+                    self._send(self.engine.on_execution(msg))
+                elif isinstance(msg, GatewayState):
+                    self._send(self.engine.on_gateway_state(msg))
+        self._publish_updates()
+
+    def _publish_updates(self) -> None:
+        for update in self.engine.updates:
+            self.publisher.publish(update)
+        self.engine.updates.clear()
+
+    # -- SNAPSHOT, HOUSEKEEPING ---------------------------------------------------------------
+    def _snapshot(self, prefix: str):
+        items = [(f"ord.update.{o.strategy}", self.engine.update_of(o))
+                 for o in self.engine.open_orders()]
+        items += [(f"ord.update.{p.strategy}", p) for p in self.engine.position_messages()]
+        stamped = []
+        for topic, msg in items:
+            msg.src, msg.ts = self.source, time.time_ns()
+            stamped.append((topic, msg))
+        last = {f"{self.source}|{t}": s for t, s in self.publisher.stamper.topic_seq.items()}
+        return stamped, last
+
+    def _housekeeping(self) -> None:
+        self.gateway.resend_stale()
+        self.counters["open_orders"] = len(self.engine.open_orders())
+        self.counters["pending_commands"] = len(self.gateway.pending)
+        self.counters["unknown_orders"] = len(self.engine.unknown_orders)
+        self.counters["gaps"] = self.events.gaps.counters.gaps
+        if self.events.gaps.counters.gaps > self.counters.get("gaps_alerted", 0):
+            self.counters["gaps_alerted"] = self.events.gaps.counters.gaps
+            # events lost on the bus: ask the gateway to replay IB's view
+            self.gateway.send(OrderCommand(command="reconcile", client_order_id=""))
+            self.publisher.publish(Alert(severity="warning", code="event_gap",
+                                         text="execution missed gateway events; reconciling"))
+
+    def on_stop(self) -> None:
+        self.journal.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet execution",
+                                     description="Run the execution service.")
+    add_common_args(parser)
+    parser.add_argument("--cancel-on-reconnect", action="store_true",
+                        help="cancel every open order when the gateway comes back")
+    args = parser.parse_args(argv)
+    return ExecutionService(load_config(parser, args), args.cancel_on_reconnect).run()

@@ -1,0 +1,3 @@
+from services.risk.service import main
+
+raise SystemExit(main())

@@ -1,0 +1,316 @@
+"""Risk's checks and book-keeping, free of sockets.
+
+Positions and PnL come from execution's order updates (fills deduplicated by execId); marks
+come from market data. ``check`` decides one intent; it never changes state except the rate
+bucket and the count of open orders it has approved.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+from proto.schema import OrderIntent, OrderUpdate, PnL
+from services.risk.limits import LimitBook, Limits
+from services.runtime.instruments import Instruments, UnknownInstrument
+
+log = logging.getLogger("risk.engine")
+ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
+TERMINAL_STATES = {"filled", "cancelled", "rejected", "inactive"}
+
+
+@dataclass
+class Decision:
+    approved: bool
+    reason: str = ""
+    text: str = ""
+
+
+@dataclass
+class Holding:
+    quantity: float = 0.0
+    avg_cost: float = 0.0
+    realized: float = 0.0
+
+    def apply(self, signed: float, price: float) -> None:
+        q = self.quantity
+        if q == 0 or (q > 0) == (signed > 0):
+            total = q + signed
+            self.avg_cost = (self.avg_cost * abs(q) + price * abs(signed)) / abs(total)
+            self.quantity = total
+            return
+        closing = min(abs(q), abs(signed))
+        self.realized += closing * (price - self.avg_cost) * (1 if q > 0 else -1)
+        rest = q + signed
+        if abs(rest) < 1e-12:
+            self.quantity, self.avg_cost = 0.0, 0.0
+        elif (rest > 0) == (q > 0):
+            self.quantity = rest
+        else:
+            self.quantity, self.avg_cost = rest, price
+
+
+@dataclass
+class Bucket:
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    at: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.rate <= 0:
+            return True
+        if self.tokens < 0:
+            self.tokens, self.at = self.burst, now
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+@dataclass
+class StrategyBook:
+    holdings: dict[str, Holding] = field(default_factory=dict)
+    open_orders: dict[str, OrderUpdate] = field(default_factory=dict)
+    state: str = ACTIVE
+    bucket: Bucket | None = None
+
+
+class RiskEngine:
+    def __init__(self, limits: LimitBook, instruments: Instruments,
+                 clock=time.monotonic) -> None:
+        self.limits = limits
+        self.instruments = instruments
+        self.clock = clock
+        self.global_state = ACTIVE
+        self.gateway_state = "disconnected"
+        self.strategies: dict[str, StrategyBook] = {}
+        self.marks: dict[str, tuple[float, float]] = {}  # symbol -> (mid, when)
+        self.exec_ids: set[str] = set()
+        self.breaches: list[tuple[str, str]] = []  # (strategy, text): to alert, drained
+
+    def book(self, strategy: str) -> StrategyBook:
+        book = self.strategies.get(strategy)
+        if book is None:
+            limits = self.limits.for_strategy(strategy)
+            book = StrategyBook(bucket=Bucket(limits.order_rate, limits.order_burst))
+            self.strategies[strategy] = book
+        return book
+
+    # -- INPUTS -------------------------------------------------------------------------------
+    def on_mark(self, symbol: str, bid: float, ask: float) -> None:
+        if math.isfinite(bid) and math.isfinite(ask) and bid > 0 and ask > 0:
+            self.marks[symbol] = ((bid + ask) / 2.0, self.clock())
+
+    def on_update(self, update: OrderUpdate) -> None:
+        book = self.book(update.strategy)
+        if update.state in TERMINAL_STATES:
+            book.open_orders.pop(update.client_order_id, None)
+        else:
+            book.open_orders[update.client_order_id] = update
+        if update.exec_id and update.exec_id not in self.exec_ids:
+            self.exec_ids.add(update.exec_id)
+            signed = update.last_fill_qty if update.side == "BUY" else -update.last_fill_qty
+            book.holdings.setdefault(update.symbol, Holding()).apply(signed,
+                                                                     update.last_fill_price)
+            self.evaluate_loss(update.strategy)
+
+    def restore_position(self, pnl: PnL) -> None:
+        """From execution's snapshot after a restart."""
+        holding = self.book(pnl.strategy).holdings.setdefault(pnl.symbol, Holding())
+        holding.quantity, holding.avg_cost, holding.realized = (pnl.position, pnl.avg_cost,
+                                                                pnl.realized)
+
+    # -- PNL ----------------------------------------------------------------------------------
+    def pnl(self, strategy: str) -> tuple[float, float]:
+        """(realized, unrealized) for a strategy, marked to the last mids."""
+        realized = unrealized = 0.0
+        for symbol, h in self.book(strategy).holdings.items():
+            realized += h.realized * self._multiplier(symbol)
+            mark = self.marks.get(symbol)
+            if mark and h.quantity:
+                unrealized += (mark[0] - h.avg_cost) * h.quantity * self._multiplier(symbol)
+        return realized, unrealized
+
+    def evaluate_loss(self, strategy: str) -> None:
+        limits = self.limits.for_strategy(strategy)
+        book = self.book(strategy)
+        if limits.daily_loss_limit <= 0 or book.state != ACTIVE:
+            return
+        realized, unrealized = self.pnl(strategy)
+        if realized + unrealized < -limits.daily_loss_limit:
+            book.state = REDUCING
+            self.breaches.append((strategy, f"daily loss {realized + unrealized:,.2f} beyond "
+                                            f"-{limits.daily_loss_limit:,.2f}: reducing only"))
+
+    def _multiplier(self, symbol: str) -> float:
+        return self.instruments.get(symbol).multiplier if symbol in self.instruments else 1.0
+
+    # -- CHECKS -------------------------------------------------------------------------------
+    def check(self, intent: OrderIntent) -> Decision:
+        book = self.book(intent.strategy)
+        if intent.action == "cancel":
+            return Decision(True)  # cancelling only ever reduces risk
+        limits = self.limits.for_strategy(intent.strategy)
+        order = None
+        if intent.action == "modify":
+            order = book.open_orders.get(intent.client_order_id)
+            if order is None:
+                return Decision(False, "unknown_order",
+                                f"no open order {intent.client_order_id} to modify")
+        for check in (self._trading_state, self._gateway, self._instrument, self._size,
+                      self._price, self._market_data, self._exposure, self._open_orders,
+                      self._rate):
+            decision = check(intent, order, book, limits)
+            if decision is not None:
+                return decision
+        return Decision(True)
+
+    def _trading_state(self, intent, order, book, limits) -> Decision | None:
+        if self.global_state == HALTED:
+            return Decision(False, "halted", "trading is halted (kill switch)")
+        if book.state == HALTED:
+            return Decision(False, "strategy_halted", f"{intent.strategy} is halted")
+        if REDUCING in (self.global_state, book.state) and not self._reduces(intent, book):
+            return Decision(False, "reducing_only",
+                            f"{intent.strategy} may only reduce its position")
+        return None
+
+    def _gateway(self, intent, order, book, limits) -> Decision | None:
+        if self.gateway_state != "synchronised":
+            return Decision(False, "gateway_not_synchronised",
+                            f"the gateway is {self.gateway_state}: no new orders")
+        return None
+
+    def _instrument(self, intent, order, book, limits) -> Decision | None:
+        if intent.action == "modify":
+            return None
+        try:
+            self.instruments.get(intent.symbol)
+        except UnknownInstrument:
+            return Decision(False, "unknown_symbol", f"unknown instrument {intent.symbol!r}")
+        return None
+
+    def _size(self, intent, order, book, limits) -> Decision | None:
+        symbol = order.symbol if order else intent.symbol
+        info = self.instruments.get(symbol)
+        qty = intent.quantity or (order.quantity if order else 0.0)
+        if not (qty > 0) or not math.isfinite(qty):
+            return Decision(False, "bad_quantity", f"quantity {qty} must be positive")
+        if abs(qty / info.lot_size - round(qty / info.lot_size)) > 1e-9:
+            return Decision(False, "lot_size", f"{qty} is not a multiple of the lot size "
+                                               f"{info.lot_size} of {symbol}")
+        if limits.max_order_quantity and qty > limits.max_order_quantity:
+            return Decision(False, "max_order_quantity",
+                            f"{qty} is over the maximum order quantity {limits.max_order_quantity}")
+        return None
+
+    def _price(self, intent, order, book, limits) -> Decision | None:
+        symbol = order.symbol if order else intent.symbol
+        info = self.instruments.get(symbol)
+        for label, price in (("limit", intent.limit_price), ("stop", intent.stop_price)):
+            if math.isfinite(price) and not info.on_tick(price):
+                return Decision(False, "min_tick", f"{label} price {price} is not on the "
+                                                   f"minimum tick {info.min_tick} of {symbol}")
+        order_type = order.order_type if order else intent.order_type
+        if order_type in ("LMT", "STP LMT") and not math.isfinite(intent.limit_price) \
+                and order is None:
+            return Decision(False, "missing_price", f"a {order_type} order needs a limit price")
+        return None
+
+    def _market_data(self, intent, order, book, limits) -> Decision | None:
+        symbol = order.symbol if order else intent.symbol
+        mark = self.marks.get(symbol)
+        if mark is None or (limits.stale_after_s and self.clock() - mark[1] >
+                            limits.stale_after_s):
+            return Decision(False, "stale_market_data",
+                            f"no fresh market data for {symbol}: no new orders")
+        mid = mark[0]
+        price = intent.limit_price
+        is_child = bool(intent.parent_id) or (order is not None and order.parent_id)
+        if limits.price_band and math.isfinite(price) and not is_child \
+                and abs(price - mid) > limits.price_band * mid:
+            return Decision(False, "price_band", f"limit {price} is more than "
+                                                 f"{limits.price_band:.1%} from the mid {mid:.4f}")
+        info = self.instruments.get(symbol)
+        qty = intent.quantity or (order.quantity if order else 0.0)
+        notional = qty * (price if math.isfinite(price) else mid) * info.multiplier
+        if limits.max_order_notional and notional > limits.max_order_notional:
+            return Decision(False, "max_order_notional", f"notional {notional:,.0f} is over "
+                                                         f"{limits.max_order_notional:,.0f}")
+        return None
+
+    def _exposure(self, intent, order, book, limits) -> Decision | None:
+        if intent.parent_id or (order is not None and order.parent_id):
+            return None  # a bracket's exits only ever reduce what the parent opened
+        symbol = order.symbol if order else intent.symbol
+        side = order.side if order else intent.side
+        qty = intent.quantity or (order.quantity if order else 0.0)
+        signed = qty if side == "BUY" else -qty
+        held = book.holdings.get(symbol, Holding()).quantity
+        # worst case: every working order on the same side fills too
+        working = sum((o.quantity - o.filled) * (1 if o.side == "BUY" else -1)
+                      for o in book.open_orders.values()
+                      if o.symbol == symbol and o.client_order_id != intent.client_order_id
+                      and not o.parent_id and (o.side == "BUY") == (signed > 0))
+        after = held + working + signed
+        if limits.max_position and abs(after) > limits.max_position and abs(after) > abs(held):
+            return Decision(False, "max_position", f"{symbol} position would reach {after:g}, "
+                                                   f"over {limits.max_position:g}")
+        if limits.max_gross_exposure:
+            gross = 0.0
+            for sym, h in book.holdings.items():
+                mark = self.marks.get(sym)
+                if mark:
+                    gross += abs(h.quantity) * mark[0] * self._multiplier(sym)
+            mark = self.marks[symbol][0]
+            gross += abs(qty) * mark * self._multiplier(symbol) if abs(after) > abs(held) else 0
+            if gross > limits.max_gross_exposure:
+                return Decision(False, "max_gross_exposure", f"gross exposure would be "
+                                                             f"{gross:,.0f}, over "
+                                                             f"{limits.max_gross_exposure:,.0f}")
+        return None
+
+    def _open_orders(self, intent, order, book, limits) -> Decision | None:
+        if intent.action == "new" and limits.max_open_orders \
+                and len(book.open_orders) >= limits.max_open_orders:
+            return Decision(False, "max_open_orders",
+                            f"{len(book.open_orders)} open orders: the limit is "
+                            f"{limits.max_open_orders}")
+        return None
+
+    def _rate(self, intent, order, book, limits) -> Decision | None:
+        if not book.bucket.take(self.clock()):
+            return Decision(False, "order_rate", f"over {limits.order_rate:g} orders/s")
+        return None
+
+    def _reduces(self, intent: OrderIntent, book: StrategyBook) -> bool:
+        if intent.action != "new":
+            return True  # a modify of a reducing order stays reducing; keep it simple
+        held = book.holdings.get(intent.symbol, Holding()).quantity
+        signed = intent.quantity if intent.side == "BUY" else -intent.quantity
+        return held != 0 and (held > 0) != (signed > 0) and abs(signed) <= abs(held)
+
+    # -- STATES -------------------------------------------------------------------------------
+    def set_state(self, target: str, state: str) -> None:
+        if target:
+            self.book(target).state = state
+        else:
+            self.global_state = state
+            if state == ACTIVE:
+                for book in self.strategies.values():
+                    if book.state == HALTED:
+                        book.state = ACTIVE
+
+    def approved(self, intent: OrderIntent) -> None:
+        """Count an approved new order as open at once, so a burst cannot overshoot."""
+        if intent.action == "new":
+            book = self.book(intent.strategy)
+            book.open_orders.setdefault(intent.client_order_id, OrderUpdate(
+                strategy=intent.strategy, client_order_id=intent.client_order_id, state="new",
+                symbol=intent.symbol, side=intent.side, quantity=intent.quantity,
+                limit_price=intent.limit_price, order_type=intent.order_type,
+                parent_id=intent.parent_id))

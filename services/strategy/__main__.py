@@ -1,0 +1,3 @@
+from services.strategy.runner import main
+
+raise SystemExit(main())

@@ -1,0 +1,79 @@
+"""Order-book imbalance / microprice momentum on depth data.
+
+When the depth-weighted imbalance over the top levels, smoothed by an EMA, leans strongly one
+way and the microprice confirms it, join the touch on that side with a limit order; exit a
+position when the lean reverses. Working orders that the market has left behind (too old, or
+more than ``max_distance_ticks`` from the touch) are cancelled.
+
+params: levels (5), span (20), threshold (0.3), quantity (100), max_position (300),
+        stale_after_s (5), max_distance_ticks (3), cooldown_s (1)
+"""
+from __future__ import annotations
+
+import math
+
+from core.book import OrderBook
+from core.signals import EMA
+from services.strategy.base import Strategy
+
+
+class ImbalanceMomentum(Strategy):
+    def on_start(self) -> None:
+        p = self.params
+        self.levels = int(p.get("levels", 5))
+        self.threshold = float(p.get("threshold", 0.3))
+        self.quantity = float(p.get("quantity", 100))
+        self.max_position = float(p.get("max_position", 300))
+        self.stale_after_ns = int(float(p.get("stale_after_s", 5)) * 1e9)
+        self.max_distance_ticks = int(p.get("max_distance_ticks", 3))
+        self.cooldown_ns = int(float(p.get("cooldown_s", 1)) * 1e9)
+        self.signal = {s: EMA(span=int(p.get("span", 20))) for s in self.symbols}
+        self.placed_at: dict[str, int] = {}
+        self.last_action: dict[str, int] = {}
+        for symbol in self.symbols:
+            self.subscribe(symbol, "depth")
+
+    def on_depth(self, symbol: str, book: OrderBook) -> None:
+        raw = book.imbalance(self.levels)
+        if not math.isfinite(raw) or book.crossed:
+            return
+        lean = self.signal[symbol].update(raw)
+        now = self.host.now_ns()
+        if now - self.last_action.get(symbol, 0) < self.cooldown_ns:
+            return
+        if self.open_orders(symbol):
+            return  # one working order at a time per symbol
+        position = self.position(symbol)
+        micro, mid = book.microprice(), book.mid()
+        if lean > self.threshold and micro > mid and position + self.quantity <= self.max_position:
+            self._join(symbol, "BUY", book.best_bid_price(), now)
+        elif lean < -self.threshold and micro < mid \
+                and position - self.quantity >= -self.max_position:
+            self._join(symbol, "SELL", book.best_ask_price(), now)
+        elif position and (lean * position) < 0:  # the lean turned against the position
+            side = "SELL" if position > 0 else "BUY"
+            price = book.best_ask_price() if side == "SELL" else book.best_bid_price()
+            self._join(symbol, side, price, now, quantity=min(abs(position), self.quantity))
+
+    def _join(self, symbol: str, side: str, price: float, now: int,
+              quantity: float | None = None) -> None:
+        if not math.isfinite(price):
+            return
+        coid = self.submit(symbol, side, quantity or self.quantity, "LMT", price)
+        if coid:
+            self.placed_at[coid] = now
+            self.last_action[symbol] = now
+
+    def on_timer(self, now_ns: int) -> None:
+        for order in self.open_orders():
+            if order.state in ("new", "pending_cancel"):
+                continue
+            book = self.books[order.symbol]
+            tick = self.instrument(order.symbol).min_tick
+            touch = book.best_bid_price() if order.side == "BUY" else book.best_ask_price()
+            too_old = now_ns - self.placed_at.get(order.client_order_id, now_ns) \
+                > self.stale_after_ns
+            too_far = math.isfinite(touch) and abs(touch - order.limit_price) \
+                > self.max_distance_ticks * tick
+            if too_old or too_far:
+                self.cancel(order.client_order_id)

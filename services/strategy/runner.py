@@ -1,0 +1,221 @@
+"""A strategy as a live bus process: ``ibfleet strategy run CONFIG``.
+
+Adding a strategy to a running fleet is starting one more of these; nothing else restarts.
+On start it recovers its positions and open orders from execution's snapshot, so a strategy
+killed and restarted does not double its position.
+
+Sockets: bus SUB on its symbols' market data, ``ord.update.NAME``, ``gw.state``, ``ctl``;
+``risk`` DEALER (reliable) for intents; PUB for its subscription requests and heartbeat.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+from core.book import BookError
+from proto.schema import (Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate, PnL,
+                          QuoteTick, RiskDecision, SubscribeRequest, Tick, TradeTick)
+from services.bus import snapshot
+from services.bus.reliable import ReliableClient
+from services.bus.snapshot import SnapshotTimeout
+from services.bus.subscriber import Subscriber
+from services.runtime.cli import add_common_args, load_config
+from services.runtime.config import ConfigError, FleetConfig
+from services.runtime.instruments import Instruments
+from services.runtime.service import Service
+from services.strategy import config as strategy_config
+from services.strategy.base import Strategy
+
+KIND_TOPICS = {"tick": "md.tick", "quote": "md.quote", "trade": "md.trade", "depth": "md.depth",
+               "bar": "md.bar"}
+RESUBSCRIBE_S = 2.0  # subscription requests ride PUB/SUB: repeat them, the gateway dedupes
+
+
+class StrategyRunner(Service):
+    def __init__(self, config: FleetConfig, cfg: strategy_config.StrategyConfig) -> None:
+        super().__init__("strategy", config, instance=cfg.name)
+        self.cfg = cfg
+        bus = config.bus
+        self.feed = Subscriber(self.ctx, bus.endpoint("bus-out"),
+                               [f"ord.update.{cfg.name}", "gw.state", "ctl"])
+        self.risk = ReliableClient(self.ctx, bus.endpoint("risk"), self.source,
+                                   resend_after=3.0)
+        self.requests: set[tuple[str, str]] = set()
+        self.gateway_state = "disconnected"
+        cls = cfg.load_class()
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise ConfigError(f"{cfg.class_path} is not a Strategy subclass")
+        incarnation = _base36(time.time_ns() // 1_000_000)
+        self.strategy: Strategy = cls(cfg.name, cfg.symbols, cfg.params, self,
+                                      Instruments(config.raw.get("instruments")), incarnation,
+                                      cfg.depth_rows)
+        self.on_socket(self.feed.socket, self._on_feed)
+        self.on_socket(self.risk.socket, self._on_risk_reply)
+        self.every(cfg.timer_s, self._timer)
+        self.every(RESUBSCRIBE_S, self._resubscribe)
+
+    # -- StrategyHost -------------------------------------------------------------------------
+    def send_intent(self, intent: OrderIntent) -> None:
+        self.risk.send(intent)
+        self.counters["intents"] += 1
+
+    def request_data(self, symbol: str, kind: str) -> None:
+        if kind not in KIND_TOPICS:
+            raise ValueError(f"unknown market data kind {kind!r}; one of {sorted(KIND_TOPICS)}")
+        if (symbol, kind) not in self.requests:
+            self.requests.add((symbol, kind))
+            self.feed.subscribe(f"{KIND_TOPICS[kind]}.{symbol}")
+        self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol, kind=kind))
+
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+    # -- LIFECYCLE ----------------------------------------------------------------------------
+    def on_start(self) -> None:
+        self._recover()
+        self.strategy.on_start()
+
+    def on_stop(self) -> None:
+        self.strategy.on_stop()
+        for symbol, kind in self.requests:
+            self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
+                                                    kind=kind, active=False))
+
+    def _recover(self) -> None:
+        """Positions and open orders from execution, the gateway state from the bus cache."""
+        bus = self.config.bus
+        for endpoint, prefix in ((bus.endpoint("execution-snap"), f"ord.update.{self.cfg.name}"),
+                                 (bus.endpoint("bus-snap"), "gw.state")):
+            try:
+                state, live = snapshot.join(self.ctx, self.feed, endpoint, prefix, timeout=5.0)
+            except SnapshotTimeout:
+                self.log.warning("no snapshot; starting from live data",
+                                 extra={"endpoint": endpoint})
+                continue
+            for _, msg in state:
+                if isinstance(msg, PnL) and msg.strategy == self.cfg.name:
+                    self.strategy.restore_position(msg.symbol, msg.position, msg.avg_cost,
+                                                   msg.realized)
+                elif isinstance(msg, OrderUpdate):
+                    self.strategy.orders[msg.client_order_id] = msg
+                elif isinstance(msg, GatewayState):
+                    self.gateway_state = msg.state
+            for _, msg in live:
+                self._dispatch(msg)
+        self.log.info("recovered", extra={
+            "positions": {s: h.quantity for s, h in self.strategy.holdings.items()},
+            "open_orders": len(self.strategy.open_orders())})
+
+    # -- INPUTS -------------------------------------------------------------------------------
+    def _on_feed(self) -> None:
+        for _ in range(2000):
+            got = self.feed.recv(0)
+            if got is None:
+                return
+            for msg in got[1]:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg) -> None:
+        s = self.strategy
+        try:
+            if isinstance(msg, DepthUpdate):
+                self._depth(msg)
+            elif isinstance(msg, Tick):
+                s.handle_tick(msg)
+            elif isinstance(msg, QuoteTick):
+                s.handle_quote(msg)
+            elif isinstance(msg, TradeTick):
+                s.on_trade(msg)
+            elif isinstance(msg, Bar):
+                s.on_bar(msg)
+            elif isinstance(msg, OrderUpdate):
+                s.handle_update(msg)
+            elif isinstance(msg, GatewayState):
+                self.gateway_state = msg.state
+            elif isinstance(msg, Control):
+                self._control(msg)
+        except Exception:  # a bug in the strategy's callback must not kill the process
+            self.counters["callback_errors"] += 1
+            self.log.exception("strategy callback failed", extra={"msg": type(msg).__name__})
+
+    def _depth(self, msg: DepthUpdate) -> None:
+        book = self.strategy.books.get(msg.symbol)
+        if book is None:
+            return
+        try:
+            book.update_depth(msg.position, msg.operation, msg.side, msg.price, msg.size)
+        except BookError as exc:
+            self.counters["book_errors"] += 1
+            self.log.warning("depth update refused; book stale until reset",
+                             extra={"symbol": msg.symbol, "error": str(exc)})
+            book.reset()  # IB re-sends the book as inserts after a resubscribe
+            return
+        mid = book.mid()
+        if math.isfinite(mid):
+            self.strategy.mids[msg.symbol] = mid
+        self.strategy.on_depth(msg.symbol, book)
+
+    def _control(self, msg: Control) -> None:
+        if msg.target not in ("", self.cfg.name):
+            return
+        if msg.command in ("kill", "pause"):
+            self.strategy.paused = True
+        elif msg.command in ("resume", "resume_all"):
+            self.strategy.paused = False
+        self.log.warning("control", extra={"command": msg.command})
+
+    def _on_risk_reply(self) -> None:
+        for msg in self.risk.poll():
+            if isinstance(msg, RiskDecision):
+                self.counters["approved" if msg.approved else "rejected"] += 1
+                self.strategy.handle_decision(msg)
+        for intent, ack in self.risk.nacked:
+            self.counters["refused"] += 1
+            self.strategy.handle_decision(RiskDecision(
+                strategy=self.cfg.name, client_order_id=intent.client_order_id, approved=False,
+                reason="refused", text=ack.error))
+        self.risk.nacked.clear()
+
+    def _timer(self) -> None:
+        try:
+            self.strategy.on_timer(time.time_ns())
+        except Exception:
+            self.counters["callback_errors"] += 1
+            self.log.exception("on_timer failed")
+        realized, unrealized = self.strategy.pnl()
+        self.counters["position_abs"] = int(sum(abs(h.quantity)
+                                                for h in self.strategy.holdings.values()))
+        self.counters["open_orders"] = len(self.strategy.open_orders())
+        self.counters["pnl_cents"] = int(round((realized + unrealized) * 100))
+
+    def _resubscribe(self) -> None:
+        for symbol, kind in self.requests:
+            self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
+                                                    kind=kind))
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while n:
+        n, r = divmod(n, 36)
+        out = digits[r] + out
+    return out or "0"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet strategy",
+                                     description="Run one strategy as a bus process.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    run = sub.add_parser("run", help="run the strategy configured in CONFIG")
+    run.add_argument("strategy_config", help="the strategy's TOML file")
+    add_common_args(run)
+    args = parser.parse_args(argv)
+    config = load_config(run, args)
+    try:
+        cfg = strategy_config.load(args.strategy_config)
+        runner = StrategyRunner(config, cfg)
+    except ConfigError as exc:
+        run.exit(2, f"ibfleet strategy run: {exc}\n")
+    return runner.run()
