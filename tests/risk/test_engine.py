@@ -1,0 +1,149 @@
+"""Every risk check rejects what it should, with a machine-readable reason and a sentence."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from proto.schema import OrderIntent, OrderUpdate
+from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
+from services.risk.limits import LimitBook, Limits
+from services.runtime.instruments import Instruments
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _engine(**limits) -> tuple[RiskEngine, Clock]:
+    clock = Clock()
+    engine = RiskEngine(LimitBook(Limits(**limits)), Instruments(), clock=clock)
+    engine.gateway_state = "synchronised"
+    engine.on_mark("AAPL", 99.99, 100.01)
+    engine.on_mark("ES", 5000.0, 5000.25)
+    return engine, clock
+
+
+def _intent(qty=100.0, price=100.0, side="BUY", symbol="AAPL", action="new", coid="s-1",
+            order_type="LMT", parent=""):
+    return OrderIntent(strategy="s", client_order_id=coid, action=action, symbol=symbol,
+                       side=side, quantity=qty, order_type=order_type, limit_price=price,
+                       parent_id=parent)
+
+
+def _fill(engine, qty, price=100.0, side="BUY", exec_id="e1", symbol="AAPL"):
+    engine.on_update(OrderUpdate(strategy="s", client_order_id=f"f-{exec_id}", state="filled",
+                                 symbol=symbol, side=side, quantity=qty, filled=qty,
+                                 exec_id=exec_id, last_fill_qty=qty, last_fill_price=price))
+
+
+def test_a_sound_intent_is_approved():
+    engine, _ = _engine()
+    assert engine.check(_intent()).approved
+
+
+@pytest.mark.parametrize("limits,intent,reason", [
+    ({"max_order_quantity": 50}, _intent(qty=100), "max_order_quantity"),
+    ({"max_order_notional": 5_000}, _intent(qty=100), "max_order_notional"),
+    ({}, _intent(price=100.005), "min_tick"),
+    ({}, _intent(qty=0), "bad_quantity"),
+    ({}, _intent(qty=1500, symbol="EUR.USD", price=1.1), "lot_size"),
+    ({}, _intent(symbol="NOPE"), "unknown_symbol"),
+    ({"price_band": 0.05}, _intent(price=120.0), "price_band"),
+    ({"max_position": 50}, _intent(qty=100), "max_position"),
+    ({"max_gross_exposure": 5_000}, _intent(qty=100), "max_gross_exposure"),
+    ({}, _intent(order_type="LMT", price=math.nan), "missing_price"),
+    ({}, _intent(action="modify", coid="unknown"), "unknown_order"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_each_check_rejects_with_its_reason(limits, intent, reason):
+    engine, _ = _engine(**limits)
+    decision = engine.check(intent)
+    assert not decision.approved
+    assert decision.reason == reason
+    assert decision.text  # a human sentence too
+
+
+def test_stale_market_data_blocks_new_orders():
+    engine, clock = _engine(stale_after_s=5)
+    clock.now += 6
+    assert engine.check(_intent()).reason == "stale_market_data"
+
+
+def test_a_gateway_that_is_not_synchronised_blocks_new_orders_but_not_cancels():
+    engine, _ = _engine()
+    engine.gateway_state = "degraded"
+    assert engine.check(_intent()).reason == "gateway_not_synchronised"
+    assert engine.check(_intent(action="cancel")).approved
+
+
+def test_the_kill_switch_halts_everything_but_cancels():
+    engine, _ = _engine()
+    engine.set_state("", HALTED)
+    assert engine.check(_intent()).reason == "halted"
+    assert engine.check(_intent(action="cancel")).approved
+    engine.set_state("", ACTIVE)
+    assert engine.check(_intent()).approved
+
+
+def test_a_paused_strategy_is_halted_alone():
+    engine, _ = _engine()
+    engine.set_state("s", HALTED)
+    assert engine.check(_intent()).reason == "strategy_halted"
+
+
+def test_order_rate_is_a_token_bucket_per_strategy():
+    engine, clock = _engine(order_rate=2, order_burst=3, max_open_orders=0)
+    results = [engine.check(_intent(coid=f"c{i}")).approved for i in range(5)]
+    assert results == [True, True, True, False, False]
+    assert engine.check(_intent(coid="x")).reason == "order_rate"
+    clock.now += 1.0  # two more tokens
+    assert [engine.check(_intent(coid=f"d{i}")).approved for i in range(3)] == \
+        [True, True, False]
+
+
+def test_max_open_orders_counts_approved_orders_at_once():
+    engine, _ = _engine(max_open_orders=2)
+    for coid in ("a", "b"):
+        assert engine.check(_intent(coid=coid)).approved
+        engine.approved(_intent(coid=coid))
+    assert engine.check(_intent(coid="c")).reason == "max_open_orders"
+
+
+def test_working_orders_count_toward_the_position_limit():
+    engine, _ = _engine(max_position=150)
+    engine.approved(_intent(coid="a", qty=100))
+    assert engine.check(_intent(coid="b", qty=100)).reason == "max_position"
+    assert engine.check(_intent(coid="c", qty=100, side="SELL")).approved
+
+
+def test_daily_loss_switches_to_reducing_only():
+    engine, _ = _engine(daily_loss_limit=500)
+    _fill(engine, 100, price=100.0)
+    engine.on_mark("AAPL", 93.99, 94.01)  # 100 x -6 = -600
+    engine.evaluate_loss("s")
+    assert engine.book("s").state == REDUCING and engine.breaches
+    assert engine.check(_intent(price=94.0)).reason == "reducing_only"
+    assert engine.check(_intent(side="SELL", price=94.0, qty=100)).approved
+
+
+def test_fills_are_deduplicated_by_exec_id_for_positions_and_pnl():
+    engine, _ = _engine()
+    _fill(engine, 100, price=99.0, exec_id="e1")
+    _fill(engine, 100, price=99.0, exec_id="e1")
+    assert engine.book("s").holdings["AAPL"].quantity == 100
+    realized, unrealized = engine.pnl("s")
+    assert realized == 0 and unrealized == pytest.approx(100.0)
+    _fill(engine, 100, price=101.0, side="SELL", exec_id="e2")
+    realized, unrealized = engine.pnl("s")
+    assert realized == pytest.approx(200.0) and unrealized == 0
+
+
+def test_futures_pnl_uses_the_multiplier():
+    engine, _ = _engine()
+    _fill(engine, 1, price=5000.0, symbol="ES", exec_id="x")
+    engine.on_mark("ES", 5010.0, 5010.0)
+    assert engine.pnl("s")[1] == pytest.approx(500.0)
