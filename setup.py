@@ -40,6 +40,7 @@ setup(
         "msgspec>=0.18",
         "supervisor>=4.2",
         "psutil>=5.9",
+        "tomli-w>=1.0",
     ],
     entry_points={"console_scripts": ["ibfleet = services.cli:main"]},
     zip_safe=False,

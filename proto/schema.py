@@ -346,6 +346,17 @@ class Heartbeat(Message, kw_only=True):
         return f"hb.{self.src}"
 
 
+class ProcessState(Message, kw_only=True):
+    """A fleet process changed state under supervisord (from the event listener)."""
+
+    TOPIC: ClassVar[str] = "fleet.proc"
+    name: str
+    state: str  # supervisord's: STARTING, RUNNING, BACKOFF, STOPPING, EXITED, FATAL...
+    from_state: str = ""
+    pid: int = 0
+    restarts: int = 0  # starts within the crash-loop window
+
+
 class Control(Message, kw_only=True):
     """Fleet control: kill switch, pause/resume a strategy."""
 
@@ -390,7 +401,7 @@ ALL_TYPES: tuple[type[Message], ...] = (
     Commission,
     Position, AccountValue, PnL,
     GatewayState, GatewayError,
-    Heartbeat, Control, Ack, Alert, SnapshotEnd,
+    Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd,
 )
 TYPES_BY_NAME: dict[str, type[Message]] = {t.__name__: t for t in ALL_TYPES}
 AnyMessage = Union[ALL_TYPES]  # type: ignore[valid-type]

@@ -1,7 +1,6 @@
 """``ibfleet``: one command for every part of the fleet.
 
-Each subcommand is a service's or tool's own ``main(argv)``; ``ibfleet CMD --help`` shows its
-options.
+Each subcommand is a function taking its argv; ``ibfleet COMMAND --help`` shows its options.
 """
 from __future__ import annotations
 
@@ -9,16 +8,26 @@ import importlib
 import sys
 
 COMMANDS = {
-    "bus": ("services.bus.broker", "run the bus (XSUB/XPUB proxy, last-value cache, snapshots)"),
-    "tap": ("services.bus.tap", "watch messages on the bus"),
-    "loadgen": ("services.bus.loadgen", "publish synthetic market data (load tests, demos)"),
-    "sim": ("services.simulator.__main__", "run the IB Gateway simulator"),
-    "gateway": ("services.gateway.__main__", "run the gateway bridge to TWS / IB Gateway"),
-    "risk": ("services.risk.service", "run the risk service"),
-    "execution": ("services.execution.service", "run the execution service"),
-    "strategy": ("services.strategy.runner", "run a strategy: ibfleet strategy run CONFIG"),
-    "record": ("services.recorder.__main__", "record every bus message to segment files"),
-    "replay": ("services.replay.__main__", "replay a recording onto a bus of its own"),
+    "up": ("services.fleet.commands:up", "start the fleet (simulator by default) under supervisord"),
+    "down": ("services.fleet.commands:down", "stop the whole fleet cleanly"),
+    "status": ("services.fleet.commands:status", "processes, gateway, heartbeats, positions, PnL"),
+    "logs": ("services.fleet.commands:logs", "show a service's log"),
+    "kill": ("services.fleet.commands:kill", "the kill switch: halt all, cancel every order"),
+    "resume": ("services.fleet.commands:resume", "lift the kill switch"),
+    "pause": ("services.fleet.commands:pause", "halt one strategy"),
+    "unpause": ("services.fleet.commands:unpause", "resume one strategy"),
+    "start": ("services.fleet.commands:start_process", "start a stopped fleet process again"),
+    "strategy": ("services.fleet.commands:strategy", "strategy run CONFIG | add CONFIG | remove NAME"),
+    "sim": ("services.simulator.__main__:main", "run the IB Gateway simulator"),
+    "gateway": ("services.gateway.__main__:main", "run the gateway bridge to TWS / IB Gateway"),
+    "risk": ("services.risk.service:main", "run the risk service"),
+    "execution": ("services.execution.service:main", "run the execution service"),
+    "bus": ("services.bus.broker:main", "run the bus (XSUB/XPUB proxy, last-value cache)"),
+    "tap": ("services.bus.tap:main", "watch messages on the bus"),
+    "loadgen": ("services.bus.loadgen:main", "publish synthetic market data (load tests, demos)"),
+    "record": ("services.recorder.__main__:main", "record every bus message to segment files"),
+    "replay": ("services.replay.__main__:main", "replay a recording onto a bus of its own"),
+    "backtest": ("services.backtest.__main__:main", "run a strategy over a recording"),
 }
 
 
@@ -38,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"ibfleet: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, _, func = COMMANDS[name][0].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        print(f"ibfleet {name}: not available in this build ({exc})", file=sys.stderr)
+        return 2
+    return int(getattr(module, func)(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--account", help="paper account code (default DU1234567)")
     p.add_argument("--step-ms", type=float, dest="step_ms", help="market step interval in ms")
     p.add_argument("--mktdata-ms", type=float, dest="mktdata_ms", help="reqMktData sampling interval in ms")
+    p.add_argument("--mean-reversion", type=float, dest="mean_reversion",
+                   help="per-step pull towards the opening price (0 = pure random walk; tests use ~0.05)")
     p.add_argument("--start-time", type=float, dest="start_time", help="epoch seconds the simulated clock starts at")
     p.add_argument("--history-delay-ms", type=float, dest="history_delay_ms")
     p.add_argument("--max-msgs-per-sec", type=int, dest="max_msgs_per_sec")

@@ -28,7 +28,8 @@ class Broker:
         self.cfg = cfg
         self.universe = Universe(cfg.instruments)
         start = cfg.start_time if cfg.start_time is not None else time.time()
-        self.market = Market(self.universe.instruments, cfg.seed, cfg.depth_levels, cfg.step_ms, start)
+        self.market = Market(self.universe.instruments, cfg.seed, cfg.depth_levels, cfg.step_ms, start,
+                             cfg.mean_reversion)
         self.ledger = Ledger(cfg.account, cfg.cash)
         self.engine = OrderEngine(self.market, self.ledger, self, cfg.seed)
         self.sessions: dict[int, "Session"] = {}

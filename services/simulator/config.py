@@ -72,6 +72,7 @@ class SimConfig:
     mktdata_ms: float = 250.0            # reqMktData sampling interval (IB: 250 ms for stocks)
     pnl_ms: float = 1000.0
     depth_levels: int = 10
+    mean_reversion: float = 0.0         # per-step pull of every mid towards its opening price
     rtb_seconds: int = 5
     history_delay_ms: float = 0.0        # historical answers are sent after this delay
     # limits

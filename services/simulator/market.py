@@ -42,13 +42,16 @@ class Book:
 class PriceProcess:
     """Random-walk mid with a spread, a depth profile and occasional prints."""
 
-    def __init__(self, inst: Instrument, seed: int, levels: int, step_ms: float) -> None:
+    def __init__(self, inst: Instrument, seed: int, levels: int, step_ms: float,
+                 mean_reversion: float = 0.0) -> None:
         self.inst = inst
         spec = inst.spec
         self.rng = random.Random((seed * 1_000_003) ^ inst.con_id)
         self.levels = levels
         self.sd = spec.volatility_ticks * math.sqrt(step_ms / 100.0)
         self.mid = float(inst.to_ticks(spec.price))
+        self.anchor = self.mid
+        self.mean_reversion = mean_reversion   # pull per step towards the opening price (0 = pure walk)
         self.spread = max(1, spec.spread_ticks)
         self.level_size = spec.level_size
         self.trade_probability = spec.trade_probability
@@ -97,7 +100,7 @@ class PriceProcess:
     def step(self) -> None:
         rng = self.rng
         self.prev_book = self.book
-        self.mid += rng.gauss(0.0, self.sd)
+        self.mid += self.mean_reversion * (self.anchor - self.mid) + rng.gauss(0.0, self.sd)
         self.spread = 1 if rng.random() < 0.7 else 2
         self._rebuild()
         self.consumed.clear()
@@ -176,12 +179,12 @@ class Market:
     """All price processes plus the simulated clock and the per-second print history."""
 
     def __init__(self, instruments: list[Instrument], seed: int, levels: int, step_ms: float,
-                 start_time: float) -> None:
+                 start_time: float, mean_reversion: float = 0.0) -> None:
         self.seed = seed
         self.step_ms = step_ms
         self.start_time = start_time
         self.steps = 0
-        self.processes = {i.con_id: PriceProcess(i, seed, levels, step_ms) for i in instruments}
+        self.processes = {i.con_id: PriceProcess(i, seed, levels, step_ms, mean_reversion) for i in instruments}
         self.history: dict[int, dict[int, Bucket]] = {i.con_id: {} for i in instruments}
         self._synthetic: dict[tuple[int, int], list[tuple[int, int, int, int, float, int]]] = {}
 

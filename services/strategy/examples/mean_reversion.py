@@ -8,7 +8,7 @@ take-profit back at the rolling mean. The size comes from the stop: quantity = r
 counts, so a restarted strategy does not enter twice.
 
 params: window (60), entry_z (2.0), stop_sigmas (2.0), risk_fraction (0.001),
-        equity (1_000_000), max_quantity (500), min_sigma_ticks (2)
+        equity (1_000_000), max_quantity (500), min_sigma_ticks (2), entry_timeout_s (30)
 """
 from __future__ import annotations
 
@@ -40,6 +40,8 @@ class MeanReversion(Strategy):
         self.equity = float(p.get("equity", 1_000_000))
         self.max_quantity = float(p.get("max_quantity", 500))
         self.min_sigma_ticks = float(p.get("min_sigma_ticks", 2))
+        self.entry_timeout_ns = int(float(p.get("entry_timeout_s", 30)) * 1e9)
+        self.entries: dict[str, int] = {}  # parent client order id -> when it was sent
         self.z = {s: ZScore(window) for s in self.symbols}
         self.mean = {s: RollingMean(window) for s in self.symbols}
         self.std = {s: RollingStd(window) for s in self.symbols}
@@ -74,4 +76,15 @@ class MeanReversion(Strategy):
         quantity = position_size(self.equity, self.risk_fraction, entry, stop, info.lot_size,
                                  self.max_quantity)
         if quantity > 0:
-            self.submit_bracket(symbol, side, quantity, entry, stop, target)
+            ids = self.submit_bracket(symbol, side, quantity, entry, stop, target)
+            if ids:
+                self.entries[ids[0]] = self.host.now_ns()
+
+    def on_timer(self, now_ns: int) -> None:
+        """An entry the market never came back to is cancelled (IB cancels its children)."""
+        for parent, sent_at in list(self.entries.items()):
+            order = self.orders.get(parent)
+            if order is None or order.filled > 0:
+                del self.entries[parent]
+            elif now_ns - sent_at > self.entry_timeout_ns and order.state != "pending_cancel":
+                self.cancel(parent)

@@ -1,0 +1,316 @@
+"""The fleet's operator commands: up, down, status, logs, kill, resume, strategy add/remove."""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import time
+import xmlrpc.client
+from pathlib import Path
+
+import zmq
+
+from proto.schema import Ack, Control
+from services.bus.reliable import ReliableClient
+from services.fleet import supervisor as sup
+from services.fleet.status import collect, render
+from services.runtime import config as fleet_config
+from services.runtime.config import LIVE_PORTS, ConfigError
+from services.strategy import config as strategy_config
+
+EXAMPLE_STRATEGIES = sup.REPO / "strategies"
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="fleet config TOML (default: loopback defaults)")
+    parser.add_argument("--run-dir", help="the fleet's private run directory")
+    parser.add_argument("--state-dir", help="durable state (journals, recordings)")
+
+
+def _load(parser, args) -> tuple[fleet_config.FleetConfig, sup.FleetPaths]:
+    try:
+        config = fleet_config.load(args.config, args.run_dir, args.state_dir)
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
+    return config, sup.FleetPaths(config)
+
+
+def _need_running(parser, paths: sup.FleetPaths) -> None:
+    if not sup.running(paths):
+        parser.exit(1, f"{parser.prog}: no fleet is running in {paths.run_dir}; "
+                       f"start one with `ibfleet up`\n")
+
+
+# -- up / down ----------------------------------------------------------------------------------
+def up(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet up", description=(
+        "Start the fleet under supervisord: against the simulator by default. Runs in the "
+        "foreground with a live status; Ctrl-C stops everything cleanly."))
+    _common(parser)
+    parser.add_argument("--gateway", metavar="HOST:PORT",
+                        help="a real TWS / IB Gateway instead of the simulator (loopback only)")
+    parser.add_argument("--live", action="store_true",
+                        help="allow a live port (7496/4001); the config must say live = true too")
+    parser.add_argument("--strategies", nargs="*", metavar="TOML",
+                        help="strategy configs to run (default: the two examples)")
+    parser.add_argument("--no-record", action="store_true", help="do not run the recorder")
+    parser.add_argument("--seed", type=int, default=1, help="the simulator's seed")
+    parser.add_argument("--crash-max", type=int, default=5,
+                        help="restarts within --crash-window-s that count as a crash loop")
+    parser.add_argument("--crash-window-s", type=float, default=60.0)
+    parser.add_argument("--detach", action="store_true",
+                        help="return once the fleet is up; stop it with `ibfleet down`")
+    args = parser.parse_args(argv)
+    config, paths = _load(parser, args)
+    simulate = args.gateway is None
+    if args.gateway:
+        host, _, port = args.gateway.rpartition(":")
+        try:
+            config.gateway.host, config.gateway.port = host or "127.0.0.1", int(port)
+        except ValueError:
+            parser.exit(2, "ibfleet up: --gateway takes HOST:PORT, e.g. 127.0.0.1:4002\n")
+        if config.gateway.port in LIVE_PORTS and not args.live:
+            parser.exit(2, f"ibfleet up: port {config.gateway.port} is a LIVE trading port; "
+                           f"pass --live and set [gateway] live = true in the config\n")
+        if args.live and not config.gateway.live:
+            parser.exit(2, "ibfleet up: --live also needs [gateway] live = true in the config\n")
+        try:
+            config.gateway.validate()
+        except ConfigError as exc:
+            parser.exit(2, f"ibfleet up: {exc}\n")
+    paths.prepare()
+    for old in paths.strategies.glob("*"):
+        old.unlink()
+    configs = args.strategies if args.strategies is not None else sorted(
+        str(p) for p in EXAMPLE_STRATEGIES.glob("*.toml"))
+    try:
+        for path in configs:
+            _install_strategy(paths, Path(path))
+    except ConfigError as exc:
+        parser.exit(2, f"ibfleet up: {exc}\n")
+    sup.write_fleet_config(paths, config)
+    env = sup.environment(paths, config, simulate, not args.no_record, args.crash_max,
+                          args.crash_window_s, args.seed)
+    try:
+        proc = sup.start(paths, env)
+    except sup.FleetError as exc:
+        parser.exit(1, f"ibfleet up: {exc}\n")
+    print(f"fleet up in {paths.run_dir} (logs in {paths.logs}); "
+          f"{'simulator' if simulate else config.gateway.host}:{config.gateway.port}",
+          flush=True)
+    if args.detach:
+        return 0
+    return _watch_until_interrupted(config, paths, proc)
+
+
+def _watch_until_interrupted(config, paths, proc) -> int:
+    stop = False
+
+    def on_signal(*_):
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        while not stop and proc.poll() is None:
+            text = render(collect(config, paths, timeout=1.0))
+            print("\033[2J\033[H" + text + "\n\nCtrl-C stops the fleet.", flush=True)
+            for _ in range(20):
+                if stop or proc.poll() is not None:
+                    break
+                time.sleep(0.1)
+    finally:
+        print("\nstopping the fleet...", flush=True)
+        if sup.running(paths):
+            sup.stop(paths)
+        proc.wait(60)
+        print("fleet stopped.", flush=True)
+    return 0
+
+
+def down(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet down",
+                                     description="Stop every process of the fleet, cleanly.")
+    _common(parser)
+    args = parser.parse_args(argv)
+    config, paths = _load(parser, args)
+    if not sup.running(paths):
+        print(f"no fleet running in {paths.run_dir}")
+        return 0
+    try:
+        pids = sup.stop(paths)
+    except sup.FleetError as exc:
+        parser.exit(1, f"ibfleet down: {exc}\n")
+    print(f"fleet stopped ({len(pids)} processes)")
+    return 0
+
+
+# -- status / logs ------------------------------------------------------------------------------
+def status(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet status", description=(
+        "Processes, gateway state, heartbeats, gaps, positions, open orders, PnL, risk state."))
+    _common(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--watch", action="store_true", help="refresh every --every seconds")
+    parser.add_argument("--every", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    config, paths = _load(parser, args)
+    _need_running(parser, paths)
+    while True:
+        result = collect(config, paths)
+        if args.json:
+            print(json.dumps(result.as_dict()), flush=True)
+        else:
+            prefix = "\033[2J\033[H" if args.watch else ""
+            print(prefix + render(result), flush=True)
+        if not args.watch:
+            return 0
+        try:
+            time.sleep(args.every)
+        except KeyboardInterrupt:
+            return 0
+
+
+def logs(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet logs", description="Show a service's log.")
+    _common(parser)
+    parser.add_argument("service", help="e.g. gateway, risk, strategy-mr1, supervisord")
+    parser.add_argument("-n", "--lines", type=int, default=50)
+    parser.add_argument("-f", "--follow", action="store_true")
+    args = parser.parse_args(argv)
+    _, paths = _load(parser, args)
+    path = paths.logs / f"{args.service}.log"
+    if not path.exists():
+        known = sorted(p.stem for p in paths.logs.glob("*.log"))
+        parser.exit(1, f"ibfleet logs: no log for {args.service!r}; known: {', '.join(known)}\n")
+    with open(path, errors="replace") as fh:
+        for line in fh.readlines()[-args.lines:]:
+            sys.stdout.write(line)
+        while args.follow:
+            line = fh.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+            else:
+                time.sleep(0.2)
+    return 0
+
+
+# -- control ------------------------------------------------------------------------------------
+def _control(argv: list[str], command: str, help_: str) -> int:
+    parser = argparse.ArgumentParser(prog=f"ibfleet {command.replace('_', '-')}",
+                                     description=help_)
+    _common(parser)
+    if command in ("pause", "resume"):
+        parser.add_argument("strategy")
+    parser.add_argument("--reason", default="operator")
+    parser.add_argument("--timeout", type=float, default=10.0)
+    args = parser.parse_args(argv)
+    config, _ = _load(parser, args)
+    ctx = zmq.Context()
+    try:
+        client = ReliableClient(ctx, config.bus.endpoint("risk"), f"cli.{__import__('os').getpid()}",
+                                resend_after=1.0)
+        client.send(Control(command=command, target=getattr(args, "strategy", ""),
+                            reason=args.reason))
+        deadline = time.monotonic() + args.timeout
+        while client.pending and time.monotonic() < deadline:
+            for msg in client.poll(200):
+                if isinstance(msg, Ack) and not msg.ok:
+                    parser.exit(1, f"{parser.prog}: refused: {msg.error}\n")
+        if client.pending:
+            parser.exit(1, f"{parser.prog}: risk did not answer within {args.timeout:g}s; "
+                           f"is the fleet up? (`ibfleet status`)\n")
+    finally:
+        ctx.destroy(linger=0)
+    print(f"{command} acknowledged by risk")
+    return 0
+
+
+def kill(argv: list[str]) -> int:
+    return _control(argv, "kill", "The kill switch: halt every strategy, cancel every order.")
+
+
+def resume(argv: list[str]) -> int:
+    return _control(argv, "resume_all", "Lift the kill switch.")
+
+
+def pause(argv: list[str]) -> int:
+    return _control(argv, "pause", "Halt one strategy (its open orders stay).")
+
+
+def unpause(argv: list[str]) -> int:
+    return _control(argv, "resume", "Resume one paused strategy.")
+
+
+# -- strategies ---------------------------------------------------------------------------------
+def _install_strategy(paths: sup.FleetPaths, source: Path) -> str:
+    cfg = strategy_config.load(source)
+    cfg.load_class()  # fail now, with the reason, rather than in a crash loop later
+    target = paths.strategies / f"{cfg.name}.toml"
+    if target.exists():
+        raise ConfigError(f"a strategy named {cfg.name!r} is already in the fleet")
+    shutil.copyfile(source, target)
+    (paths.strategies / f"{cfg.name}.conf").write_text(sup.strategy_program(cfg.name, target))
+    return cfg.name
+
+
+def strategy(argv: list[str]) -> int:
+    if argv and argv[0] == "run":
+        from services.strategy.runner import main as run_main
+        return run_main(argv)
+    parser = argparse.ArgumentParser(prog="ibfleet strategy", description=(
+        "Run a strategy (`run CONFIG`), or add/remove one in the running fleet without "
+        "touching the others."))
+    sub = parser.add_subparsers(dest="action", required=True)
+    sub.add_parser("run", help="run one strategy in the foreground: ibfleet strategy run CONFIG")
+    add = sub.add_parser("add", help="add a strategy to the running fleet")
+    add.add_argument("strategy_config")
+    _common(add)
+    remove = sub.add_parser("remove", help="stop and remove a strategy from the running fleet")
+    remove.add_argument("name")
+    _common(remove)
+    args = parser.parse_args(argv)
+    _, paths = _load(parser, args)
+    _need_running(parser, paths)
+    server = sup.rpc(paths)
+    try:
+        if args.action == "add":
+            try:
+                name = _install_strategy(paths, Path(args.strategy_config))
+            except ConfigError as exc:
+                parser.exit(2, f"ibfleet strategy add: {exc}\n")
+            added, _, _ = server.supervisor.reloadConfig()[0]
+            for group in added:
+                server.supervisor.addProcessGroup(group)
+            print(f"strategy {name} added")
+        else:
+            group = f"strategy-{args.name}"
+            server.supervisor.stopProcessGroup(group)
+            server.supervisor.removeProcessGroup(group)
+            for suffix in (".conf", ".toml"):
+                (paths.strategies / f"{args.name}{suffix}").unlink(missing_ok=True)
+            server.supervisor.reloadConfig()
+            print(f"strategy {args.name} removed")
+    except xmlrpc.client.Fault as exc:
+        parser.exit(1, f"ibfleet strategy: supervisord refused: {exc.faultString}\n")
+    return 0
+
+
+def start_process(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet start",
+                                     description="Start a stopped fleet process again.")
+    _common(parser)
+    parser.add_argument("name")
+    args = parser.parse_args(argv)
+    _, paths = _load(parser, args)
+    _need_running(parser, paths)
+    try:
+        sup.rpc(paths).supervisor.startProcess(args.name, True)
+    except xmlrpc.client.Fault as exc:
+        parser.exit(1, f"ibfleet start: {exc.faultString}\n")
+    print(f"{args.name} started")
+    return 0

@@ -1,0 +1,120 @@
+"""What the fleet is doing: processes from supervisord, everything else from the bus.
+
+Heartbeats, the gateway's state, positions, open orders and PnL come from the snapshots the bus
+broker, execution and risk serve (the Clone pattern), so ``status`` is a read-only observer.
+"""
+from __future__ import annotations
+
+import time
+import xmlrpc.client
+from dataclasses import dataclass, field
+
+import zmq
+
+from proto.schema import Alert, GatewayState, Heartbeat, OrderUpdate, PnL, Position
+from services.bus import snapshot
+from services.bus.snapshot import SnapshotTimeout
+from services.bus.subscriber import Subscriber
+from services.fleet.supervisor import FleetPaths, rpc
+from services.runtime.config import FleetConfig
+
+
+@dataclass
+class FleetStatus:
+    processes: list[dict] = field(default_factory=list)
+    heartbeats: dict[str, dict] = field(default_factory=dict)
+    gateway: dict = field(default_factory=dict)
+    positions: dict[str, dict[str, float]] = field(default_factory=dict)  # strategy -> sym -> q
+    open_orders: list[dict] = field(default_factory=list)
+    pnl: dict[str, dict[str, float]] = field(default_factory=dict)
+    risk: dict[str, str] = field(default_factory=dict)
+    broker_positions: dict[str, float] = field(default_factory=dict)
+    unreachable: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(vars(self))
+
+
+def collect(config: FleetConfig, paths: FleetPaths, timeout: float = 2.0) -> FleetStatus:
+    status = FleetStatus()
+    now = time.time()
+    try:
+        for info in rpc(paths).supervisor.getAllProcessInfo():
+            uptime = now - info["start"] if info["statename"] == "RUNNING" else 0
+            status.processes.append({"name": info["name"], "group": info["group"],
+                                     "state": info["statename"], "pid": info["pid"],
+                                     "uptime_s": round(uptime, 1),
+                                     "description": info["description"]})
+    except (OSError, xmlrpc.client.Fault) as exc:
+        status.unreachable.append(f"supervisord: {exc}")
+    ctx = zmq.Context()
+    try:
+        bus = config.bus
+        for owner, endpoint in (("bus", bus.endpoint("bus-snap")),
+                                ("execution", bus.endpoint("execution-snap")),
+                                ("risk", bus.endpoint("risk-snap"))):
+            sub = Subscriber(ctx, bus.endpoint("bus-out"), ["no-live-data-needed"])
+            try:
+                state, _ = snapshot.join(ctx, sub, endpoint, "", timeout=timeout)
+            except SnapshotTimeout:
+                status.unreachable.append(f"{owner}: no snapshot within {timeout:g}s")
+                continue
+            finally:
+                sub.close()
+            for topic, msg in state:
+                _apply(status, owner, topic, msg, now)
+    finally:
+        ctx.destroy(linger=0)
+    return status
+
+
+def _apply(status: FleetStatus, owner: str, topic: str, msg, now: float) -> None:
+    if isinstance(msg, Heartbeat):
+        status.heartbeats[msg.src] = {"age_s": round(now - msg.ts / 1e9, 1),
+                                      "state": msg.state, "counters": dict(msg.counters)}
+    elif isinstance(msg, GatewayState):
+        status.gateway = {"state": msg.state, "reason": msg.reason,
+                          "reconnects": msg.reconnects, "server_version": msg.server_version}
+    elif isinstance(msg, Position) and owner == "bus":
+        status.broker_positions[msg.symbol] = msg.quantity
+    elif isinstance(msg, PnL) and owner == "execution" and msg.strategy:
+        status.positions.setdefault(msg.strategy, {})[msg.symbol] = msg.position
+    elif isinstance(msg, PnL) and owner == "risk":
+        status.pnl[msg.strategy] = {"realized": round(msg.realized, 2),
+                                    "unrealized": round(msg.unrealized, 2)}
+        status.risk[msg.strategy] = topic.rsplit(".", 1)[-1]
+    elif isinstance(msg, Alert) and owner == "risk" and msg.code == "global_state":
+        status.risk["*"] = msg.text
+    elif isinstance(msg, OrderUpdate) and owner == "execution":
+        status.open_orders.append({"strategy": msg.strategy, "id": msg.client_order_id,
+                                   "symbol": msg.symbol, "side": msg.side,
+                                   "quantity": msg.quantity, "filled": msg.filled,
+                                   "price": msg.limit_price, "state": msg.state})
+
+
+def render(status: FleetStatus) -> str:
+    lines = ["PROCESSES"]
+    for p in status.processes:
+        lines.append(f"  {p['name']:<28} {p['state']:<9} pid {p['pid']:<7} "
+                     f"up {p['uptime_s']:>8.0f}s")
+    gw = status.gateway
+    lines.append(f"GATEWAY  {gw.get('state', 'unknown')}  {gw.get('reason', '')}  "
+                 f"reconnects {gw.get('reconnects', 0)}")
+    lines.append("HEARTBEATS (age, gaps)")
+    for src, hb in sorted(status.heartbeats.items()):
+        gaps = hb["counters"].get("gaps", 0)
+        lines.append(f"  {src:<28} {hb['age_s']:>6.1f}s  {hb['state']:<9} gaps {gaps}")
+    lines.append(f"RISK  global {status.risk.get('*', 'unknown')}")
+    for name in sorted(set(status.pnl) | set(status.positions)):
+        pnl = status.pnl.get(name, {})
+        pos = ", ".join(f"{s} {q:g}" for s, q in status.positions.get(name, {}).items()) or "flat"
+        lines.append(f"  {name:<20} {status.risk.get(name, '?'):<9} "
+                     f"realized {pnl.get('realized', 0):>10.2f} "
+                     f"unrealized {pnl.get('unrealized', 0):>10.2f}  {pos}")
+    lines.append(f"OPEN ORDERS ({len(status.open_orders)})")
+    for o in status.open_orders[:20]:
+        lines.append(f"  {o['strategy']:<12} {o['id']:<28} {o['side']:<4} {o['quantity']:g} "
+                     f"{o['symbol']} @ {o['price']}  {o['state']} filled {o['filled']:g}")
+    for problem in status.unreachable:
+        lines.append(f"! {problem}")
+    return "\n".join(lines)

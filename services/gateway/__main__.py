@@ -1,0 +1,46 @@
+"""``python -m services.gateway --run-dir DIR --state-dir DIR [--config F] [--host H --port P
+--client-id N] [tuning options]``: the bridge between the bus and TWS / IB Gateway."""
+from __future__ import annotations
+
+import argparse
+
+from services.gateway.service import Gateway, GatewayOptions
+from services.runtime.cli import add_common_args, load_config
+from services.runtime.config import LIVE_PORTS
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ibfleet gateway", description=__doc__.split("\n\n")[0])
+    add_common_args(parser)
+    parser.add_argument("--host", help="TWS / IB Gateway host (loopback only)")
+    parser.add_argument("--port", type=int, help="API port (paper 7497/4002 by default)")
+    parser.add_argument("--client-id", type=int, dest="client_id")
+    t = parser.add_argument_group("tuning (defaults suit a real gateway; tests make them fast)")
+    t.add_argument("--backoff-base", type=float, dest="backoff_base", help="first retry delay, s")
+    t.add_argument("--backoff-cap", type=float, dest="backoff_cap", help="longest retry delay, s")
+    t.add_argument("--connect-timeout", type=float, dest="connect_timeout")
+    t.add_argument("--probe-interval", type=float, dest="probe_interval",
+                   help="inbound silence before a liveness probe, s")
+    t.add_argument("--probe-timeout", type=float, dest="probe_timeout")
+    t.add_argument("--rate", type=float, help="outgoing messages per second (IB allows 50)")
+    t.add_argument("--mkt-data-lines", type=int, dest="mkt_data_lines")
+    t.add_argument("--depth-subscriptions", type=int, dest="depth_subscriptions")
+    t.add_argument("--no-account-updates", action="store_false", dest="account_updates",
+                   default=None)
+    args = parser.parse_args(argv)
+    config = load_config(parser, args)
+    overrides = {k: getattr(args, k) for k in (
+        "host", "port", "client_id", "backoff_base", "backoff_cap", "connect_timeout",
+        "probe_interval", "probe_timeout", "rate", "mkt_data_lines", "depth_subscriptions",
+        "account_updates")}
+    options = GatewayOptions.from_config(config, **overrides)
+    if options.port in LIVE_PORTS and not options.live:
+        parser.exit(2, f"{parser.prog}: port {options.port} is a LIVE trading port; set "
+                       f"gateway.live = true in the config to use it\n")
+    if options.host not in ("127.0.0.1", "localhost", "::1"):
+        parser.exit(2, f"{parser.prog}: gateway host {options.host!r} is not loopback\n")
+    return Gateway(config, options).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,167 @@
+"""ibapi callback arguments -> bus messages. Pure functions and small per-stream state.
+
+IB's sentinels become NaN (prices) or 0 (sizes); Decimal sizes become floats; BOT/SLD become
+BUY/SELL; the client order id comes back from ``orderRef``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE
+from ibapi.contract import Contract
+
+from proto.schema import (Bar, Commission, DepthUpdate, Execution, OpenOrder, OrderStatus,
+                          Position, QuoteTick, Tick, TradeTick)
+from services.gateway.reconcile import parse_ib_time
+
+NAN = float("nan")
+SIDES = {"BOT": "BUY", "SLD": "SELL", "BUY": "BUY", "SELL": "SELL"}
+
+
+def price(value) -> float:
+    if value is None:
+        return NAN
+    value = float(value)
+    return NAN if value == UNSET_DOUBLE or math.isinf(value) else value
+
+
+def size(value) -> float:
+    if value is None or value == UNSET_DECIMAL:
+        return 0.0
+    if isinstance(value, Decimal):
+        return float(value)
+    value = float(value)
+    return 0.0 if value == UNSET_DOUBLE else value
+
+
+def symbol_of(contract: Contract, known: dict[int, str]) -> str:
+    """The bus symbol of an IB contract: ours if we resolved it, else derived (see contracts)."""
+    if contract.conId in known:
+        return known[contract.conId]
+    if contract.secType == "STK":
+        return contract.symbol
+    if contract.secType == "CASH":
+        return f"{contract.symbol}.{contract.currency}"
+    return f"{contract.localSymbol or contract.symbol}@{contract.exchange}"
+
+
+# -- market data ------------------------------------------------------------------------------
+
+# tickPrice/tickSize types (live and delayed) -> Tick field
+PRICE_FIELDS = {1: "bid", 2: "ask", 4: "last", 66: "bid", 67: "ask", 68: "last"}
+SIZE_FIELDS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume",
+               69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}
+
+
+@dataclass
+class TopOfBook:
+    """reqMktData arrives field by field; a Tick carries the whole top of book."""
+
+    symbol: str
+    values: dict[str, float] = field(default_factory=lambda: {
+        "bid": NAN, "ask": NAN, "bid_size": NAN, "ask_size": NAN, "last": NAN,
+        "last_size": 0.0, "volume": 0.0})
+
+    def price(self, tick_type: int, value) -> bool:
+        name = PRICE_FIELDS.get(tick_type)
+        if name is None:
+            return False
+        self.values[name] = price(value)
+        return True
+
+    def size(self, tick_type: int, value) -> bool:
+        name = SIZE_FIELDS.get(tick_type)
+        if name is None:
+            return False
+        self.values[name] = size(value)
+        return True
+
+    def message(self) -> Tick:
+        return Tick(symbol=self.symbol, **self.values)
+
+
+@dataclass
+class DepthRows:
+    """How many rows each side of a depth stream has, so a restart can clear the consumers'
+    books with IB's own delete operations before the fresh book arrives."""
+
+    rows: list[int] = field(default_factory=lambda: [0, 0])  # [ask, bid]
+
+    def apply(self, operation: int, side: int) -> None:
+        if side not in (0, 1):
+            return
+        if operation == 0:
+            self.rows[side] += 1
+        elif operation == 2:
+            self.rows[side] = max(0, self.rows[side] - 1)
+
+    def clear_messages(self, symbol: str) -> list[DepthUpdate]:
+        out = [DepthUpdate(symbol=symbol, position=0, operation=2, side=side, price=0.0, size=0.0)
+               for side in (0, 1) for _ in range(self.rows[side])]
+        self.rows = [0, 0]
+        return out
+
+
+def trade_tick(symbol: str, t: int, px, sz, exchange: str) -> TradeTick:
+    return TradeTick(symbol=symbol, price=price(px), size=size(sz), exchange=exchange or "",
+                     exch_ts=int(t) * 1_000_000_000)
+
+
+def quote_tick(symbol: str, t: int, bid, ask, bid_size, ask_size) -> QuoteTick:
+    return QuoteTick(symbol=symbol, bid=price(bid), ask=price(ask), bid_size=size(bid_size),
+                     ask_size=size(ask_size), exch_ts=int(t) * 1_000_000_000)
+
+
+def depth_update(symbol: str, position: int, operation: int, side: int, px, sz,
+                 market_maker: str = "", smart: bool = False) -> DepthUpdate:
+    return DepthUpdate(symbol=symbol, position=int(position), operation=int(operation),
+                       side=int(side), price=price(px), size=size(sz),
+                       market_maker=market_maker or "", smart_depth=bool(smart))
+
+
+def bar(symbol: str, t: int, o, h, low, c, volume, wap, count) -> Bar:
+    return Bar(symbol=symbol, start_ns=int(t) * 1_000_000_000, seconds=5, open=price(o),
+               high=price(h), low=price(low), close=price(c), volume=size(volume),
+               wap=price(size(wap)) if wap is not None and wap != UNSET_DECIMAL else NAN,
+               count=int(count or 0))
+
+
+# -- orders and account -----------------------------------------------------------------------
+
+def open_order(order_id: int, contract: Contract, order, state, symbol: str) -> OpenOrder:
+    return OpenOrder(ib_order_id=int(order_id), client_order_id=order.orderRef or "",
+                     perm_id=int(order.permId or 0), client_id=int(order.clientId or 0),
+                     account=order.account or "", symbol=symbol,
+                     side=SIDES.get(order.action, "BUY"), quantity=size(order.totalQuantity),
+                     order_type=order.orderType, limit_price=price(order.lmtPrice),
+                     stop_price=price(order.auxPrice), tif=order.tif or "DAY",
+                     status=getattr(state, "status", "") or "", parent_id=int(order.parentId or 0),
+                     oca_group=order.ocaGroup or "")
+
+
+def order_status(order_id: int, client_order_id: str, status: str, filled, remaining,
+                 avg_fill_price, perm_id, parent_id, last_fill_price, why_held) -> OrderStatus:
+    return OrderStatus(ib_order_id=int(order_id), client_order_id=client_order_id, status=status,
+                       filled=size(filled), remaining=size(remaining),
+                       avg_fill_price=float(avg_fill_price or 0.0), perm_id=int(perm_id or 0),
+                       parent_id=int(parent_id or 0),
+                       last_fill_price=float(last_fill_price or 0.0), why_held=why_held or "")
+
+
+def execution(contract: Contract, ex, symbol: str) -> Execution:
+    return Execution(exec_id=ex.execId, ib_order_id=int(ex.orderId), client_order_id=ex.orderRef or "",
+                     perm_id=int(ex.permId or 0), account=ex.acctNumber or "", symbol=symbol,
+                     side=SIDES.get(ex.side, "BUY"), quantity=size(ex.shares), price=float(ex.price),
+                     cum_quantity=size(ex.cumQty), avg_price=float(ex.avgPrice or 0.0),
+                     exec_time_ns=parse_ib_time(ex.time or ""), exchange=ex.exchange or "")
+
+
+def commission(report) -> Commission:
+    return Commission(exec_id=report.execId, commission=price(report.commissionAndFees),
+                      currency=report.currency or "USD", realized_pnl=price(report.realizedPNL))
+
+
+def position(account: str, contract: Contract, qty, avg_cost, symbol: str) -> Position:
+    return Position(account=account, symbol=symbol, quantity=size(qty), avg_cost=price(avg_cost))
