@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                                            from_state=fields.get("from_state", ""),
                                            pid=int(fields.get("pid", 0) or 0),
                                            restarts=restarts))
-            log.info("process state", extra={"process": name, "state": state,
+            log.info("process state", extra={"proc": name, "state": state,
                                               "from": fields.get("from_state", "")})
             if state == "STARTING" and detector.looping(name):
                 text = (f"{name} restarted {restarts} times within {args.window_s:g}s: "
                         f"stopped; fix it, then `ibfleet start {name}`")
-                log.error("crash loop", extra={"process": name, "restarts": restarts})
+                log.error("crash loop", extra={"proc": name, "restarts": restarts})
                 publisher.publish(Alert(severity="critical", code="crash_loop", text=text))
                 group = fields.get("groupname", name)
                 try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import signal
 
 from services.gateway.service import Gateway, GatewayOptions
 from services.runtime.cli import add_common_args, load_config
@@ -28,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--no-account-updates", action="store_false", dest="account_updates",
                    default=None)
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # thread dump on demand: kill -USR1 PID
     config = load_config(parser, args)
     overrides = {k: getattr(args, k) for k in (
         "host", "port", "client_id", "backoff_base", "backoff_cap", "connect_timeout",

@@ -64,6 +64,8 @@ class OrderMap:
         self.by_client: dict[str, OrderRecord] = {}
         self.by_ib: dict[int, OrderRecord] = {}
         for rec in self.journal.records():
+            if "coid" not in rec:  # a "sent" marker
+                continue
             self._index(OrderRecord(rec["coid"], int(rec["ib"]), rec.get("symbol", ""),
                                     rec.get("side", ""), float(rec.get("qty", 0.0)),
                                     remaining=float(rec.get("qty", 0.0)),

@@ -251,6 +251,7 @@ class Gateway(Service):
 
     # ============================================================ IB events
     def _drain_events(self) -> None:
+        self.counters["drains"] += 1
         for ev in self.events.drain(5000):
             if ev.generation != self.generation:
                 self.counters["stale_events"] += 1

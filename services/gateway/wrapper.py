@@ -46,12 +46,15 @@ class EventQueue:
 
     def drain(self, budget: int) -> list[Event]:
         """Up to ``budget`` events, without blocking."""
-        self._signalled.clear()  # cleared first: a put racing with us writes a new byte
+        # Empty the pipe, *then* clear the flag: a put after the clear writes a new byte, and
+        # a put before it is already in the queue we are about to read. (The other order can
+        # leave the flag set with the pipe empty, and the loop is never woken again.)
         try:
             while os.read(self._read_fd, 4096):
                 pass
         except BlockingIOError:
             pass
+        self._signalled.clear()
         out: list[Event] = []
         get = self.queue.get_nowait
         for _ in range(budget):
