@@ -53,9 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--hwm", type=int, default=DEFAULT_HWM,
                         help="frames queued per subscriber before the replay waits for it "
                              "(default: %(default)s)")
-    parser.add_argument("--linger", type=float, default=60.0, metavar="S",
-                        help="at the end, wait up to S seconds for queued frames to be "
-                             "delivered (default: %(default)s)")
+    parser.add_argument("--linger", type=float, default=5.0, metavar="S",
+                        help="after the last frame, stay up until every subscriber has "
+                             "disconnected, at most S seconds, so that a slow subscriber "
+                             "still gets what is queued for it (default: %(default)s)")
     return parser
 
 
@@ -123,8 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                           "stalls": outlet.stalls, "torn_bytes": report.torn_bytes,
                           "corrupt_records": report.corrupt_records,
                           "run_dir": str(claim.run_dir)}), flush=True)
+        outlet.hold(args.linger, should_stop)
     finally:
-        outlet.close(0 if stop else args.linger)
+        outlet.close(0 if stop else 1.0)
         ctx.term()
         claim.release()
     return code

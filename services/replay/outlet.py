@@ -12,6 +12,9 @@ An ordinary ``Subscriber`` (or ``ibfleet tap --run-dir``) connects to it unchang
   The replay goes at the pace of its slowest subscriber, which is what "as fast as possible"
   means for a lossless replay. A subscriber that stops reading stalls the replay; SIGTERM
   still ends it.
+- **The end.** ``hold()`` keeps the socket open after the last frame until every subscriber
+  has disconnected (or a time limit), because closing early loses what a slow subscriber has
+  not read yet.
 """
 from __future__ import annotations
 
@@ -78,17 +81,35 @@ class ReplayOutlet:
     def send(self, topic: bytes, payload: bytes,
              should_stop: Callable[[], bool] = lambda: False) -> bool:
         """Send one frame, waiting for room if a subscriber is behind. False if stopped."""
-        while True:
+        try:
+            self.socket.send_multipart((topic, payload), zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.stalls += 1
+        while True:  # blocking sends wake as soon as the subscriber makes room
             try:
                 self.socket.send_multipart((topic, payload), copy=False)
                 return True
             except zmq.Again:
-                self.stalls += 1
                 self.poll_events()
                 if should_stop():
                     return False
 
-    def close(self, linger_s: float) -> None:
+    def hold(self, seconds: float, should_stop: Callable[[], bool] = lambda: False) -> None:
+        """Stay connected until every subscriber has gone, at most ``seconds``.
+
+        Closing as soon as the last frame is handed over would lose frames: a subscriber whose
+        queue is full has stopped reading its connection, and libzmq drops what is still in
+        the kernel's socket buffer when it then sees the peer hang up.
+        """
+        deadline = time.monotonic() + seconds
+        while not should_stop() and time.monotonic() < deadline:
+            self.poll_events()
+            if self.peers <= 0:
+                return
+            self._monitor.poll(50)
+
+    def close(self, linger_s: float = 1.0) -> None:
         """Deliver what is queued (up to ``linger_s``), then close."""
         self._monitor.close(0)
         self.socket.disable_monitor()

@@ -143,9 +143,10 @@ class PriceProcess:
 def depth_ops(old: list[Level], new: list[Level], rows: int, descending: bool) -> list[tuple[int, int, Level]]:
     """IB's position-based depth operations turning `old` into `new` (top `rows` rows).
 
-    Returns (position, operation, level) with operation 0=insert (rows below shift down),
-    1=update, 2=delete (rows below shift up). A client applying them in order to its copy of
-    `old` ends with exactly `new`; the list never grows past rows+1 while doing so.
+    Returns (position, operation, level) with operation 0=insert (rows below shift down, and
+    on a full book the last row falls off, as at IB: no delete is sent for it), 1=update,
+    2=delete (rows below shift up). A client applying them in order to its copy of `old`,
+    keeping at most `rows` rows, ends with exactly `new`.
     """
     cur = list(old[:rows])
     target = new[:rows]
@@ -165,8 +166,7 @@ def depth_ops(old: list[Level], new: list[Level], rows: int, descending: bool) -
         else:
             ops.append((i, 0, lvl))
             cur.insert(i, lvl)
-            if len(cur) > rows:
-                ops.append((rows, 2, cur[rows]))
+            if len(cur) > rows:  # the last row falls off the client's book by itself
                 del cur[rows]
     while len(cur) > len(target):
         last = len(cur) - 1

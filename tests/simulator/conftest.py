@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from services.simulator.control import SimControl
+from tests.support.processes import ProcessGroup, free_port, port_open, wait_for
+
+FAST = ("--step-ms", "10", "--mktdata-ms", "50", "--reset-repeat-seconds", "0.5")
+
+
+@dataclass
+class Sim:
+    port: int
+    control: SimControl
+    procs: ProcessGroup
+    name: str
+    proc: object
+
+    def log(self) -> str:
+        return self.procs.log(self.name)
+
+
+@pytest.fixture
+def start_sim(procs, tmp_path):
+    """Start a simulator process on a free port with a control socket; extra CLI args allowed.
+    `toml` is written to a config file when given."""
+    controls: list[SimControl] = []
+    counter = [0]
+
+    def start(*args: str, toml: str | None = None, fast: bool = True) -> Sim:
+        counter[0] += 1
+        name = f"sim{counter[0]}"
+        port, cport = free_port(), free_port()
+        argv = ["--port", str(port), "--seed", "1", "--control", f"tcp://127.0.0.1:{cport}"]
+        if fast:
+            argv += list(FAST)
+        if toml is not None:
+            path = Path(tmp_path) / f"{name}.toml"
+            path.write_text(toml)
+            argv += ["--config", str(path)]
+        proc = procs.start_python(name, "services.simulator", *argv, *args)
+        wait_for(lambda: port_open(port) or proc.poll() is not None, 60, what="simulator port")
+        assert proc.poll() is None, procs.log(name)
+        control = SimControl(f"tcp://127.0.0.1:{cport}")
+        controls.append(control)
+        control.wait_ready(60)
+        return Sim(port, control, procs, name, proc)
+
+    yield start
+    for c in controls:
+        c.close()

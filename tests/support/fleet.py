@@ -1,0 +1,159 @@
+"""A whole trading fleet of real processes for integration tests, without supervisord:
+broker, simulator, gateway, execution, risk and strategies, each its own process, so a test
+can SIGKILL and restart any one of them mid-flow."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import tomli_w
+import zmq
+
+from proto.schema import Alert, GatewayState, Heartbeat, Message, OrderUpdate, RiskDecision
+from services.bus.subscriber import Subscriber
+from services.runtime import config as fleet_config
+from services.simulator.control import SimControl
+from tests.support.bus import short_run_dir
+from tests.support.processes import ProcessGroup, free_port, wait_for
+
+FAST_GATEWAY = ["--backoff-base", "0.2", "--backoff-cap", "1.0", "--probe-interval", "1.0",
+                "--probe-timeout", "3.0"]
+
+
+class Fleet:
+    def __init__(self, procs: ProcessGroup, tmp: Path, extra_config: dict | None = None) -> None:
+        self.procs = procs
+        self.run_dir = short_run_dir()
+        self.state_dir = tmp / "state"
+        self.strategies_dir = tmp / "strategies"
+        self.strategies_dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.sim_control = f"ipc://{self.run_dir}/sim-control"
+        raw = {"bus": {"run_dir": str(self.run_dir), "heartbeat_ms": 500},
+               "gateway": {"host": "127.0.0.1", "port": self.port, "client_id": 1},
+               "fleet": {"state_dir": str(self.state_dir)}}
+        for key, value in (extra_config or {}).items():
+            raw[key] = {**raw.get(key, {}), **value}
+        self.config_path = tmp / "fleet.toml"
+        self.config_path.write_text(tomli_w.dumps(raw))
+        self.config = fleet_config.load(self.config_path)
+        self.ctx = zmq.Context()
+        self.watch = Subscriber(self.ctx, self.config.bus.endpoint("bus-out"), [""])
+        self.seen: list[tuple[str, Message]] = []
+        self._sim: SimControl | None = None
+
+    # -- processes ----------------------------------------------------------------------------
+    def _svc(self, name: str, *args: str):
+        return self.procs.start(name, [sys.executable, "-m", "services.cli", *args,
+                                       "--config", str(self.config_path)])
+
+    def start_simulator(self, *extra: str):
+        proc = self.procs.start("simulator", [
+            sys.executable, "-m", "services.simulator", "--port", str(self.port), "--seed", "7",
+            "--control", self.sim_control, "--step-ms", "50", "--mktdata-ms", "100", *extra])
+        self.sim.wait_ready(60)
+        return proc
+
+    @property
+    def sim(self) -> SimControl:
+        if self._sim is None:
+            self._sim = SimControl(self.sim_control, timeout=20)
+        return self._sim
+
+    def start_broker(self):
+        return self._svc("bus", "bus")
+
+    def start_gateway(self, name: str = "gateway"):
+        return self._svc(name, "gateway", *FAST_GATEWAY)
+
+    def start_execution(self, name: str = "execution"):
+        return self._svc(name, "execution")
+
+    def start_risk(self, name: str = "risk"):
+        return self._svc(name, "risk", "--strategies-dir", str(self.strategies_dir))
+
+    def add_strategy(self, name: str, class_path: str, symbols: list[str], params: dict,
+                     risk: dict | None = None) -> Path:
+        path = self.strategies_dir / f"{name}.toml"
+        path.write_text(tomli_w.dumps({"name": name, "class": class_path, "symbols": symbols,
+                                       "timer_s": 0.5, "params": params,
+                                       "risk": risk or {}}))
+        return path
+
+    def start_strategy(self, name: str, proc_name: str | None = None):
+        return self._svc(proc_name or f"strategy-{name}", "strategy", "run",
+                         str(self.strategies_dir / f"{name}.toml"))
+
+    def start_core(self):
+        """Simulator, broker, gateway, execution, risk; returns once the gateway is
+        synchronised and every service heartbeats."""
+        self.start_simulator()
+        self.start_broker()
+        self.start_gateway()
+        self.start_execution()
+        self.start_risk()
+        self.wait_heartbeats({"bus.1", "gateway.1", "execution.1", "risk.1"})
+        self.wait_gateway("synchronised")
+
+    # -- observation --------------------------------------------------------------------------
+    def pump(self, timeout_ms: int = 50) -> None:
+        got = self.watch.recv(timeout_ms)
+        while got:
+            self.seen.extend((got[0], m) for m in got[1])
+            got = self.watch.recv(0)
+
+    def messages(self, cls: type) -> list:
+        return [m for _, m in self.seen if isinstance(m, cls)]
+
+    def wait(self, predicate, deadline: float = 60.0, what: str = "condition"):
+        def check():
+            self.pump()
+            return predicate()
+        return wait_for(check, deadline=deadline, what=what)
+
+    def wait_heartbeats(self, sources: set[str], deadline: float = 60.0) -> None:
+        self.wait(lambda: sources <= {h.src for h in self.messages(Heartbeat)}, deadline,
+                  what=f"heartbeats from {sorted(sources)}")
+
+    def gateway_state(self) -> str:
+        states = self.messages(GatewayState)
+        return states[-1].state if states else "unknown"
+
+    def wait_gateway(self, state: str, deadline: float = 60.0, after: int = 0) -> None:
+        self.wait(lambda: any(s.state == state for s in self.messages(GatewayState)[after:]),
+                  deadline, what=f"gateway {state}")
+
+    def updates(self, strategy: str | None = None) -> list[OrderUpdate]:
+        return [u for u in self.messages(OrderUpdate) if strategy is None or u.strategy == strategy]
+
+    def fills(self, strategy: str | None = None) -> dict[str, OrderUpdate]:
+        """Fills seen on the bus, by execId (each counted once however often it was seen)."""
+        return {u.exec_id: u for u in self.updates(strategy) if u.exec_id}
+
+    def decisions(self, strategy: str | None = None) -> list[RiskDecision]:
+        return [d for d in self.messages(RiskDecision)
+                if strategy is None or d.strategy == strategy]
+
+    def alerts(self, code: str | None = None) -> list[Alert]:
+        return [a for a in self.messages(Alert) if code is None or a.code == code]
+
+    def close(self) -> None:
+        if self._sim is not None:
+            self._sim.close()
+        self.ctx.destroy(linger=0)
+
+
+def sim_positions(fleet: Fleet) -> dict[str, float]:
+    """The simulator's ground truth: position per symbol, zeros dropped."""
+    ledger = fleet.sim.ledger()
+    symbols = {str(f["con_id"]): f["symbol"] for f in ledger["fills"]}
+    return {symbols.get(con_id, con_id): p["qty"] for con_id, p in ledger["positions"].items()
+            if p["qty"]}
+
+
+def positions_from_fills(fills) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for u in fills:
+        out[u.symbol] = out.get(u.symbol, 0.0) + (u.last_fill_qty if u.side == "BUY"
+                                                  else -u.last_fill_qty)
+    return {s: q for s, q in out.items() if q}

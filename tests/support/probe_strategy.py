@@ -1,0 +1,78 @@
+"""A strategy for tests: it does on purpose what the tests need to see happen."""
+from __future__ import annotations
+
+import math
+
+from proto.schema import Tick
+from services.strategy.base import Strategy
+
+
+class Probe(Strategy):
+    """params.mode:
+    - "intents": on the first tick, submit each of params.intents (dicts of submit() keywords,
+      prices given as ticks away from the mid under "ticks_from_mid").
+    - "churn": keep trading: every timer, cross the spread with a small order (alternating
+      sides) so fills keep coming; cancel anything working for more than 2 s.
+    - "rest": on the first tick, rest params.count buy orders a few ticks under the bid.
+    """
+
+    def on_start(self) -> None:
+        self.mode = self.params.get("mode", "churn")
+        self.done = False
+        self.flip = False
+        self.sent_at: dict[str, int] = {}
+        for symbol in self.symbols:
+            self.subscribe(symbol, "tick")
+
+    def on_tick(self, tick: Tick) -> None:
+        if self.done or not (math.isfinite(tick.bid) and math.isfinite(tick.ask)):
+            return
+        tick_size = self.instrument(tick.symbol).min_tick
+        if self.mode == "intents":
+            self.done = True
+            mid = (tick.bid + tick.ask) / 2
+            for spec in self.params.get("intents", []):
+                spec = dict(spec)
+                offset = spec.pop("ticks_from_mid", None)
+                if offset is not None:
+                    spec["limit_price"] = round(mid / tick_size) * tick_size + offset * tick_size
+                raw = spec.pop("raw_price", None)
+                if raw is not None:
+                    spec["limit_price"] = raw
+                self.submit_raw(tick.symbol, **spec)
+        elif self.mode == "rest":
+            self.done = True
+            for i in range(int(self.params.get("count", 3))):
+                self.submit(tick.symbol, "BUY", 10, "LMT", tick.bid - (5 + i) * tick_size)
+
+    def submit_raw(self, symbol, **spec):
+        """Submit exactly what the test asked for: no rounding of the price."""
+        from proto.schema import OrderIntent
+        coid = self._new_id()
+        intent = OrderIntent(strategy=self.name, client_order_id=coid, action="new",
+                             symbol=spec.get("symbol", symbol), side=spec.get("side", "BUY"),
+                             quantity=spec.get("quantity", 10),
+                             order_type=spec.get("order_type", "LMT"),
+                             limit_price=spec.get("limit_price", math.nan))
+        self.host.send_intent(intent)
+
+    def on_timer(self, now_ns: int) -> None:
+        if self.mode != "churn" or self.paused:
+            return
+        for order in self.open_orders():
+            sent = self.sent_at.get(order.client_order_id, now_ns)
+            if now_ns - sent > 2e9 and order.state not in ("new", "pending_cancel"):
+                self.cancel(order.client_order_id)
+        if len(self.open_orders()) >= 2:
+            return
+        symbol = self.symbols[0]
+        mid = self.mids.get(symbol)
+        if mid is None:
+            return
+        tick = self.instrument(symbol).min_tick
+        self.flip = not self.flip
+        side = "BUY" if self.flip else "SELL"
+        price = mid + 2 * tick if side == "BUY" else mid - 2 * tick  # crosses a 1-tick spread
+        coid = self.submit(symbol, side, float(self.params.get("quantity", 10)), "LMT", price)
+        if coid:
+            self.sent_at[coid] = now_ns
