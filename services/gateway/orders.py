@@ -54,6 +54,8 @@ class OrderRecord:
     perm_id: int = 0
     parent_id: int = 0
     final: bool = False
+    avg_price: float = 0.0
+    live_this_run: bool = False  # sent, or reported by IB, since this process started
 
 
 class OrderMap:

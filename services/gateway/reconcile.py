@@ -26,6 +26,7 @@ class Reconciliation:
         self.started = started
         self.waiting: set[str] = set(PARTS)
         self.counts: dict[str, int] = {p: 0 for p in PARTS}
+        self.open_ids: set[int] = set()  # our orders IB reported open in this run
 
     def saw(self, part: str) -> None:
         self.counts[part] += 1

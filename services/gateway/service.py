@@ -504,7 +504,10 @@ class Gateway(Service):
                 coid, order_id, self._symbol(contract), translate.SIDES.get(order.action, "BUY"),
                 translate.size(order.totalQuantity))
             rec.status = getattr(state, "status", rec.status) or rec.status
+            rec.live_this_run = True
             self.unsent.pop(int(order_id), None)  # IB has it
+            if self.recon is not None:
+                self.recon.open_ids.add(int(order_id))
         if self.recon is not None:
             self.recon.saw("open_orders")
         self.publisher.publish(translate.open_order(order_id, contract, order, state,
@@ -523,6 +526,7 @@ class Gateway(Service):
                 rec.status, rec.perm_id = status, int(perm_id or 0)
                 rec.filled, rec.remaining = translate.size(filled), translate.size(remaining)
                 rec.final = status in TERMINAL
+                rec.live_this_run = True
                 self.unsent.pop(int(order_id), None)
         self.publisher.publish(translate.order_status(order_id, coid, status, filled, remaining,
                                                       avg_fill_price, perm_id, parent_id,
@@ -533,6 +537,11 @@ class Gateway(Service):
             self.recon.saw("executions")
         if int(ex.clientId or 0) == self.opts.client_id:
             self.unsent.pop(int(ex.orderId), None)
+            rec = self.orders.by_ib_id(int(ex.orderId))
+            if rec is not None and translate.size(ex.cumQty) >= rec.filled:
+                rec.filled = translate.size(ex.cumQty)  # replays too: they carry cumQty
+                rec.avg_price = float(ex.avgPrice or 0.0)
+                rec.live_this_run = True
         if not self.execs.is_new_exec(ex.execId):
             self.counters["duplicate_execs_suppressed"] += 1
             return
@@ -627,12 +636,36 @@ class Gateway(Service):
             self.log.info("reconciled", extra={"reason": r.reason, "counts": r.counts,
                                                "seconds": round(time.monotonic() - r.started, 3)})
             self.recon = None
+            self._close_vanished_orders(r)
         self.backoff.reset()
         self.last_connection_error = ""
         self._move(S.SYNCHRONISED, "subscriptions restored, orders/executions/positions "
                                    "reconciled")
         self._requeue_unsent()
         self._release_held()
+
+    def _close_vanished_orders(self, r: Reconciliation) -> None:
+        """An order we knew open that IB no longer lists ended while we could not hear it
+        (the open-orders answer has live orders only). Its executions tell how: filled in
+        full, or cancelled with what filled. Published so execution is not left guessing."""
+        waiting = {c.ib_order_id for c in self.held} | set(self.unsent)
+        for rec in list(self.orders.by_ib.values()):
+            if rec.final or not rec.live_this_run or rec.ib_order_id in r.open_ids \
+                    or rec.ib_order_id in waiting:
+                continue
+            status = "Filled" if rec.filled >= rec.quantity > 0 else "Cancelled"
+            rec.status, rec.final = status, True
+            rec.remaining = max(0.0, rec.quantity - rec.filled)
+            self.counters["orders_closed_by_reconciliation"] += 1
+            self._publish_error(0, f"order not open at IB after reconciliation: {status} "
+                                   f"(filled {rec.filled:g} of {rec.quantity:g})",
+                                rec.ib_order_id, "order", rec.client_order_id)
+            self.publisher.publish(OrderStatus(ib_order_id=rec.ib_order_id,
+                                               client_order_id=rec.client_order_id,
+                                               status=status, filled=rec.filled,
+                                               remaining=rec.remaining,
+                                               avg_fill_price=rec.avg_price,
+                                               perm_id=rec.perm_id, parent_id=rec.parent_id))
 
     # ============================================================ subscriptions
     def _on_sub_requests(self) -> None:
@@ -801,6 +834,9 @@ class Gateway(Service):
 
         def send(client, cmd=cmd) -> None:
             client.placeOrder(ib_id, contract, order)
+            rec = self.orders.by_ib_id(ib_id)
+            if rec is not None:
+                rec.live_this_run = True
             if cmd.command == "place":
                 unsent.pop(ib_id, None)
                 journal.append({"sent": ib_id})

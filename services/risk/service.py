@@ -16,10 +16,11 @@ import argparse
 import json
 import os
 import time
+import tomllib
 from pathlib import Path
 
 from proto.schema import (Alert, Control, GatewayState, Message, OrderIntent, OrderUpdate, PnL,
-                          Position, QuoteTick, RiskDecision, Tick)
+                          Position, QuoteTick, RiskDecision, SubscribeRequest, Tick)
 from services.bus import snapshot
 from services.bus.reliable import DEFER, Refused, ReliableClient, ReliableServer, Token
 from services.bus.snapshot import SnapshotServer, SnapshotTimeout
@@ -50,6 +51,10 @@ class RiskService(Service):
         self.feed = Subscriber(self.ctx, bus.endpoint("bus-out"), TOPICS)
         self.snapshots = SnapshotServer(self.ctx, bus.endpoint("risk-snap"), self.source,
                                         self._snapshot)
+        # marks for every symbol a strategy trades, whatever data the strategy itself uses
+        self.strategies_dir = strategies_dir
+        self.strategies_seen = _listing(strategies_dir)
+        self.watched: set[str] = set(_strategy_symbols(strategies_dir))
         self.waiting: dict[int, tuple[Token, RiskDecision]] = {}  # execution seq -> strategy
         self.gateway_positions: dict[str, float] = {}
         self.check_positions_at = 0.0
@@ -58,6 +63,23 @@ class RiskService(Service):
         self.on_socket(self.feed.socket, self._on_feed)
         self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
         self.every(1.0, self._housekeeping)
+        self.every(2.0, self._subscribe_marks)
+
+    def _subscribe_marks(self) -> None:
+        """Subscription requests ride PUB/SUB: repeat them; the gateway de-duplicates.
+        A strategy added to the running fleet brings its budget and symbols: pick them up."""
+        listing = _listing(self.strategies_dir)
+        if listing != self.strategies_seen:
+            self.strategies_seen = listing
+            try:
+                self.engine.limits.load_strategy_budgets(self.strategies_dir)
+            except ConfigError as exc:
+                self.log.error("strategy risk budget refused", extra={"error": str(exc)})
+            self.watched |= set(_strategy_symbols(self.strategies_dir))
+            self.log.info("strategy budgets reloaded", extra={"symbols": sorted(self.watched)})
+        for symbol in sorted(self.watched):
+            self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
+                                                    kind="tick"))
 
     def on_start(self) -> None:
         self._restore_from_execution()
@@ -111,6 +133,9 @@ class RiskService(Service):
         if not peer.startswith("strategy.") or peer.split(".", 1)[1] != msg.strategy:
             raise Refused(f"{peer!r} may not send intents for strategy {msg.strategy!r}")
         self.counters["checks"] += 1
+        if msg.symbol and msg.symbol not in self.watched and msg.symbol in self.engine.instruments:
+            self.watched.add(msg.symbol)
+            self._subscribe_marks()
         decision = self.engine.check(msg)
         reply = RiskDecision(strategy=msg.strategy, client_order_id=msg.client_order_id,
                              approved=decision.approved, reason=decision.reason,
@@ -233,6 +258,24 @@ class RiskService(Service):
         msg.src, msg.ts = self.source, time.time_ns()
         items.append(("risk.global", msg))
         return items, {}
+
+
+def _listing(strategies_dir: Path | None) -> dict[str, float]:
+    if strategies_dir is None:
+        return {}
+    return {p.name: p.stat().st_mtime for p in Path(strategies_dir).glob("*.toml")}
+
+
+def _strategy_symbols(strategies_dir: Path | None) -> list[str]:
+    if strategies_dir is None:
+        return []
+    symbols: list[str] = []
+    for path in sorted(Path(strategies_dir).glob("*.toml")):
+        try:
+            symbols += list(tomllib.loads(path.read_text()).get("symbols", []))
+        except (OSError, tomllib.TOMLDecodeError):
+            pass  # LimitBook reports an unreadable strategy file
+    return symbols
 
 
 def main(argv: list[str] | None = None) -> int:

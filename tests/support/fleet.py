@@ -10,6 +10,7 @@ import tomli_w
 import zmq
 
 from proto.schema import Alert, GatewayState, Heartbeat, Message, OrderUpdate, RiskDecision
+from services.bus import snapshot
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
 from services.simulator.control import SimControl
@@ -50,7 +51,8 @@ class Fleet:
     def start_simulator(self, *extra: str):
         proc = self.procs.start("simulator", [
             sys.executable, "-m", "services.simulator", "--port", str(self.port), "--seed", "7",
-            "--control", self.sim_control, "--step-ms", "50", "--mktdata-ms", "100", *extra])
+            "--control", self.sim_control, "--step-ms", "50", "--mktdata-ms", "100",
+            "--mean-reversion", "0.05", *extra])
         self.sim.wait_ready(60)
         return proc
 
@@ -116,12 +118,28 @@ class Fleet:
                   what=f"heartbeats from {sorted(sources)}")
 
     def gateway_state(self) -> str:
-        states = self.messages(GatewayState)
+        """The gateway's state as the bus's last-value cache has it (the Clone pattern: a
+        state published before we subscribed is still seen)."""
+        probe = Subscriber(self.ctx, self.config.bus.endpoint("bus-out"), ["gw.state"])
+        try:
+            state, live = snapshot.join(self.ctx, probe, self.config.bus.endpoint("bus-snap"),
+                                        "gw.state", timeout=5.0)
+        except snapshot.SnapshotTimeout:
+            return "unknown"
+        finally:
+            probe.close()
+        states = [m for _, m in state + live if isinstance(m, GatewayState)]
         return states[-1].state if states else "unknown"
 
     def wait_gateway(self, state: str, deadline: float = 60.0, after: int = 0) -> None:
-        self.wait(lambda: any(s.state == state for s in self.messages(GatewayState)[after:]),
-                  deadline, what=f"gateway {state}")
+        """``after``: only a state change published after this many GatewayState messages."""
+        if after:
+            self.wait(lambda: any(s.state == state
+                                  for s in self.messages(GatewayState)[after:]),
+                      deadline, what=f"gateway {state}")
+        else:
+            self.wait(lambda: self.gateway_state() == state, deadline,
+                      what=f"gateway {state}")
 
     def updates(self, strategy: str | None = None) -> list[OrderUpdate]:
         return [u for u in self.messages(OrderUpdate) if strategy is None or u.strategy == strategy]

@@ -1,12 +1,13 @@
 """Order-book imbalance / microprice momentum on depth data.
 
 When the depth-weighted imbalance over the top levels, smoothed by an EMA, leans strongly one
-way and the microprice confirms it, join the touch on that side with a limit order; exit a
-position when the lean reverses. Working orders that the market has left behind (too old, or
+way and the microprice confirms it, send a limit order at the far touch (buy at the ask, sell
+at the bid: it takes what is there and rests if the price moved away); exit a position the
+same way when the lean reverses. With ``passive = true`` it joins the near touch instead. Working orders that the market has left behind (too old, or
 more than ``max_distance_ticks`` from the touch) are cancelled.
 
 params: levels (5), span (20), threshold (0.3), quantity (100), max_position (300),
-        stale_after_s (5), max_distance_ticks (3), cooldown_s (1)
+        stale_after_s (5), max_distance_ticks (3), cooldown_s (1), passive (false)
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class ImbalanceMomentum(Strategy):
         self.stale_after_ns = int(float(p.get("stale_after_s", 5)) * 1e9)
         self.max_distance_ticks = int(p.get("max_distance_ticks", 3))
         self.cooldown_ns = int(float(p.get("cooldown_s", 1)) * 1e9)
+        self.passive = bool(p.get("passive", False))
         self.signal = {s: EMA(span=int(p.get("span", 20))) for s in self.symbols}
         self.placed_at: dict[str, int] = {}
         self.last_action: dict[str, int] = {}
@@ -46,14 +48,19 @@ class ImbalanceMomentum(Strategy):
         position = self.position(symbol)
         micro, mid = book.microprice(), book.mid()
         if lean > self.threshold and micro > mid and position + self.quantity <= self.max_position:
-            self._join(symbol, "BUY", book.best_bid_price(), now)
+            self._join(symbol, "BUY", self._price(book, "BUY"), now)
         elif lean < -self.threshold and micro < mid \
                 and position - self.quantity >= -self.max_position:
-            self._join(symbol, "SELL", book.best_ask_price(), now)
+            self._join(symbol, "SELL", self._price(book, "SELL"), now)
         elif position and (lean * position) < 0:  # the lean turned against the position
             side = "SELL" if position > 0 else "BUY"
-            price = book.best_ask_price() if side == "SELL" else book.best_bid_price()
-            self._join(symbol, side, price, now, quantity=min(abs(position), self.quantity))
+            self._join(symbol, side, self._price(book, side), now,
+                       quantity=min(abs(position), self.quantity))
+
+    def _price(self, book: OrderBook, side: str) -> float:
+        near = book.best_bid_price() if side == "BUY" else book.best_ask_price()
+        far = book.best_ask_price() if side == "BUY" else book.best_bid_price()
+        return near if self.passive else far
 
     def _join(self, symbol: str, side: str, price: float, now: int,
               quantity: float | None = None) -> None:
@@ -70,7 +77,7 @@ class ImbalanceMomentum(Strategy):
                 continue
             book = self.books[order.symbol]
             tick = self.instrument(order.symbol).min_tick
-            touch = book.best_bid_price() if order.side == "BUY" else book.best_ask_price()
+            touch = self._price(book, order.side)
             too_old = now_ns - self.placed_at.get(order.client_order_id, now_ns) \
                 > self.stale_after_ns
             too_far = math.isfinite(touch) and abs(touch - order.limit_price) \

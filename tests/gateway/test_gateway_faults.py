@@ -1,0 +1,115 @@
+"""Every simulator fault while orders rest and market data streams: the bridge returns to
+synchronised by itself, every subscription delivers again, and the bus agrees with the
+simulator's ledger: every fill exactly once (including fills made during the outage), nothing
+missing, nothing invented."""
+from __future__ import annotations
+
+import collections
+import time
+
+import pytest
+
+from proto.schema import DepthUpdate, Execution, GatewayState, OrderStatus, QuoteTick, Tick
+from tests.support.processes import wait_for
+
+STREAMS = ((Tick, "AAPL"), (DepthUpdate, "AAPL"), (QuoteTick, "MSFT"))
+
+
+def start_streams_and_ladder(fleet) -> list[int]:
+    """Streams on AAPL/MSFT and a ladder of resting SPY limits near the market: the random walk
+    fills some of them while the bridge is cut off."""
+    fleet.start_gateway()
+    fleet.bus.wait_state("synchronised")
+    fleet.subscribe("AAPL", "tick")
+    fleet.subscribe("AAPL", "depth")
+    fleet.subscribe("MSFT", "quote")
+    for cls, sym in STREAMS:
+        fleet.bus.wait(cls, lambda m, s=sym: m.symbol == s, count=3)
+    q = fleet.sim.quote(756733)
+    ids = []
+    for i, off in enumerate((3, 6, 9, 12)):
+        for side, px in (("BUY", q["ask"] - off * 0.01), ("SELL", q["bid"] + off * 0.01)):
+            seq = fleet.command(command="place", client_order_id=f"ladder-{side}-{i}",
+                                symbol="SPY", side=side, quantity=1, order_type="LMT",
+                                limit_price=round(px, 2), tif="GTC")
+            ids.append(seq)
+    for seq in ids:
+        fleet.wait_acked(seq)
+    wait_for(lambda: len(fleet.bus.of(OrderStatus, lambda m: m.client_order_id.startswith(
+        "ladder") and m.status != "PendingSubmit")) >= 8, 30, what="ladder submitted")
+    return ids
+
+
+def assert_recovered_and_consistent(fleet, since: int, state_changes: bool = True) -> None:
+    """Synchronised again, every stream delivering after that, bus == ledger."""
+    if state_changes:
+        fleet.bus.wait_state("synchronised", since=since, deadline=60)
+    after = fleet.bus.mark()
+    for cls, sym in STREAMS:
+        fleet.bus.wait(cls, lambda m, s=sym: m.symbol == s, count=3, since=after,
+                       what=f"{cls.__name__} {sym} after recovery")
+    # fills: the ledger's, for our client, each exactly once on the bus
+    def fills_match():
+        ledger = {f["exec_id"]: f for f in fleet.sim.fills() if f["client_id"] == fleet.client_id}
+        seen = collections.Counter(e.exec_id for e in fleet.bus.of(Execution))
+        return ledger if set(seen) == set(ledger) else None
+    ledger = wait_for(fills_match, 30, what="every ledger fill on the bus")
+    seen = collections.Counter(e.exec_id for e in fleet.bus.of(Execution))
+    assert all(n == 1 for n in seen.values()), f"duplicate executions: {seen}"
+    for e in fleet.bus.of(Execution):
+        assert e.client_order_id == ledger[e.exec_id]["order_ref"]
+    # order states: the last status on the bus is the simulator's
+    def statuses_match():
+        sim = {o["order_id"]: o["status"] for o in fleet.sim.orders()
+               if o["client_id"] == fleet.client_id}
+        last = {}
+        for m in fleet.bus.of(OrderStatus):
+            if m.status != "PendingSubmit":
+                last[m.ib_order_id] = m.status
+        return sim == last or None
+    try:
+        wait_for(statuses_match, 30, what="order states on the bus == simulator")
+    except TimeoutError:
+        sim = {o["order_id"]: o["status"] for o in fleet.sim.orders()}
+        last = {m.ib_order_id: m.status for m in fleet.bus.of(OrderStatus)}
+        raise AssertionError(f"simulator {sim} != bus {last}")
+
+
+FAULTS = {
+    "restart": (lambda f: f.sim.restart(seconds=2.0), "disconnected"),
+    "reset_data_lost": (lambda f: f.sim.server_reset(seconds=1.5, data_lost=True), "degraded"),
+    "reset_data_kept": (lambda f: f.sim.server_reset(seconds=1.5, data_lost=False), "degraded"),
+    "farm_flap": (lambda f: f.sim.farm_flap(seconds=1.0), "degraded"),
+    "hang": (lambda f: f.sim.hang(seconds=3.0), "disconnected"),
+    "lockout": (lambda f: f.sim.lockout(client_id=7, seconds=2.0), "disconnected"),
+    "garbage": (lambda f: f.sim.garbage(), None),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_recovers_from_fault(fleet, fault):
+    start_streams_and_ladder(fleet)
+    inject, expect_state = FAULTS[fault]
+    mark = fleet.bus.mark()
+    inject(fleet)
+    if expect_state is not None:
+        fleet.bus.wait_state(expect_state, since=mark, deadline=30)
+    else:  # garbage: the session survives; the frames are counted, not fatal
+        fleet.bus.wait(Tick, lambda m: m.symbol == "AAPL", count=5, since=mark)
+    if fault == "hang":  # an order sent into the hung socket is read after the resume:
+        # placed at IB while we are cut off; it must appear once, via reconciliation
+        seq = fleet.command(command="place", client_order_id="during-hang", symbol="IBM",
+                            side="BUY", quantity=3, order_type="MKT")
+        fleet.wait_acked(seq)
+    if fault == "reset_data_lost":  # the issue's sequence: 1100 -> 1101, then 1100 -> 1102
+        fleet.bus.wait_state("synchronised", since=mark, deadline=60)
+        mark = fleet.bus.mark()
+        fleet.sim.server_reset(seconds=1.5, data_lost=False)
+        fleet.bus.wait_state("degraded", since=mark, deadline=30)
+    assert_recovered_and_consistent(fleet, mark, state_changes=expect_state is not None)
+    states = fleet.bus.states()
+    assert states[-1] == "synchronised", states
+    if expect_state is None:
+        assert fleet.bus.states(since=mark) == []  # survived without dropping the session
+    if fault == "hang":
+        fleet.bus.wait(Execution, lambda m: m.client_order_id == "during-hang")
