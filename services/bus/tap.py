@@ -12,7 +12,6 @@ import signal
 import sys
 import time
 
-import msgspec
 import zmq
 
 from services.bus.subscriber import Subscriber
@@ -61,8 +60,9 @@ def main(argv: list[str] | None = None) -> int:
                 name = type(msg).__name__
                 per_type[name] = per_type.get(name, 0) + 1
                 if not args.quiet:
-                    out.write(json.dumps({"topic": topic, "type": name,
-                                          **msgspec.to_builtins(msg)}, default=str) + "\n")
+                    fields = {f: getattr(msg, f) for f in msg.__struct_fields__}
+                    out.write(json.dumps({"topic": topic, "type": name, **fields},
+                                         default=str) + "\n")
         if time.monotonic() >= next_count:
             out.write(json.dumps({"counts": True, **_summary(sub, per_type)}) + "\n")
             out.flush()

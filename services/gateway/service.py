@@ -112,6 +112,8 @@ class Gateway(Service):
         self.pending_ends = {"open_orders": 0, "positions": 0}
         self.held: deque[OrderCommand] = deque()  # order commands waiting for synchronised
         self.unsent: dict[int, OrderCommand] = {}  # journalled places not yet sent (restart)
+        self.unacked: dict[int, OrderCommand] = {}  # sent places IB has not mentioned yet
+        self.resent: set[int] = set()  # ids resent after a drop or a crash
         self.top: dict[int, translate.TopOfBook] = {}    # by req id
         self.depth_rows: dict[str, translate.DepthRows] = {}  # by symbol
         self.dirty_ticks: set[int] = set()
@@ -128,6 +130,9 @@ class Gateway(Service):
                                        [SubscribeRequest.TOPIC])
         self.on_socket(self.sub_requests.socket, self._on_sub_requests)
         self.every(0.01, self._tick)
+        # the state also goes out with every heartbeat: a subscriber whose subscription was
+        # still propagating when a change was published learns it within one interval
+        self.every(config.bus.heartbeat_ms / 1000.0, self._publish_state)
 
     # ============================================================ lifecycle
     def on_start(self) -> None:
@@ -381,7 +386,15 @@ class Gateway(Service):
             return
         rec = self.orders.by_ib_id(req_id)
         if rec is not None:
+            self.unacked.pop(req_id, None)
             self._publish_error(code, text, req_id, "order", rec.client_order_id)
+            if code == 103 and req_id in self.resent:
+                # IB had the first send after all: the order exists; learn its state
+                self.resent.discard(req_id)
+                if self.sm.state == S.SYNCHRONISED:
+                    self._resync("a resent order was already at IB", reconcile=True,
+                                 resubscribe=False)
+                return
             if code in ORDER_REJECT_CODES and rec.status not in TERMINAL:
                 rec.status, rec.final = "Inactive", True
                 self.publisher.publish(OrderStatus(ib_order_id=rec.ib_order_id,
@@ -506,6 +519,7 @@ class Gateway(Service):
             rec.status = getattr(state, "status", rec.status) or rec.status
             rec.live_this_run = True
             self.unsent.pop(int(order_id), None)  # IB has it
+            self.unacked.pop(int(order_id), None)
             if self.recon is not None:
                 self.recon.open_ids.add(int(order_id))
         if self.recon is not None:
@@ -528,6 +542,7 @@ class Gateway(Service):
                 rec.final = status in TERMINAL
                 rec.live_this_run = True
                 self.unsent.pop(int(order_id), None)
+                self.unacked.pop(int(order_id), None)
         self.publisher.publish(translate.order_status(order_id, coid, status, filled, remaining,
                                                       avg_fill_price, perm_id, parent_id,
                                                       last_fill_price, why_held))
@@ -537,6 +552,7 @@ class Gateway(Service):
             self.recon.saw("executions")
         if int(ex.clientId or 0) == self.opts.client_id:
             self.unsent.pop(int(ex.orderId), None)
+            self.unacked.pop(int(ex.orderId), None)
             rec = self.orders.by_ib_id(int(ex.orderId))
             if rec is not None and translate.size(ex.cumQty) >= rec.filled:
                 rec.filled = translate.size(ex.cumQty)  # replays too: they carry cumQty
@@ -652,6 +668,17 @@ class Gateway(Service):
         for rec in list(self.orders.by_ib.values()):
             if rec.final or not rec.live_this_run or rec.ib_order_id in r.open_ids \
                     or rec.ib_order_id in waiting:
+                continue
+            lost = self.unacked.pop(rec.ib_order_id, None)
+            if lost is not None:
+                # sent, but IB never mentioned it: it died in the socket with the connection.
+                # Resend with the same id: if IB did get it after all, the id is taken and IB
+                # refuses the resend (103), so this can never make a second order.
+                self.counters["places_resent_after_drop"] += 1
+                self.log.warning("resending a place lost with the connection", extra={
+                    "ib_order_id": rec.ib_order_id, "client_order_id": rec.client_order_id})
+                self.held.append(lost)
+                self.resent.add(rec.ib_order_id)
                 continue
             status = "Filled" if rec.filled >= rec.quantity > 0 else "Cancelled"
             rec.status, rec.final = status, True
@@ -839,6 +866,7 @@ class Gateway(Service):
                 rec.live_this_run = True
             if cmd.command == "place":
                 unsent.pop(ib_id, None)
+                self.unacked[ib_id] = cmd
                 journal.append({"sent": ib_id})
         self._submit(cmd, send)
         return True
@@ -895,6 +923,7 @@ class Gateway(Service):
             self.log.warning("sending a place journalled before a crash", extra={
                 "ib_order_id": ib_id, "client_order_id": cmd.client_order_id})
             self.held.append(cmd)
+            self.resent.add(ib_id)
         self.unsent = {}
 
     # ============================================================ heartbeat

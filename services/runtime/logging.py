@@ -9,6 +9,21 @@ import time
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
 
+_make_record = logging.Logger.makeRecord
+
+
+def _safe_make_record(self, name, level, fn, lno, msg, args, exc_info, func=None, extra=None,
+                      sinfo=None):
+    """A log call must never take a service down: an ``extra`` key that LogRecord reserves
+    (msg, process, name...) is renamed with a trailing underscore instead of raising."""
+    if extra:
+        extra = {(f"{k}_" if k in _RESERVED else k): v for k, v in extra.items()}
+    return _make_record(self, name, level, fn, lno, msg, args, exc_info, func, extra, sinfo)
+
+
+logging.Logger.makeRecord = _safe_make_record  # type: ignore[method-assign]
+
+
 class JsonLineFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()

@@ -137,7 +137,7 @@ class StrategyRunner(Service):
                 self._control(msg)
         except Exception:  # a bug in the strategy's callback must not kill the process
             self.counters["callback_errors"] += 1
-            self.log.exception("strategy callback failed", extra={"msg": type(msg).__name__})
+            self.log.exception("strategy callback failed", extra={"message_type": type(msg).__name__})
 
     def _depth(self, msg: DepthUpdate) -> None:
         book = self.strategy.books.get(msg.symbol)

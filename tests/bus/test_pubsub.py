@@ -62,3 +62,20 @@ def test_a_topic_filtered_subscriber_sees_no_false_gaps(procs):
     assert counts["by_type"]["Tick"] == 1000
     assert counts["gaps"] == 0
     assert counts["restarts"] == 1  # the second gen.1 process counted from 1 again
+
+
+def test_tap_prints_every_message_as_a_json_line(procs):
+    run_dir = short_run_dir()
+    start_broker(procs, run_dir)
+    procs.start("tap-full", [sys.executable, "-m", "services.bus.tap", "--every", "0.2",
+                             "--run-dir", str(run_dir), "md.", "hb.bus"])
+    wait_for(lambda: _seen_broker_heartbeat(procs, "tap-full"), what="tap to be subscribed")
+    gen = procs.start("gen", [sys.executable, "-m", "services.bus.loadgen", "--run-dir",
+                              str(run_dir), "--count", "5", "--symbol", "MSFT"])
+    assert gen.wait(120) == 0
+    wait_for(lambda: len([r for r in json_lines(procs.log("tap-full"))
+                          if r.get("type") == "Tick"]) == 5, what="five printed ticks")
+    ticks = [r for r in json_lines(procs.log("tap-full")) if r.get("type") == "Tick"]
+    assert [t["symbol"] for t in ticks] == ["MSFT"] * 5
+    assert [t["tseq"] for t in ticks] == [1, 2, 3, 4, 5]
+    assert all(t["topic"] == "md.tick.MSFT" and t["src"] == "loadgen.1" for t in ticks)

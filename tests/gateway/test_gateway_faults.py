@@ -35,8 +35,9 @@ def start_streams_and_ladder(fleet) -> list[int]:
             ids.append(seq)
     for seq in ids:
         fleet.wait_acked(seq)
-    wait_for(lambda: len(fleet.bus.of(OrderStatus, lambda m: m.client_order_id.startswith(
-        "ladder") and m.status != "PendingSubmit")) >= 8, 30, what="ladder submitted")
+    wait_for(lambda: len({m.client_order_id for m in fleet.bus.of(
+        OrderStatus, lambda m: m.client_order_id.startswith("ladder")
+        and m.status != "PendingSubmit")}) == 8, 30, what="ladder submitted")
     return ids
 
 

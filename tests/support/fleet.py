@@ -175,3 +175,11 @@ def positions_from_fills(fills) -> dict[str, float]:
         out[u.symbol] = out.get(u.symbol, 0.0) + (u.last_fill_qty if u.side == "BUY"
                                                   else -u.last_fill_qty)
     return {s: q for s, q in out.items() if q}
+
+
+LIVE_STATUSES = {"PendingSubmit", "PreSubmitted", "Submitted", "ApiPending"}
+
+
+def live_orders(fleet: Fleet) -> list[dict]:
+    """Orders working at the simulator right now (its own view, not ours)."""
+    return [o for o in fleet.sim.orders() if o["status"] in LIVE_STATUSES]

@@ -39,7 +39,7 @@ class Probe(Strategy):
                 raw = spec.pop("raw_price", None)
                 if raw is not None:
                     spec["limit_price"] = raw
-                self.submit_raw(tick.symbol, **spec)
+                self.submit_raw(spec.pop("symbol", tick.symbol), **spec)
         elif self.mode == "rest":
             self.done = True
             for i in range(int(self.params.get("count", 3))):
@@ -50,7 +50,7 @@ class Probe(Strategy):
         from proto.schema import OrderIntent
         coid = self._new_id()
         intent = OrderIntent(strategy=self.name, client_order_id=coid, action="new",
-                             symbol=spec.get("symbol", symbol), side=spec.get("side", "BUY"),
+                             symbol=symbol, side=spec.get("side", "BUY"),
                              quantity=spec.get("quantity", 10),
                              order_type=spec.get("order_type", "LMT"),
                              limit_price=spec.get("limit_price", math.nan))

@@ -7,7 +7,7 @@ import sys
 from proto.schema import PnL
 from services.bus import snapshot
 from services.bus.subscriber import Subscriber
-from tests.support.fleet import positions_from_fills, sim_positions
+from tests.support.fleet import live_orders, positions_from_fills, sim_positions
 from tests.support.processes import REPO
 
 MR = "services.strategy.examples.mean_reversion:MeanReversion"
@@ -60,7 +60,7 @@ def test_both_example_strategies_trade_and_positions_match_the_simulator(fleet):
     assert not unexpected, [(d.strategy, d.reason, d.text) for d in unexpected]
 
     _kill_switch(fleet)  # stop the flow so the books can be compared at rest
-    fleet.wait(lambda: not [o for o in fleet.sim.orders() if o.get("live")], deadline=60,
+    fleet.wait(lambda: not live_orders(fleet), deadline=60,
                what="every order at the simulator to be cancelled")
     sim_fill_ids = {f["exec_id"] for f in fleet.sim.fills()}
     fleet.wait(lambda: set(fleet.fills()) >= sim_fill_ids, deadline=60,

@@ -42,6 +42,7 @@ class MeanReversion(Strategy):
         self.min_sigma_ticks = float(p.get("min_sigma_ticks", 2))
         self.entry_timeout_ns = int(float(p.get("entry_timeout_s", 30)) * 1e9)
         self.entries: dict[str, int] = {}  # parent client order id -> when it was sent
+        self.quiet_until = 0  # after a rejection, do not ask again on every tick
         self.z = {s: ZScore(window) for s in self.symbols}
         self.mean = {s: RollingMean(window) for s in self.symbols}
         self.std = {s: RollingStd(window) for s in self.symbols}
@@ -59,6 +60,8 @@ class MeanReversion(Strategy):
         if not (math.isfinite(z) and math.isfinite(sigma)):
             return  # still warming up
         if self.position(symbol) != 0 or self.open_orders(symbol):
+            return
+        if self.host.now_ns() < self.quiet_until:
             return
         info = self.instrument(symbol)
         sigma = max(sigma, self.min_sigma_ticks * info.min_tick)
@@ -79,6 +82,9 @@ class MeanReversion(Strategy):
             ids = self.submit_bracket(symbol, side, quantity, entry, stop, target)
             if ids:
                 self.entries[ids[0]] = self.host.now_ns()
+
+    def on_rejected(self, decision) -> None:
+        self.quiet_until = self.host.now_ns() + 2_000_000_000
 
     def on_timer(self, now_ns: int) -> None:
         """An entry the market never came back to is cancelled (IB cancels its children)."""
