@@ -62,7 +62,17 @@ class BusRecorder:
             self.of(cls, pred, since)), deadline, what=what or f"{count}x {cls.__name__}")
 
     def states(self, since: int = 0) -> list[str]:
-        return [m.state for m in self.of(GatewayState, since=since)]
+        """State *changes* after ``since`` (the gateway also repeats its state with every
+        heartbeat, for late subscribers; a repeat is not a change)."""
+        with self.lock:
+            before = [m for m in self.messages[:since] if isinstance(m, GatewayState)]
+        previous = before[-1].state if before else None
+        changes = []
+        for msg in self.of(GatewayState, since=since):
+            if msg.state != previous:
+                changes.append(msg.state)
+            previous = msg.state
+        return changes
 
     def wait_state(self, state: str, since: int = 0, deadline: float = 60.0) -> GatewayState:
         return self.wait(GatewayState, lambda m: m.state == state, since=since,

@@ -14,6 +14,8 @@ class Probe(Strategy):
     - "churn": keep trading: every timer, cross the spread with a small order (alternating
       sides) so fills keep coming; cancel anything working for more than 2 s.
     - "rest": on the first tick, rest params.count buy orders a few ticks under the bid.
+    - "target": hold params.target shares, buying whatever is missing (from its recovered
+      position, so a restart that forgot the position would buy twice).
     """
 
     def on_start(self) -> None:
@@ -40,6 +42,10 @@ class Probe(Strategy):
                 if raw is not None:
                     spec["limit_price"] = raw
                 self.submit_raw(spec.pop("symbol", tick.symbol), **spec)
+        elif self.mode == "target":  # hold exactly params.target; buy what is missing
+            missing = float(self.params.get("target", 100)) - self.position(tick.symbol)
+            if missing > 0 and not self.open_orders(tick.symbol):
+                self.submit(tick.symbol, "BUY", missing, "LMT", tick.ask + tick_size)
         elif self.mode == "rest":
             self.done = True
             for i in range(int(self.params.get("count", 3))):

@@ -1,0 +1,108 @@
+"""SIGKILL of the strategy, of risk and of execution in the middle of order flow, then a
+restart: no duplicate order at the simulator, no lost fill, positions equal the simulator's."""
+from __future__ import annotations
+
+import collections
+import subprocess
+import sys
+
+from proto.schema import Heartbeat, PnL
+from services.bus import snapshot
+from services.bus.subscriber import Subscriber
+from tests.support.fleet import live_orders, positions_from_fills, sim_positions
+from tests.support.processes import REPO
+
+PROBE = "tests.support.probe_strategy:Probe"
+
+
+def _placed_refs(fleet) -> list[str]:
+    """Client order ids of every new order the simulator received (modifies excluded)."""
+    return [r["order_ref"] for r in fleet.sim.ledger()["order_requests"] if not r["modify"]]
+
+
+def _execution_positions(fleet) -> dict[str, float]:
+    sub = Subscriber(fleet.ctx, fleet.config.bus.endpoint("bus-out"), ["none"])
+    try:
+        state, _ = snapshot.join(fleet.ctx, sub, fleet.config.bus.endpoint("execution-snap"), "",
+                                 timeout=20)
+    finally:
+        sub.close()
+    out: dict[str, float] = {}
+    for _, msg in state:
+        if isinstance(msg, PnL) and msg.position:
+            out[msg.symbol] = out.get(msg.symbol, 0.0) + msg.position
+    return out
+
+
+def _strategy_position(fleet, name: str) -> int | None:
+    beats = [h for h in fleet.messages(Heartbeat) if h.src == f"strategy.{name}"]
+    return beats[-1].counters.get("position_abs") if beats else None
+
+
+def test_a_strategy_killed_and_restarted_does_not_double_its_position(fleet):
+    fleet.start_core()
+    fleet.add_strategy("hold", PROBE, ["AAPL"], {"mode": "target", "target": 100})
+    first = fleet.start_strategy("hold")
+    fleet.wait(lambda: sim_positions(fleet).get("AAPL") == 100, deadline=90,
+               what="the strategy to reach its target at the simulator")
+    fleet.procs.kill(first)  # SIGKILL
+    first.wait(30)
+    seen = len(fleet.messages(Heartbeat))
+    fleet.start_strategy("hold", proc_name="strategy-hold-2")
+    fleet.wait(lambda: any(h.src == "strategy.hold" and h.counters.get("position_abs") == 100
+                           for h in fleet.messages(Heartbeat)[seen:]), deadline=60,
+               what="the restarted strategy to report its recovered position")
+    # a few more seconds of market: a strategy that forgot would buy another 100 now
+    fleet.wait(lambda: fleet.messages(Heartbeat)[seen:] and len(
+        [h for h in fleet.messages(Heartbeat)[seen:] if h.src == "strategy.hold"]) >= 6,
+        deadline=60, what="the restarted strategy to run a while")
+    assert sim_positions(fleet).get("AAPL") == 100
+    assert len(_placed_refs(fleet)) == 1
+
+
+def test_sigkill_of_strategy_risk_and_execution_mid_flow_loses_nothing(fleet):
+    fleet.start_core()
+    fleet.add_strategy("churn", PROBE, ["AAPL"], {"mode": "churn", "quantity": 10},
+                       risk={"max_position": 1000, "order_rate": 50, "order_burst": 50,
+                             "max_open_orders": 10})
+    procs = {"strategy": fleet.start_strategy("churn")}
+    restart = {"strategy": lambda n: fleet.start_strategy("churn", proc_name=n),
+               "risk": fleet.start_risk, "execution": fleet.start_execution}
+    procs["risk"] = None
+    procs["execution"] = None
+    names = {"strategy": "strategy-churn", "risk": "risk", "execution": "execution"}
+    by_name = {p.name: p for p in fleet.procs.procs}
+    procs["risk"], procs["execution"] = by_name["risk"], by_name["execution"]
+
+    def fills_at_sim() -> int:
+        return len(fleet.sim.fills())
+
+    for round_, victim in enumerate(["strategy", "risk", "execution", "strategy"]):
+        before = fills_at_sim()
+        fleet.wait(lambda: fills_at_sim() >= before + 3, deadline=120,
+                   what=f"order flow before killing {victim}")
+        fleet.procs.kill(procs[victim])  # SIGKILL, mid-flow
+        procs[victim].wait(30)
+        procs[victim] = restart[victim](f"{names[victim]}-{round_}")
+    before = fills_at_sim()
+    fleet.wait(lambda: fills_at_sim() >= before + 3, deadline=120,
+               what="order flow after the last restart")
+
+    result = subprocess.run([sys.executable, "-m", "services.cli", "kill", "--config",
+                             str(fleet.config_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    fleet.wait(lambda: not live_orders(fleet), deadline=60, what="all orders cancelled")
+
+    refs = _placed_refs(fleet)
+    duplicates = [r for r, n in collections.Counter(refs).items() if n > 1]
+    assert not duplicates, f"orders placed twice at the simulator: {duplicates}"
+    sim_ids = {f["exec_id"] for f in fleet.sim.fills()}
+    fleet.wait(lambda: sim_ids <= set(fleet.fills()), deadline=60,
+               what="every simulator fill on the bus")
+    truth = sim_positions(fleet)
+    assert positions_from_fills(fleet.fills().values()) == truth
+    fleet.wait(lambda: _execution_positions(fleet) == truth, deadline=60,
+               what="execution's positions to equal the simulator's")
+    fleet.wait(lambda: _strategy_position(fleet, "churn") == int(abs(truth.get("AAPL", 0))),
+               deadline=60, what="the strategy's own position to equal the simulator's")
