@@ -23,6 +23,11 @@ class SymbolMarket:
         self.last_volume = 0.0
         self.last_trade = math.nan
         self.book_errors = 0
+        # what our own orders took from a displayed level: (side, price) -> (size shown then,
+        # taken). The recorded book never shows our trades, so without this a level would be
+        # taken again on the next update; a level whose recorded size changed is news and is
+        # available again in full.
+        self._taken: dict[tuple[int, float], tuple[float, float]] = {}
 
     def apply(self, msg: Message) -> list[tuple[float, float]]:
         """Update from one market data message; returns the trade prints (price, size) in it."""
@@ -67,6 +72,23 @@ class SymbolMarket:
             self.last_trade = tick.last
             return [(tick.last, size)]
         return []
+
+    def available(self, side: int, position: int) -> tuple[float, float]:
+        """(price, size still there for us) of a displayed level."""
+        price = self.book.level_price(side, position)
+        size = self.book.level_size(side, position)
+        taken = self._taken.get((side, price))
+        if taken is not None:
+            if taken[0] == size:
+                return price, max(0.0, size - taken[1])
+            del self._taken[(side, price)]
+        return price, size
+
+    def take(self, side: int, price: float, quantity: float) -> None:
+        shown = self.level_size_at(side, price) or 0.0
+        before = self._taken.get((side, price))
+        already = before[1] if before is not None and before[0] == shown else 0.0
+        self._taken[(side, price)] = (shown, already + quantity)
 
     def mid(self) -> float:
         return self.book.mid()

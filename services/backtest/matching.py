@@ -75,6 +75,7 @@ class SimulatedExchange:
         self.queue_model = queue_model
         self.exec_prefix = exec_prefix
         self.orders: dict[str, SimOrder] = {}  # insertion order = send order: deterministic
+        self._live: dict[str, dict[str, SimOrder]] = {s: {} for s in markets}  # by symbol
         self._next_ib_id = 0
         self._next_exec = 0
 
@@ -155,8 +156,7 @@ class SimulatedExchange:
     # -- MARKET DATA --------------------------------------------------------------------------
     def on_market(self, symbol: str, trades: list[tuple[float, float]]) -> None:
         """The recorded market of ``symbol`` changed: match its working orders, oldest first."""
-        for order in [o for o in self.orders.values()
-                      if o.intent.symbol == symbol and self._working(o)]:
+        for order in [o for o in self._live.get(symbol, {}).values() if self._working(o)]:
             if order.terminal:
                 continue  # an OCA sibling filled earlier in this loop
             self._match(order, trades)
@@ -199,10 +199,7 @@ class SimulatedExchange:
         touch = market.book.best_ask_price() if order.buy else market.book.best_bid_price()
         if math.isfinite(touch) and (touch <= limit + EPS if order.buy
                                      else touch >= limit - EPS):
-            # crossed while resting: the displayed size at or through our price trades with
-            # us, at our price (we were there first)
-            self._fill(order, min(order.remaining, _size_through(market, order.buy, limit)),
-                       limit)
+            self._take_at_limit(order, market, limit)
             return
         if self.queue_model == "proportional":
             self._track_queue(order, market)
@@ -246,12 +243,28 @@ class SimulatedExchange:
         for i in range(count):
             if order.remaining <= EPS or order.terminal:
                 return
-            price, size = book.level_price(side, i), book.level_size(side, i)
+            price, size = market.available(side, i)
             if math.isfinite(limit) and (price > limit + EPS if order.buy
                                          else price < limit - EPS):
                 return
             if size > EPS:
-                self._fill(order, min(order.remaining, size), price)
+                quantity = min(order.remaining, size)
+                market.take(side, price, quantity)
+                self._fill(order, quantity, price)
+
+    def _take_at_limit(self, order: SimOrder, market: SymbolMarket, limit: float) -> None:
+        """Crossed while resting: the displayed size at or through our price trades with us,
+        at our price (we were there first)."""
+        side = ASK if order.buy else BID
+        for i in range(market.book.ask_count if order.buy else market.book.bid_count):
+            price, size = market.available(side, i)
+            if order.remaining <= EPS or order.terminal or (
+                    price > limit + EPS if order.buy else price < limit - EPS):
+                return
+            if size > EPS:
+                quantity = min(order.remaining, size)
+                market.take(side, price, quantity)
+                self._fill(order, quantity, limit)
 
     def _join_queue(self, order: SimOrder, market: SymbolMarket) -> None:
         shown = market.level_size_at(BID if order.buy else ASK, order.intent.limit_price)
@@ -312,6 +325,11 @@ class SimulatedExchange:
     def _report(self, order: SimOrder, exec_id: str = "", last_qty: float = 0.0,
                 last_price: float = 0.0, reason: str = "") -> None:
         i = order.intent
+        live = self._live.setdefault(i.symbol, {})
+        if order.terminal:
+            live.pop(i.client_order_id, None)
+        else:
+            live[i.client_order_id] = order
         self.emit(OrderUpdate(strategy=i.strategy, client_order_id=i.client_order_id,
                               state=order.state, symbol=i.symbol, side=i.side,
                               quantity=i.quantity, filled=order.filled,
@@ -325,15 +343,3 @@ class SimulatedExchange:
 def _pick(new: float, old: float) -> float:
     return new if math.isfinite(new) else old
 
-
-def _size_through(market: SymbolMarket, buy: bool, limit: float) -> float:
-    """Displayed opposite size at prices at or better than ``limit`` for us."""
-    book = market.book
-    side = ASK if buy else BID
-    total = 0.0
-    for i in range(book.ask_count if buy else book.bid_count):
-        price = book.level_price(side, i)
-        if price > limit + EPS if buy else price < limit - EPS:
-            break
-        total += book.level_size(side, i)
-    return total

@@ -24,7 +24,7 @@ class Limits:
     equity: float = 1_000_000  # what risk-per-trade sizing is a fraction of
 
 
-def _build(values: dict, where: str, base: Limits) -> Limits:
+def build_limits(values: dict, where: str, base: Limits) -> Limits:
     known = {f.name for f in fields(Limits)}
     unknown = set(values) - known
     if unknown:
@@ -51,9 +51,9 @@ class LimitBook:
         risk = raw.get("risk", {})
         per = {k: v for k, v in risk.items() if isinstance(v, dict)}
         flat = {k: v for k, v in risk.items() if not isinstance(v, dict)}
-        book = cls(_build(flat, "[risk]", Limits()))
+        book = cls(build_limits(flat, "[risk]", Limits()))
         for name, values in per.get("strategies", {}).items():
-            book.per_strategy[name] = _build(values, f"[risk.strategies.{name}]",
+            book.per_strategy[name] = build_limits(values, f"[risk.strategies.{name}]",
                                              book.global_limits)
         if strategies_dir is not None:
             book.load_strategy_budgets(strategies_dir)
@@ -69,5 +69,5 @@ class LimitBook:
                 raise ConfigError(f"strategy config {path}: {exc}") from None
             name = data.get("name")
             if name and isinstance(data.get("risk"), dict):
-                self.per_strategy[name] = _build(data["risk"], f"[risk] of {path.name}",
+                self.per_strategy[name] = build_limits(data["risk"], f"[risk] of {path.name}",
                                                  self.global_limits)

@@ -31,7 +31,10 @@ def test_ib_async_end_to_end(start_sim):
         ticker = ib.reqMktData(aapl)
         wait(ib, lambda: ticker.bid > 0 and ticker.ask > ticker.bid and ticker.last > 0, "quote")
         tbt = ib.reqTickByTickData(aapl, "BidAsk")
-        wait(ib, lambda: len(tbt.tickByTicks) >= 3, "tick-by-tick")
+        # ib_async empties ticker.tickByTicks at every update cycle: count them as they come
+        seen_tbt: list = []
+        tbt.updateEvent += lambda t: seen_tbt.extend(t.tickByTicks)
+        wait(ib, lambda: len(seen_tbt) >= 3, "tick-by-tick")
         depth = ib.reqMktDepth(eur, 5)
         wait(ib, lambda: len(depth.domBids) >= 5 and len(depth.domAsks) >= 5, "depth")
         bars = ib.reqHistoricalData(es, "", "1 D", "1 hour", "TRADES", True)
