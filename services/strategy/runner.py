@@ -33,9 +33,11 @@ RESUBSCRIBE_S = 2.0  # subscription requests ride PUB/SUB: repeat them, the gate
 
 
 class StrategyRunner(Service):
-    def __init__(self, config: FleetConfig, cfg: strategy_config.StrategyConfig) -> None:
+    def __init__(self, config: FleetConfig, cfg: strategy_config.StrategyConfig,
+                 recover: bool = True) -> None:
         super().__init__("strategy", config, instance=cfg.name)
         self.cfg = cfg
+        self.recover = recover
         bus = config.bus
         self.feed = Subscriber(self.ctx, bus.endpoint("bus-out"),
                                [f"ord.update.{cfg.name}", "gw.state", "ctl"])
@@ -73,7 +75,8 @@ class StrategyRunner(Service):
 
     # -- LIFECYCLE ----------------------------------------------------------------------------
     def on_start(self) -> None:
-        self._recover()
+        if self.recover:
+            self._recover()
         self.strategy.on_start()
 
     def on_stop(self) -> None:
@@ -210,12 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     run = sub.add_parser("run", help="run the strategy configured in CONFIG")
     run.add_argument("strategy_config", help="the strategy's TOML file")
+    run.add_argument("--no-recover", action="store_true",
+                     help="start without execution's snapshot (e.g. on a replay bus)")
     add_common_args(run)
     args = parser.parse_args(argv)
     config = load_config(run, args)
     try:
         cfg = strategy_config.load(args.strategy_config)
-        runner = StrategyRunner(config, cfg)
+        runner = StrategyRunner(config, cfg, recover=not args.no_recover)
     except ConfigError as exc:
         run.exit(2, f"ibfleet strategy run: {exc}\n")
     return runner.run()

@@ -14,12 +14,17 @@ class Probe(Strategy):
     - "churn": keep trading: every timer, cross the spread with a small order (alternating
       sides) so fills keep coming; cancel anything working for more than 2 s.
     - "rest": on the first tick, rest params.count buy orders a few ticks under the bid.
+    - "echo": log the z-score of the mid and the side it would take for every tick, and
+      never trade (to compare a live run with a replay of it).
     - "target": hold params.target shares, buying whatever is missing (from its recovered
       position, so a restart that forgot the position would buy twice).
     """
 
     def on_start(self) -> None:
         self.mode = self.params.get("mode", "churn")
+        if self.mode == "echo":
+            from core.signals import ZScore
+            self.z = ZScore(int(self.params.get("window", 20)))
         self.done = False
         self.flip = False
         self.sent_at: dict[str, int] = {}
@@ -30,6 +35,12 @@ class Probe(Strategy):
         if self.done or not (math.isfinite(tick.bid) and math.isfinite(tick.ask)):
             return
         tick_size = self.instrument(tick.symbol).min_tick
+        if self.mode == "echo":  # what it would do, logged per input: never sends anything
+            z = self.z.update((tick.bid + tick.ask) / 2)
+            signal = "buy" if z < -1 else "sell" if z > 1 else "none"
+            self.log.info("echo", extra={"src_": tick.src, "tseq": tick.tseq, "z": z,
+                                         "signal": signal})
+            return
         if self.mode == "intents":
             self.done = True
             mid = (tick.bid + tick.ask) / 2
