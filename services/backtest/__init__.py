@@ -3,5 +3,5 @@
 ``engine`` is the second ``StrategyHost`` (the live one is ``services.strategy.runner``);
 ``matching`` simulates execution from the recorded market; ``ledger`` keeps PnL and
 commissions; ``report`` and ``plot`` turn a run into what a trader reads; ``synthetic``
-writes seeded recordings for tests and demos. See docs/parts/backtest.md.
+writes seeded recordings for tests and demos. See docs/backtest.md.
 """

@@ -32,7 +32,7 @@ EPILOG = """\
 times for --from/--to: epoch nanoseconds, +SECONDS after the recording's start, or ISO 8601
 (UTC unless an offset is given).  Queue models: none = a resting limit fills as soon as a trade
 touches its price; proportional = it first waits for the size displayed ahead of it when it
-arrived to trade or be cancelled (cancellations taken pro rata). See docs/parts/backtest.md.
+arrived to trade or be cancelled (cancellations taken pro rata). See docs/backtest.md.
 
 example:  ibfleet backtest strategies/mr1.toml recordings/2024-05-01 --out bt/mr1 --latency-ms 5
 """

@@ -2,7 +2,7 @@
 execution would (pending_submit, submitted, partially_filled, filled, pending_cancel,
 cancelled, rejected; each fill with its exec_id and last_fill_qty/price).
 
-Rules (the approximations are documented in docs/parts/backtest.md):
+Rules (the approximations are documented in docs/backtest.md):
 
 - An order acts at its *arrival* (send time + latency), on the book as recorded then.
 - Taking (market orders, marketable limits, triggered stops): walk the recorded book level

@@ -1,4 +1,4 @@
 """The gateway bridge: the only process that talks to TWS / IB Gateway (or the simulator).
 
-See docs/parts/gateway.md for the design; ``python -m services.gateway --help`` to run it.
+See docs/gateway.md for the design; ``python -m services.gateway --help`` to run it.
 """

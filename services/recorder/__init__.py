@@ -11,5 +11,5 @@ Modules, one job each:
 - ``check``    completeness of a recording from the per-source sequence numbers;
 - ``service``  the bus service (``ibfleet record``).
 
-The file format is documented in docs/parts/recording.md.
+The file format is documented in docs/recording.md.
 """

@@ -4,7 +4,7 @@ Run the recorder:   ibfleet record --out DIR [--run-dir RUN_DIR]
 Check a recording:  ibfleet record --check DIR [--deep]   (JSON report; exit 1 if incomplete)
 Rebuild indexes:    ibfleet record --reindex DIR
 
-The format is described in docs/parts/recording.md.
+The format is described in docs/recording.md.
 """
 from __future__ import annotations
 

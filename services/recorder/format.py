@@ -3,7 +3,7 @@
 All integers are little-endian. A segment file is a 32-byte file header followed by records;
 each record carries its own CRC-32 (zlib) so that a torn tail or a flipped byte is found on
 read. Everything here is pure (bytes in, bytes or tuples out); the writers and the reader own
-the files. See docs/parts/recording.md.
+the files. See docs/recording.md.
 """
 from __future__ import annotations
 
