@@ -76,6 +76,7 @@ class ExecutionEngine:
         self.unknown_orders: set[int] = set()
         self.updates: list[OrderUpdate] = []  # to publish; drained by the service
         self.gateway_state = "disconnected"
+        self._was_synchronised = False  # to tell a reconnect from the first connection
         self._replaying = False
         self._restore()
 
@@ -252,8 +253,9 @@ class ExecutionEngine:
         if state.state != "synchronised" or previous == "synchronised":
             return []
         out: list[OrderCommand] = []
-        if self.cancel_on_reconnect and previous not in ("synchronised",):
+        if self.cancel_on_reconnect and self._was_synchronised:
             out.extend(self.cancel_all())
+        self._was_synchronised = True
         for order in self.orders.values():
             if order.state is OrderState.PENDING_SUBMIT and not order.ib_order_id:
                 out.extend(self._send_place(order))  # outcome unknown: the gateway dedupes
@@ -341,6 +343,13 @@ class ExecutionEngine:
                            ib_order_id=order.ib_order_id, parent_id=i.parent_id,
                            exec_id=exec_id, last_fill_qty=last_qty,
                            last_fill_price=last_price, reason=order.reason)
+
+    def unconfirmed(self, now: float, timeout: float) -> list[ManagedOrder]:
+        """Orders sent longer than ``timeout`` ago that IB has not yet confirmed: query them
+        (a reconciliation), never re-send them blindly."""
+        return [o for o in self.orders.values()
+                if o.state is OrderState.PENDING_SUBMIT and o.sent_at
+                and now - o.sent_at > timeout]
 
     def open_orders(self, strategy: str = "") -> list[ManagedOrder]:
         return [o for o in self.orders.values()

@@ -32,6 +32,9 @@ class ExecutionService(Service):
     def __init__(self, config: FleetConfig, cancel_on_reconnect: bool = False,
                  ack_timeout: float = 5.0) -> None:
         super().__init__("execution", config)
+        self.ack_timeout = ack_timeout
+        self.last_query = 0.0
+        self.reported_unknown: set[int] = set()
         state_dir = config.service_state_dir("execution")
         self.journal = Journal(state_dir / "journal.bin")
         self.engine = ExecutionEngine(self.journal, cancel_on_reconnect)
@@ -123,6 +126,19 @@ class ExecutionService(Service):
 
     def _housekeeping(self) -> None:
         self.gateway.resend_stale()
+        now = time.monotonic()
+        stuck = self.engine.unconfirmed(now, self.ack_timeout)
+        if stuck and self.engine.gateway_state == "synchronised" \
+                and now - self.last_query > self.ack_timeout:
+            self.last_query = now
+            self.counters["status_queries"] += 1
+            self.log.warning("orders unconfirmed by IB; querying",
+                             extra={"client_order_ids": [o.client_order_id for o in stuck]})
+            self.gateway.send(OrderCommand(command="reconcile", client_order_id=""))
+        for ib_id in sorted(self.engine.unknown_orders - self.reported_unknown):
+            self.reported_unknown.add(ib_id)
+            self.publisher.publish(Alert(severity="warning", code="unknown_order",
+                                         text=f"IB order {ib_id} was not placed by execution"))
         self.counters["open_orders"] = len(self.engine.open_orders())
         self.counters["pending_commands"] = len(self.gateway.pending)
         self.counters["unknown_orders"] = len(self.engine.unknown_orders)

@@ -148,3 +148,14 @@ def test_kill_cancels_working_orders_and_holds_cancels_for_uncertain_ones(engine
     released = engine.on_status(OrderStatus(ib_order_id=2, client_order_id="b",
                                             status="Submitted", filled=0, remaining=100))
     assert [(c.command, c.client_order_id) for c in released] == [("cancel", "b")]
+
+
+def test_an_order_ib_has_not_confirmed_in_time_is_queried_not_resent(engine):
+    commands = engine.on_intent(_intent("slow"))
+    assert [c.command for c in commands] == ["place"]
+    sent = engine.orders["slow"].sent_at
+    assert engine.unconfirmed(sent + 1.0, timeout=5.0) == []
+    assert [o.client_order_id for o in engine.unconfirmed(sent + 6.0, timeout=5.0)] == ["slow"]
+    engine.on_status(OrderStatus(ib_order_id=3, client_order_id="slow", status="Submitted",
+                                 filled=0, remaining=100))
+    assert engine.unconfirmed(sent + 60.0, timeout=5.0) == []

@@ -68,8 +68,8 @@ class Fleet:
     def start_gateway(self, name: str = "gateway"):
         return self._svc(name, "gateway", *FAST_GATEWAY)
 
-    def start_execution(self, name: str = "execution"):
-        return self._svc(name, "execution")
+    def start_execution(self, name: str = "execution", *extra: str):
+        return self._svc(name, "execution", *extra)
 
     def start_risk(self, name: str = "risk"):
         return self._svc(name, "risk", "--strategies-dir", str(self.strategies_dir))
@@ -86,13 +86,13 @@ class Fleet:
         return self._svc(proc_name or f"strategy-{name}", "strategy", "run",
                          str(self.strategies_dir / f"{name}.toml"))
 
-    def start_core(self):
+    def start_core(self, execution_args: tuple[str, ...] = ()):
         """Simulator, broker, gateway, execution, risk; returns once the gateway is
         synchronised and every service heartbeats."""
         self.start_simulator()
         self.start_broker()
         self.start_gateway()
-        self.start_execution()
+        self.start_execution("execution", *execution_args)
         self.start_risk()
         self.wait_heartbeats({"bus.1", "gateway.1", "execution.1", "risk.1"})
         self.wait_gateway("synchronised")
