@@ -22,7 +22,7 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proto.schema import Ack, OrderCommand  # noqa: E402
+from proto.schema import OrderCommand  # noqa: E402
 from services.bus.reliable import ReliableClient  # noqa: E402
 from tests.support.bus import start_broker  # noqa: E402
 from tests.support.processes import ProcessGroup, wait_for  # noqa: E402

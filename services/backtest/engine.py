@@ -207,33 +207,7 @@ class BacktestEngine:
             self._deliver()
 
     def _to_strategy(self, msg: Message) -> None:
-        s = self.strategy
-        if isinstance(msg, DepthUpdate):
-            self._depth(msg)
-        elif isinstance(msg, Tick):
-            s.handle_tick(msg)
-        elif isinstance(msg, QuoteTick):
-            s.handle_quote(msg)
-        elif isinstance(msg, TradeTick):
-            s.on_trade(msg)
-        elif isinstance(msg, Bar):
-            s.on_bar(msg)
-
-    def _depth(self, msg: DepthUpdate) -> None:
-        """As the live runner does: the strategy's own book, its mid, then on_depth."""
-        from core.book import BookError
-        book = self.strategy.books.get(msg.symbol)
-        if book is None:
-            return
-        try:
-            book.update_depth(msg.position, msg.operation, msg.side, msg.price, msg.size)
-        except BookError:
-            book.reset()
-            return
-        mid = book.mid()
-        if math.isfinite(mid):
-            self.strategy.mids[msg.symbol] = mid
-        self.strategy.on_depth(msg.symbol, book)
+        self.strategy.handle_market_data(msg)
 
     # -- UPDATES ------------------------------------------------------------------------------
     def _on_update(self, update: OrderUpdate) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from proto.schema import OrderUpdate
 from services.runtime.instruments import Instruments
-from services.strategy.base import Holding
+from services.runtime.positions import Holding
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from proto.schema import (Execution, GatewayState, OpenOrder, OrderCommand, Orde
 from services.execution.state_machine import (IB_STATUS_EVENTS, TRANSITIONS, Event,
                                               IllegalTransition, OrderState, next_state)
 from services.runtime.journal import Journal
+from services.runtime.positions import Holding
 
 log = logging.getLogger("execution.engine")
 
@@ -40,31 +41,6 @@ class ManagedOrder:
         return self.intent.strategy
 
 
-@dataclass
-class StrategyPosition:
-    quantity: float = 0.0
-    avg_cost: float = 0.0
-    realized: float = 0.0
-
-    def apply(self, signed_qty: float, price: float) -> None:
-        """Average-cost accounting; a fill through zero realises and flips."""
-        q = self.quantity
-        if q == 0 or (q > 0) == (signed_qty > 0):
-            total = q + signed_qty
-            self.avg_cost = (self.avg_cost * abs(q) + price * abs(signed_qty)) / abs(total)
-            self.quantity = total
-            return
-        closing = min(abs(q), abs(signed_qty))
-        self.realized += closing * (price - self.avg_cost) * (1 if q > 0 else -1)
-        remaining = q + signed_qty
-        if abs(remaining) < 1e-12:
-            self.quantity, self.avg_cost = 0.0, 0.0
-        elif (remaining > 0) == (q > 0):
-            self.quantity = remaining
-        else:
-            self.quantity, self.avg_cost = remaining, price
-
-
 class ExecutionEngine:
     def __init__(self, journal: Journal, cancel_on_reconnect: bool = False) -> None:
         self.journal = journal
@@ -72,7 +48,7 @@ class ExecutionEngine:
         self.orders: dict[str, ManagedOrder] = {}
         self.by_ib_id: dict[int, str] = {}
         self.exec_ids: set[str] = set()
-        self.positions: dict[tuple[str, str], StrategyPosition] = {}
+        self.positions: dict[tuple[str, str], Holding] = {}
         self.unknown_orders: set[int] = set()
         self.updates: list[OrderUpdate] = []  # to publish; drained by the service
         self.gateway_state = "disconnected"
@@ -273,7 +249,7 @@ class ExecutionEngine:
         order.filled = total
         signed = fill.quantity if fill.side == "BUY" else -fill.quantity
         key = (order.strategy, order.intent.symbol)
-        self.positions.setdefault(key, StrategyPosition()).apply(signed, fill.price)
+        self.positions.setdefault(key, Holding()).apply(signed, fill.price)
         done = order.filled + 1e-9 >= order.intent.quantity
         event = Event.FILL if done else Event.PARTIAL_FILL
         if (order.state, event) in _ALLOWED:

@@ -33,7 +33,7 @@ from services.gateway.orders import OrderIdSequence, OrderMap, build_order
 from services.gateway.pacing import RateLimiter
 from services.gateway.reconcile import ExecutionLedger, Reconciliation, filter_time
 from services.gateway.subscriptions import Outcome, Subscription, SubscriptionBook
-from services.gateway.wrapper import Event, EventQueue
+from services.gateway.wrapper import EventQueue
 from services.runtime.config import LIVE_PORTS, FleetConfig
 from services.runtime.service import Service
 

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass, field
 
 from proto.schema import OrderIntent, OrderUpdate, PnL
-from services.risk.limits import LimitBook, Limits
+from services.risk.limits import LimitBook
 from services.runtime.instruments import Instruments, UnknownInstrument
+from services.runtime.positions import Holding
 
 log = logging.getLogger("risk.engine")
 ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
@@ -25,30 +26,6 @@ class Decision:
     approved: bool
     reason: str = ""
     text: str = ""
-
-
-@dataclass
-class Holding:
-    quantity: float = 0.0
-    avg_cost: float = 0.0
-    realized: float = 0.0
-
-    def apply(self, signed: float, price: float) -> None:
-        q = self.quantity
-        if q == 0 or (q > 0) == (signed > 0):
-            total = q + signed
-            self.avg_cost = (self.avg_cost * abs(q) + price * abs(signed)) / abs(total)
-            self.quantity = total
-            return
-        closing = min(abs(q), abs(signed))
-        self.realized += closing * (price - self.avg_cost) * (1 if q > 0 else -1)
-        rest = q + signed
-        if abs(rest) < 1e-12:
-            self.quantity, self.avg_cost = 0.0, 0.0
-        elif (rest > 0) == (q > 0):
-            self.quantity = rest
-        else:
-            self.quantity, self.avg_cost = rest, price
 
 
 @dataclass

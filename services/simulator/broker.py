@@ -14,7 +14,6 @@ from .ledger import Fill, Ledger
 from .logs import log
 from .market import Market
 from .orders import OrderEngine, SimOrder
-from .protocol import Code
 
 if TYPE_CHECKING:
     from .faults import FaultController

@@ -6,7 +6,7 @@ clientId that placed them and keep living when that client disconnects.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from .contracts import ContractQuery, Instrument

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from typing import Any, Protocol
 
-from core.book import OrderBook
-from proto.schema import Bar, OrderIntent, OrderUpdate, QuoteTick, RiskDecision, Tick, TradeTick
+from core.book import BookError, OrderBook
+from proto.schema import (Bar, DepthUpdate, OrderIntent, OrderUpdate, QuoteTick, RiskDecision,
+                          Tick, TradeTick)
 from services.runtime.instruments import InstrumentInfo, Instruments
+from services.runtime.positions import Holding
 
 TERMINAL = {"filled", "cancelled", "rejected", "inactive"}
 
@@ -29,30 +30,6 @@ class StrategyHost(Protocol):
     def request_data(self, symbol: str, kind: str) -> None: ...
 
     def now_ns(self) -> int: ...
-
-
-@dataclass
-class Holding:
-    quantity: float = 0.0
-    avg_cost: float = 0.0
-    realized: float = 0.0
-
-    def apply(self, signed: float, price: float) -> None:
-        q = self.quantity
-        if q == 0 or (q > 0) == (signed > 0):
-            total = q + signed
-            self.avg_cost = (self.avg_cost * abs(q) + price * abs(signed)) / abs(total)
-            self.quantity = total
-            return
-        closing = min(abs(q), abs(signed))
-        self.realized += closing * (price - self.avg_cost) * (1 if q > 0 else -1)
-        rest = q + signed
-        if abs(rest) < 1e-12:
-            self.quantity, self.avg_cost = 0.0, 0.0
-        elif (rest > 0) == (q > 0):
-            self.quantity = rest
-        else:
-            self.quantity, self.avg_cost = rest, price
 
 
 class Strategy:
@@ -228,6 +205,38 @@ class Strategy:
     def restore_position(self, symbol: str, quantity: float, avg_cost: float,
                          realized: float) -> None:
         self.holdings[symbol] = Holding(quantity, avg_cost, realized)
+
+    def handle_market_data(self, msg) -> bool:
+        """Route one market-data message to its callback. False if a depth update was refused
+        (the book is reset: IB re-sends it as inserts after a resubscription)."""
+        if isinstance(msg, DepthUpdate):
+            return self.handle_depth(msg)
+        if isinstance(msg, Tick):
+            self.handle_tick(msg)
+        elif isinstance(msg, QuoteTick):
+            self.handle_quote(msg)
+        elif isinstance(msg, TradeTick):
+            self.on_trade(msg)
+        elif isinstance(msg, Bar):
+            self.on_bar(msg)
+        return True
+
+    def handle_depth(self, msg: DepthUpdate) -> bool:
+        book = self.books.get(msg.symbol)
+        if book is None:
+            return True
+        try:
+            book.update_depth(msg.position, msg.operation, msg.side, msg.price, msg.size)
+        except BookError as exc:
+            self.log.warning("depth update refused; book reset",
+                             extra={"symbol": msg.symbol, "error": str(exc)})
+            book.reset()
+            return False
+        mid = book.mid()
+        if math.isfinite(mid):
+            self.mids[msg.symbol] = mid
+        self.on_depth(msg.symbol, book)
+        return True
 
     def handle_tick(self, tick: Tick) -> None:
         if math.isfinite(tick.bid) and math.isfinite(tick.ask) and tick.bid > 0 < tick.ask:

@@ -10,10 +10,8 @@ Sockets: bus SUB on its symbols' market data, ``ord.update.NAME``, ``gw.state``,
 from __future__ import annotations
 
 import argparse
-import math
 import time
 
-from core.book import BookError
 from proto.schema import (Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate, PnL,
                           QuoteTick, RiskDecision, SubscribeRequest, Tick, TradeTick)
 from services.bus import snapshot
@@ -29,6 +27,7 @@ from services.strategy.base import Strategy
 
 KIND_TOPICS = {"tick": "md.tick", "quote": "md.quote", "trade": "md.trade", "depth": "md.depth",
                "bar": "md.bar"}
+MARKET_DATA = (DepthUpdate, Tick, QuoteTick, TradeTick, Bar)
 RESUBSCRIBE_S = 2.0  # subscription requests ride PUB/SUB: repeat them, the gateway dedupes
 
 
@@ -122,16 +121,9 @@ class StrategyRunner(Service):
     def _dispatch(self, msg) -> None:
         s = self.strategy
         try:
-            if isinstance(msg, DepthUpdate):
-                self._depth(msg)
-            elif isinstance(msg, Tick):
-                s.handle_tick(msg)
-            elif isinstance(msg, QuoteTick):
-                s.handle_quote(msg)
-            elif isinstance(msg, TradeTick):
-                s.on_trade(msg)
-            elif isinstance(msg, Bar):
-                s.on_bar(msg)
+            if isinstance(msg, MARKET_DATA):
+                if not s.handle_market_data(msg):
+                    self.counters["book_errors"] += 1
             elif isinstance(msg, OrderUpdate):
                 s.handle_update(msg)
             elif isinstance(msg, GatewayState):
@@ -140,24 +132,8 @@ class StrategyRunner(Service):
                 self._control(msg)
         except Exception:  # a bug in the strategy's callback must not kill the process
             self.counters["callback_errors"] += 1
-            self.log.exception("strategy callback failed", extra={"message_type": type(msg).__name__})
-
-    def _depth(self, msg: DepthUpdate) -> None:
-        book = self.strategy.books.get(msg.symbol)
-        if book is None:
-            return
-        try:
-            book.update_depth(msg.position, msg.operation, msg.side, msg.price, msg.size)
-        except BookError as exc:
-            self.counters["book_errors"] += 1
-            self.log.warning("depth update refused; book stale until reset",
-                             extra={"symbol": msg.symbol, "error": str(exc)})
-            book.reset()  # IB re-sends the book as inserts after a resubscribe
-            return
-        mid = book.mid()
-        if math.isfinite(mid):
-            self.strategy.mids[msg.symbol] = mid
-        self.strategy.on_depth(msg.symbol, book)
+            self.log.exception("strategy callback failed",
+                               extra={"message_type": type(msg).__name__})
 
     def _control(self, msg: Control) -> None:
         if msg.target not in ("", self.cfg.name):

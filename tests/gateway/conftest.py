@@ -3,7 +3,6 @@ clients the tests drive (a Publisher for subscribe requests, a ReliableClient as
 a background Subscriber that records everything the gateway publishes)."""
 from __future__ import annotations
 
-import sys
 import tempfile
 import threading
 import time

@@ -5,11 +5,10 @@ missing, nothing invented."""
 from __future__ import annotations
 
 import collections
-import time
 
 import pytest
 
-from proto.schema import DepthUpdate, Execution, GatewayState, OrderStatus, QuoteTick, Tick
+from proto.schema import DepthUpdate, Execution, OrderStatus, QuoteTick, Tick
 from tests.support.processes import wait_for
 
 STREAMS = ((Tick, "AAPL"), (DepthUpdate, "AAPL"), (QuoteTick, "MSFT"))

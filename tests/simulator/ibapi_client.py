@@ -3,7 +3,6 @@ thread-safe lists that tests poll with `wait_for`."""
 from __future__ import annotations
 
 import threading
-import time
 from collections import defaultdict
 from typing import Any, Callable
 

@@ -32,7 +32,6 @@ def test_restart_keeps_state_and_fills_during_outage(start_sim):
     sim = start_sim(*REVERTING)
     c = IbapiClient(sim.port, 41).connect()
     try:
-        q = sim.control.quote(265598)
         # a sell limit a little above the market: it fills once the walk reaches it
         oid = c.next_order_id()
         c.client.placeOrder(oid, stock("AAPL"), order("SELL", 100, "LMT", lmt=190.02, tif="GTC", ref="outage"))
@@ -67,7 +66,6 @@ def test_restart_keeps_state_and_fills_during_outage(start_sim):
 def test_order_fills_while_client_disconnected(start_sim):
     sim = start_sim(*REVERTING)
     c = IbapiClient(sim.port, 42).connect()
-    q = sim.control.quote(756733)
     oid = c.next_order_id()
     try:
         c.client.placeOrder(oid, stock("SPY"), order("BUY", 10, "LMT", lmt=499.98, tif="GTC"))

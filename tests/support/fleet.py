@@ -9,7 +9,8 @@ from pathlib import Path
 import tomli_w
 import zmq
 
-from proto.schema import Alert, GatewayState, Heartbeat, Message, OrderUpdate, RiskDecision
+from proto.schema import (Alert, GatewayState, Heartbeat, Message, OrderUpdate, PnL,
+                          RiskDecision)
 from services.bus import snapshot
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
@@ -167,6 +168,21 @@ def sim_positions(fleet: Fleet) -> dict[str, float]:
     symbols = {str(f["con_id"]): f["symbol"] for f in ledger["fills"]}
     return {symbols.get(con_id, con_id): p["qty"] for con_id, p in ledger["positions"].items()
             if p["qty"]}
+
+
+def execution_positions(fleet: Fleet) -> dict[str, float]:
+    """Execution's positions per symbol (all strategies), from its snapshot."""
+    sub = Subscriber(fleet.ctx, fleet.config.bus.endpoint("bus-out"), ["none"])
+    try:
+        state, _ = snapshot.join(fleet.ctx, sub, fleet.config.bus.endpoint("execution-snap"), "",
+                                 timeout=20)
+    finally:
+        sub.close()
+    out: dict[str, float] = {}
+    for _, msg in state:
+        if isinstance(msg, PnL) and msg.position:
+            out[msg.symbol] = out.get(msg.symbol, 0.0) + msg.position
+    return out
 
 
 def positions_from_fills(fills) -> dict[str, float]:

@@ -6,10 +6,8 @@ import collections
 import subprocess
 import sys
 
-from proto.schema import Heartbeat, PnL
-from services.bus import snapshot
-from services.bus.subscriber import Subscriber
-from tests.support.fleet import live_orders, positions_from_fills, sim_positions
+from proto.schema import Heartbeat
+from tests.support.fleet import execution_positions, live_orders, positions_from_fills, sim_positions
 from tests.support.processes import REPO
 
 PROBE = "tests.support.probe_strategy:Probe"
@@ -18,20 +16,6 @@ PROBE = "tests.support.probe_strategy:Probe"
 def _placed_refs(fleet) -> list[str]:
     """Client order ids of every new order the simulator received (modifies excluded)."""
     return [r["order_ref"] for r in fleet.sim.ledger()["order_requests"] if not r["modify"]]
-
-
-def _execution_positions(fleet) -> dict[str, float]:
-    sub = Subscriber(fleet.ctx, fleet.config.bus.endpoint("bus-out"), ["none"])
-    try:
-        state, _ = snapshot.join(fleet.ctx, sub, fleet.config.bus.endpoint("execution-snap"), "",
-                                 timeout=20)
-    finally:
-        sub.close()
-    out: dict[str, float] = {}
-    for _, msg in state:
-        if isinstance(msg, PnL) and msg.position:
-            out[msg.symbol] = out.get(msg.symbol, 0.0) + msg.position
-    return out
 
 
 def _strategy_position(fleet, name: str) -> int | None:
@@ -102,7 +86,7 @@ def test_sigkill_of_strategy_risk_and_execution_mid_flow_loses_nothing(fleet):
                what="every simulator fill on the bus")
     truth = sim_positions(fleet)
     assert positions_from_fills(fleet.fills().values()) == truth
-    fleet.wait(lambda: _execution_positions(fleet) == truth, deadline=60,
+    fleet.wait(lambda: execution_positions(fleet) == truth, deadline=60,
                what="execution's positions to equal the simulator's")
     fleet.wait(lambda: _strategy_position(fleet, "churn") == int(abs(truth.get("AAPL", 0))),
                deadline=60, what="the strategy's own position to equal the simulator's")

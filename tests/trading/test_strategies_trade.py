@@ -5,27 +5,11 @@ from __future__ import annotations
 import sys
 
 from proto.schema import PnL
-from services.bus import snapshot
-from services.bus.subscriber import Subscriber
-from tests.support.fleet import live_orders, positions_from_fills, sim_positions
+from tests.support.fleet import execution_positions, live_orders, positions_from_fills, sim_positions
 from tests.support.processes import REPO
 
 MR = "services.strategy.examples.mean_reversion:MeanReversion"
 IMB = "services.strategy.examples.imbalance:ImbalanceMomentum"
-
-
-def _execution_positions(fleet) -> dict[str, float]:
-    sub = Subscriber(fleet.ctx, fleet.config.bus.endpoint("bus-out"), ["none"])
-    try:
-        state, _ = snapshot.join(fleet.ctx, sub, fleet.config.bus.endpoint("execution-snap"), "",
-                                 timeout=20)
-    finally:
-        sub.close()
-    out: dict[str, float] = {}
-    for _, msg in state:
-        if isinstance(msg, PnL) and msg.position:
-            out[msg.symbol] = out.get(msg.symbol, 0.0) + msg.position
-    return out
 
 
 def _kill_switch(fleet) -> None:
@@ -68,7 +52,7 @@ def test_both_example_strategies_trade_and_positions_match_the_simulator(fleet):
     assert set(fleet.fills()) == sim_fill_ids  # nothing extra, nothing missing
     truth = sim_positions(fleet)
     assert positions_from_fills(fleet.fills().values()) == truth
-    fleet.wait(lambda: _execution_positions(fleet) == truth, deadline=30,
+    fleet.wait(lambda: execution_positions(fleet) == truth, deadline=30,
                what="execution's positions to equal the simulator's")
     # risk's gross per strategy equals the simulator's, strategy by strategy
     risk_pnl = {p.strategy: p for p in fleet.messages(PnL) if p.src == "risk.1"}
