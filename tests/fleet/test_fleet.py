@@ -99,6 +99,11 @@ def test_every_process_runs_and_status_reports_it(fleet):
     assert all(hb["age_s"] < 5 for hb in status["heartbeats"].values())
     text = fleet.run("status").stdout
     assert "PROCESSES" in text and "GATEWAY  synchronised" in text
+    logs = fleet.run("logs", "gateway", "-n", "5")
+    assert logs.returncode == 0 and all(json.loads(line)["svc"] == "gateway.1"
+                                        for line in logs.stdout.splitlines() if line)
+    missing = fleet.run("logs", "nosuchservice")
+    assert missing.returncode == 1 and "known:" in missing.stderr
 
 
 def test_a_strategy_added_to_the_running_fleet_trades_and_the_others_keep_running(fleet):
