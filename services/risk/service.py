@@ -197,8 +197,9 @@ class RiskService(Service):
         elif isinstance(msg, PnL) and restoring and msg.strategy:
             self.engine.restore_position(msg)
         elif isinstance(msg, GatewayState):
-            if msg.state == "synchronised" and self.engine.gateway_state != "synchronised":
-                self.gateway_positions.clear()
+            if msg.state in ("disconnected", "connecting"):
+                self.gateway_positions.clear()  # the reconciliation will publish them afresh
+            elif msg.state == "synchronised" and self.engine.gateway_state != "synchronised":
                 self.check_positions_at = time.monotonic() + 3.0
             self.engine.gateway_state = msg.state
         elif isinstance(msg, Position):
@@ -210,7 +211,8 @@ class RiskService(Service):
             self.engine.evaluate_loss(name)
         for strategy, text in self.engine.breaches:
             self.log.error("daily loss limit breached", extra={"strategy": strategy})
-            self.publisher.publish(Alert(severity="critical", code="daily_loss", text=text))
+            self.publisher.publish(Alert(severity="critical", code="daily_loss",
+                                         text=f"{strategy}: {text}"))
             self._save_trading_state()
             if self.engine.limits.for_strategy(strategy).flatten_on_loss:
                 self.execution.send(Control(command="flatten", target=strategy,
