@@ -81,11 +81,18 @@ class ReliableServer:
         self.seen: dict[bytes, _Seen] = {}
         self.inflight: set[Token] = set()
         self.current: Token | None = None  # the request being handled, for DEFER
+        self.on_commit: Callable[[], None] | None = None
+        self._outgoing: list[tuple[bytes, list[Message]]] | None = None
         self.counters: Counter[str] = Counter()
 
     def process_ready(self, budget: int = 1000) -> int:
-        """Handle up to ``budget`` requests that are waiting; returns how many frames."""
+        """Handle up to ``budget`` requests that are waiting; returns how many frames.
+
+        Acknowledgements go out after the whole batch, once ``on_commit`` (if set) has run:
+        a service that journals what it accepted makes one fsync for the batch (group
+        commit), and no acknowledgement ever precedes the durability it promises."""
         done = 0
+        self._outgoing: list[tuple[bytes, list[Message]]] = []
         while done < budget:
             try:
                 parts = self.socket.recv_multipart(zmq.NOBLOCK)
@@ -93,6 +100,11 @@ class ReliableServer:
                 break
             done += 1
             self._handle(parts)
+        outgoing, self._outgoing = self._outgoing, None
+        if outgoing and self.on_commit is not None:
+            self.on_commit()
+        for identity, messages in outgoing:
+            self._send(identity, messages)
         return done
 
     def _handle(self, parts: list[bytes]) -> None:
@@ -152,6 +164,12 @@ class ReliableServer:
                                          error=error), *replies])
 
     def _reply(self, identity: bytes, messages: list[Message]) -> None:
+        if self._outgoing is not None:  # inside a batch: sent after the commit
+            self._outgoing.append((identity, messages))
+            return
+        self._send(identity, messages)
+
+    def _send(self, identity: bytes, messages: list[Message]) -> None:
         for msg in messages:
             msg.src = self.stamper.source
             self.stamper.stamp(msg, msg.topic())
@@ -229,21 +247,28 @@ class ReliableClient:
         return out
 
     def resend_stale(self) -> int:
-        """Resend every request unacknowledged for ``resend_after`` seconds (same seq)."""
+        """Resend every request unacknowledged for ``resend_after`` seconds (same seq).
+
+        ``pending`` is kept in order of last sending (a resend moves to the end), so this
+        looks only at the stale head: cheap even with thousands in flight."""
         if not self.pending:
             return 0
+        cutoff = time.monotonic() - self.resend_after
+        stale = []
+        for seq, pending in self.pending.items():
+            if pending.sent_at >= cutoff:
+                break
+            stale.append(seq)
         now = time.monotonic()
-        cutoff = now - self.resend_after
-        count = 0
-        for pending in self.pending.values():
-            if pending.sent_at < cutoff:
-                self.socket.send(pending.frame)
-                pending.sent_at = now
-                count += 1
-        if count:
-            self.counters["resent"] += count
-            log.warning("resent unacknowledged requests", extra={"count": count})
-        return count
+        for seq in stale:
+            pending = self.pending.pop(seq)
+            self.socket.send(pending.frame)
+            pending.sent_at = now
+            self.pending[seq] = pending
+        if stale:
+            self.counters["resent"] += len(stale)
+            log.warning("resent unacknowledged requests", extra={"count": len(stale)})
+        return len(stale)
 
     def close(self) -> None:
         self.socket.close()

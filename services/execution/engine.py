@@ -46,6 +46,7 @@ class ExecutionEngine:
         self.journal = journal
         self.cancel_on_reconnect = cancel_on_reconnect
         self.orders: dict[str, ManagedOrder] = {}
+        self.children: dict[str, list[str]] = {}  # bracket parent -> its children
         self.by_ib_id: dict[int, str] = {}
         self.exec_ids: set[str] = set()
         self.positions: dict[tuple[str, str], Holding] = {}
@@ -101,6 +102,8 @@ class ExecutionEngine:
     def _accept(self, intent: OrderIntent) -> ManagedOrder:
         order = ManagedOrder(intent=intent)
         self.orders[intent.client_order_id] = order
+        if intent.parent_id:
+            self.children.setdefault(intent.parent_id, []).append(intent.client_order_id)
         return order
 
     def _act(self, order: ManagedOrder, intent: OrderIntent) -> list[OrderCommand]:
@@ -170,9 +173,9 @@ class ExecutionEngine:
             self.by_ib_id[status.ib_order_id] = order.client_order_id
             self._journal_state(order)
             # bracket children waiting for their parent's IB id
-            for child in self.orders.values():
-                if (child.intent.parent_id == order.client_order_id
-                        and child.state is OrderState.NEW):
+            for coid in self.children.get(order.client_order_id, ()):
+                child = self.orders[coid]
+                if child.state is OrderState.NEW:
                     out.extend(self._send_place(child))
         return out
 

@@ -36,7 +36,9 @@ class ExecutionService(Service):
         self.last_query = 0.0
         self.reported_unknown: set[int] = set()
         state_dir = config.service_state_dir("execution")
-        self.journal = Journal(state_dir / "journal.bin")
+        # group commit: records are made durable once per batch, before anything acts on them
+        self.journal = Journal(state_dir / "journal.bin", fsync=False)
+        self.outbox: list[OrderCommand] = []
         self.engine = ExecutionEngine(self.journal, cancel_on_reconnect)
         bus = config.bus
         self.server = ReliableServer(self.ctx, bus.endpoint("execution"), self.source,
@@ -46,6 +48,7 @@ class ExecutionService(Service):
         self.events = Subscriber(self.ctx, bus.endpoint("bus-out"), EVENT_TOPICS)
         self.snapshots = SnapshotServer(self.ctx, bus.endpoint("execution-snap"), self.source,
                                         self._snapshot)
+        self.server.on_commit = self._commit
         self.on_socket(self.server.socket, self.server.process_ready)
         self.on_socket(self.gateway.socket, self._on_gateway_reply)
         self.on_socket(self.events.socket, self._on_event)
@@ -68,14 +71,20 @@ class ExecutionService(Service):
             self._send(self.engine.cancel_all(msg.target))
         else:
             raise ValueError(f"execution does not handle {type(msg).__name__}")
-        self._publish_updates()
         return []
 
     # -- GATEWAY ------------------------------------------------------------------------------
     def _send(self, commands: list[OrderCommand]) -> None:
-        for cmd in commands:
+        self.outbox.extend(commands)
+
+    def _commit(self) -> None:
+        """Journal durable first (one fsync for the batch), then commands and updates out."""
+        self.journal.sync()
+        for cmd in self.outbox:
             self.gateway.send(cmd)
             self.counters["commands"] += 1
+        self.outbox.clear()
+        self._publish_updates()
 
     def _on_gateway_reply(self) -> None:
         for msg in self.gateway.poll():
@@ -89,7 +98,7 @@ class ExecutionService(Service):
             if command.command == "place":
                 self.engine.on_rejected(command.client_order_id, ack.error)
         self.gateway.nacked.clear()
-        self._publish_updates()
+        self._commit()
 
     def _on_event(self) -> None:
         for _ in range(500):
@@ -105,7 +114,7 @@ class ExecutionService(Service):
                     self._send(self.engine.on_execution(msg))
                 elif isinstance(msg, GatewayState):
                     self._send(self.engine.on_gateway_state(msg))
-        self._publish_updates()
+        self._commit()
 
     def _publish_updates(self) -> None:
         for update in self.engine.updates:
@@ -151,6 +160,7 @@ class ExecutionService(Service):
                                          text="execution missed gateway events; reconciling"))
 
     def on_stop(self) -> None:
+        self._commit()
         self.journal.close()
 
 

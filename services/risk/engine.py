@@ -48,12 +48,33 @@ class Bucket:
         return False
 
 
+def _working(order: OrderUpdate) -> float:
+    """What an open order could still add to the position, signed; a bracket's exits none."""
+    if order.parent_id:
+        return 0.0
+    left = order.quantity - order.filled
+    return left if order.side == "BUY" else -left
+
+
 @dataclass
 class StrategyBook:
     holdings: dict[str, Holding] = field(default_factory=dict)
     open_orders: dict[str, OrderUpdate] = field(default_factory=dict)
     state: str = ACTIVE
     bucket: Bucket | None = None
+    # (symbol, buy side?) -> signed quantity working: kept as orders change, so a check costs
+    # the same with 5 open orders or 5,000
+    working: dict[tuple[str, bool], float] = field(default_factory=dict)
+
+    def set_open(self, coid: str, order: OrderUpdate | None) -> None:
+        old = self.open_orders.pop(coid, None)
+        if old is not None:
+            key = (old.symbol, old.side == "BUY")
+            self.working[key] = self.working.get(key, 0.0) - _working(old)
+        if order is not None:
+            self.open_orders[coid] = order
+            key = (order.symbol, order.side == "BUY")
+            self.working[key] = self.working.get(key, 0.0) + _working(order)
 
 
 class RiskEngine:
@@ -84,10 +105,8 @@ class RiskEngine:
 
     def on_update(self, update: OrderUpdate) -> None:
         book = self.book(update.strategy)
-        if update.state in TERMINAL_STATES:
-            book.open_orders.pop(update.client_order_id, None)
-        else:
-            book.open_orders[update.client_order_id] = update
+        book.set_open(update.client_order_id,
+                      None if update.state in TERMINAL_STATES else update)
         if update.exec_id and update.exec_id not in self.exec_ids:
             self.exec_ids.add(update.exec_id)
             signed = update.last_fill_qty if update.side == "BUY" else -update.last_fill_qty
@@ -228,11 +247,11 @@ class RiskEngine:
         qty = intent.quantity or (order.quantity if order else 0.0)
         signed = qty if side == "BUY" else -qty
         held = book.holdings.get(symbol, Holding()).quantity
-        # worst case: every working order on the same side fills too
-        working = sum((o.quantity - o.filled) * (1 if o.side == "BUY" else -1)
-                      for o in book.open_orders.values()
-                      if o.symbol == symbol and o.client_order_id != intent.client_order_id
-                      and not o.parent_id and (o.side == "BUY") == (signed > 0))
+        # worst case: every working order on the same side fills too (but this one, if it is
+        # a modify: its new terms replace its old)
+        working = book.working.get((symbol, signed > 0), 0.0)
+        if order is not None and (order.side == "BUY") == (signed > 0):
+            working -= _working(order)
         after = held + working + signed
         if limits.max_position and abs(after) > limits.max_position and abs(after) > abs(held):
             return Decision(False, "max_position", f"{symbol} position would reach {after:g}, "
@@ -286,8 +305,9 @@ class RiskEngine:
         """Count an approved new order as open at once, so a burst cannot overshoot."""
         if intent.action == "new":
             book = self.book(intent.strategy)
-            book.open_orders.setdefault(intent.client_order_id, OrderUpdate(
-                strategy=intent.strategy, client_order_id=intent.client_order_id, state="new",
-                symbol=intent.symbol, side=intent.side, quantity=intent.quantity,
-                limit_price=intent.limit_price, order_type=intent.order_type,
-                parent_id=intent.parent_id))
+            if intent.client_order_id not in book.open_orders:
+                book.set_open(intent.client_order_id, OrderUpdate(
+                    strategy=intent.strategy, client_order_id=intent.client_order_id,
+                    state="new", symbol=intent.symbol, side=intent.side,
+                    quantity=intent.quantity, limit_price=intent.limit_price,
+                    order_type=intent.order_type, parent_id=intent.parent_id))

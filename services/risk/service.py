@@ -19,7 +19,7 @@ import time
 import tomllib
 from pathlib import Path
 
-from proto.schema import (Alert, Control, GatewayState, Message, OrderIntent, OrderUpdate, PnL,
+from proto.schema import (Ack, Alert, Control, GatewayState, Message, OrderIntent, OrderUpdate, PnL,
                           Position, QuoteTick, RiskDecision, SubscribeRequest, Tick)
 from services.bus import snapshot
 from services.bus.reliable import DEFER, Refused, ReliableClient, ReliableServer, Token
@@ -166,16 +166,19 @@ class RiskService(Service):
         return []
 
     def _on_execution_reply(self) -> None:
-        self.execution.poll()
-        # acks clear ``pending``; an intent no longer pending is in execution's hands
-        for seq in [s for s in self.waiting if s not in self.execution.pending]:
-            token, reply = self.waiting.pop(seq)
-            refused = next((ack for cmd, ack in self.execution.nacked if cmd.seq == seq), None)
-            if refused is not None:
-                reply.approved, reply.reason, reply.text = (False, "execution_refused",
-                                                            refused.error)
-            else:
+        """An intent execution acknowledged is in its hands: now acknowledge the strategy."""
+        for msg in self.execution.poll():
+            if not isinstance(msg, Ack) or msg.ref_src != self.source:
+                continue
+            waiting = self.waiting.pop(msg.ref_seq, None)
+            if waiting is None:
+                continue
+            token, reply = waiting
+            if msg.ok:
                 self.counters["approved"] += 1
+            else:
+                reply.approved, reply.reason, reply.text = (False, "execution_refused",
+                                                            msg.error)
             self.publisher.publish(reply)
             self.server.complete(token, [reply])
         self.execution.nacked.clear()

@@ -36,6 +36,8 @@ class Journal:
             os.ftruncate(self._fd, good)
             os.fsync(self._fd)
         self.records = 0
+        self.syncs = 0
+        self._dirty = False
 
     def _valid_length(self) -> int:
         end = 0
@@ -44,11 +46,20 @@ class Journal:
         return end
 
     def append(self, msg: Message) -> None:
+        """Append a record; with ``fsync`` on, durable on return, else at the next ``sync``."""
         payload = codec.encode((msg,))
         os.write(self._fd, _HEAD.pack(len(payload), zlib.crc32(payload)) + payload)
-        if self.fsync:
-            os.fsync(self._fd)
         self.records += 1
+        self._dirty = True
+        if self.fsync:
+            self.sync()
+
+    def sync(self) -> None:
+        """Make everything appended so far durable (one fsync however many records)."""
+        if self._dirty:
+            os.fsync(self._fd)
+            self._dirty = False
+            self.syncs += 1
 
     def replay(self) -> Iterator[Message]:
         for _, payload in _scan(self.path):
