@@ -1,8 +1,16 @@
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
+from tests.support.bus import CREATED
 from tests.support.processes import ProcessGroup
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for path in CREATED:  # the short ipc:// run directories the tests made
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -109,6 +109,7 @@ class ExecutionEngine:
     def _act(self, order: ManagedOrder, intent: OrderIntent) -> list[OrderCommand]:
         if intent.action == "cancel":
             self._transition(order, Event.CANCEL_SENT)
+            order.sent_at = time.monotonic()
             return [OrderCommand(command="cancel", client_order_id=order.client_order_id,
                                  ib_order_id=order.ib_order_id, symbol=order.intent.symbol)]
         # modify: new terms on the same IB id
@@ -322,6 +323,18 @@ class ExecutionEngine:
                            ib_order_id=order.ib_order_id, parent_id=i.parent_id,
                            exec_id=exec_id, last_fill_qty=last_qty,
                            last_fill_price=last_price, reason=order.reason)
+
+    def stuck_cancels(self, now: float, timeout: float) -> list[OrderCommand]:
+        """Cancels IB has not confirmed within ``timeout``: send them again. A cancel is safe to
+        repeat (IB answers 10147/10148 if the order is already gone or going)."""
+        out = []
+        for order in self.orders.values():
+            if order.state is OrderState.PENDING_CANCEL and now - order.sent_at > timeout:
+                order.sent_at = now
+                out.append(OrderCommand(command="cancel", client_order_id=order.client_order_id,
+                                        ib_order_id=order.ib_order_id,
+                                        symbol=order.intent.symbol))
+        return out
 
     def unconfirmed(self, now: float, timeout: float) -> list[ManagedOrder]:
         """Orders sent longer than ``timeout`` ago that IB has not yet confirmed: query them

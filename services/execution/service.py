@@ -144,6 +144,12 @@ class ExecutionService(Service):
             self.log.warning("orders unconfirmed by IB; querying",
                              extra={"client_order_ids": [o.client_order_id for o in stuck]})
             self.gateway.send(OrderCommand(command="reconcile", client_order_id=""))
+        if self.engine.gateway_state == "synchronised":
+            repeats = self.engine.stuck_cancels(now, 2 * self.ack_timeout)
+            if repeats:
+                self.counters["cancels_repeated"] += len(repeats)
+                self._send(repeats)
+                self._commit()
         for ib_id in sorted(self.engine.unknown_orders - self.reported_unknown):
             self.reported_unknown.add(ib_id)
             self.publisher.publish(Alert(severity="warning", code="unknown_order",

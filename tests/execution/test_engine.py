@@ -159,3 +159,19 @@ def test_an_order_ib_has_not_confirmed_in_time_is_queried_not_resent(engine):
     engine.on_status(OrderStatus(ib_order_id=3, client_order_id="slow", status="Submitted",
                                  filled=0, remaining=100))
     assert engine.unconfirmed(sent + 60.0, timeout=5.0) == []
+
+
+def test_a_cancel_ib_has_not_confirmed_is_sent_again(engine):
+    engine.on_intent(_intent("c"))
+    engine.on_placed(OrderStatus(ib_order_id=4, client_order_id="c", status="PendingSubmit",
+                                 filled=0, remaining=100))
+    engine.on_status(OrderStatus(ib_order_id=4, client_order_id="c", status="Submitted",
+                                 filled=0, remaining=100))
+    [cancel] = engine.on_intent(_intent("c", action="cancel"))
+    sent = engine.orders["c"].sent_at
+    assert engine.stuck_cancels(sent + 1.0, timeout=10.0) == []
+    again = engine.stuck_cancels(sent + 11.0, timeout=10.0)
+    assert [(c.command, c.ib_order_id) for c in again] == [("cancel", 4)]
+    engine.on_status(OrderStatus(ib_order_id=4, client_order_id="c", status="Cancelled",
+                                 filled=0, remaining=100))
+    assert engine.stuck_cancels(sent + 100.0, timeout=10.0) == []

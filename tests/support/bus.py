@@ -14,9 +14,14 @@ from services.runtime import config as fleet_config
 from tests.support.processes import ProcessGroup, wait_for
 
 
+CREATED: list[Path] = []  # removed at the end of the test session (tests/conftest.py)
+
+
 def short_run_dir() -> Path:
     """ipc:// paths are limited to ~100 bytes; pytest's tmp paths can be longer."""
-    return Path(tempfile.mkdtemp(prefix="ibf-"))
+    path = Path(tempfile.mkdtemp(prefix="ibf-"))
+    CREATED.append(path)
+    return path
 
 
 def start_broker(procs: ProcessGroup, run_dir: Path):
