@@ -8,11 +8,11 @@ BIN    := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt setup.py pyproject.toml
+$(VENV)/.installed: requirements.txt constraints.txt setup.py pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("ibfleet needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements.txt -c constraints.txt
 	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
