@@ -20,19 +20,23 @@ class Probe(Strategy):
       position, so a restart that forgot the position would buy twice).
     """
 
+    TRANSIENT = {"stale_market_data", "gateway_not_synchronised"}
+
     def on_start(self) -> None:
         self.mode = self.params.get("mode", "churn")
+        self.todo = list(self.params.get("intents", []))  # intents mode: still to send
+        self.specs: dict[str, dict] = {}
         if self.mode == "echo":
             from core.signals import ZScore
             self.z = ZScore(int(self.params.get("window", 20)))
-        self.done = False
+        self.rest_sent = 0
         self.flip = False
         self.sent_at: dict[str, int] = {}
         for symbol in self.symbols:
             self.subscribe(symbol, "tick")
 
     def on_tick(self, tick: Tick) -> None:
-        if self.done or not (math.isfinite(tick.bid) and math.isfinite(tick.ask)):
+        if not (math.isfinite(tick.bid) and math.isfinite(tick.ask)):
             return
         tick_size = self.instrument(tick.symbol).min_tick
         if self.mode == "echo":  # what it would do, logged per input: never sends anything
@@ -42,25 +46,30 @@ class Probe(Strategy):
                                          "signal": signal})
             return
         if self.mode == "intents":
-            self.done = True
+            # risk may not have a fresh mark yet when the first tick arrives: intents refused
+            # for such a passing reason go back on the list (see on_rejected)
             mid = (tick.bid + tick.ask) / 2
-            for spec in self.params.get("intents", []):
-                spec = dict(spec)
+            todo, self.todo = self.todo, []
+            for original in todo:
+                spec = dict(original)
                 offset = spec.pop("ticks_from_mid", None)
                 if offset is not None:
                     spec["limit_price"] = round(mid / tick_size) * tick_size + offset * tick_size
                 raw = spec.pop("raw_price", None)
                 if raw is not None:
                     spec["limit_price"] = raw
-                self.submit_raw(spec.pop("symbol", tick.symbol), **spec)
+                coid = self.submit_raw(spec.pop("symbol", tick.symbol), **spec)
+                self.specs[coid] = original
         elif self.mode == "target":  # hold exactly params.target; buy what is missing
             missing = float(self.params.get("target", 100)) - self.position(tick.symbol)
             if missing > 0 and not self.open_orders(tick.symbol):
                 self.submit(tick.symbol, "BUY", missing, "LMT", tick.ask + tick_size)
-        elif self.mode == "rest":
-            self.done = True
-            for i in range(int(self.params.get("count", 3))):
-                self.submit(tick.symbol, "BUY", 10, "LMT", tick.bid - (5 + i) * tick_size)
+        elif self.mode == "rest":  # rest `count` orders (one refused for a passing reason: again)
+            if self.rest_sent < int(self.params.get("count", 3)):
+                coid = self.submit(tick.symbol, "BUY", 10, "LMT",
+                                   tick.bid - (5 + self.rest_sent) * tick_size)
+                self.specs[coid] = {}
+                self.rest_sent += 1
 
     def submit_raw(self, symbol, **spec):
         """Submit exactly what the test asked for: no rounding of the price."""
@@ -72,6 +81,16 @@ class Probe(Strategy):
                              order_type=spec.get("order_type", "LMT"),
                              limit_price=spec.get("limit_price", math.nan))
         self.host.send_intent(intent)
+        return coid
+
+    def on_rejected(self, decision) -> None:
+        spec = self.specs.pop(decision.client_order_id, None)
+        if spec is None or decision.reason not in self.TRANSIENT:
+            return
+        if self.mode == "rest":
+            self.rest_sent -= 1
+        else:
+            self.todo.append(spec)
 
     def on_timer(self, now_ns: int) -> None:
         if self.mode != "churn" or self.paused:
