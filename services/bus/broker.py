@@ -66,7 +66,7 @@ class Broker(Service):
         self.control = self.ctx.socket(zmq.PAIR)
         self.control.bind("inproc://broker-control")
         self.lvc = LastValueCache()
-        self.cache_feed = Subscriber(self.ctx, bus.endpoint("bus-out"), STATE_TOPICS)
+        self.cache_feed = self.track(Subscriber(self.ctx, bus.endpoint("bus-out"), STATE_TOPICS))
         self.snapshots = SnapshotServer(self.ctx, bus.endpoint("bus-snap"), self.source,
                                         self.lvc.snapshot, bus.curve_dir)
         self.on_socket(self.cache_feed.socket, self._on_state)
@@ -97,8 +97,6 @@ class Broker(Service):
                 topic, msgs = decoded
                 for msg in msgs:
                     self.lvc.apply(topic, msg)
-        self.counters["gaps"] = self.cache_feed.gaps.counters.gaps
-        self.counters["bad_frames"] = sum(self.cache_feed.errors.values())
 
     def heartbeat(self) -> None:
         self.counters["snapshots"] = self.snapshots.served

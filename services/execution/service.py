@@ -45,7 +45,7 @@ class ExecutionService(Service):
                                      self._on_request)
         self.gateway = ReliableClient(self.ctx, bus.endpoint("gateway"), self.source,
                                       resend_after=ack_timeout)
-        self.events = Subscriber(self.ctx, bus.endpoint("bus-out"), EVENT_TOPICS)
+        self.events = self.track(Subscriber(self.ctx, bus.endpoint("bus-out"), EVENT_TOPICS))
         self.snapshots = SnapshotServer(self.ctx, bus.endpoint("execution-snap"), self.source,
                                         self._snapshot)
         self.server.on_commit = self._commit
@@ -157,7 +157,6 @@ class ExecutionService(Service):
         self.counters["open_orders"] = len(self.engine.open_orders())
         self.counters["pending_commands"] = len(self.gateway.pending)
         self.counters["unknown_orders"] = len(self.engine.unknown_orders)
-        self.counters["gaps"] = self.events.gaps.counters.gaps
         if self.events.gaps.counters.gaps > self.counters.get("gaps_alerted", 0):
             self.counters["gaps_alerted"] = self.events.gaps.counters.gaps
             # events lost on the bus: ask the gateway to replay IB's view

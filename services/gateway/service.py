@@ -126,8 +126,8 @@ class Gateway(Service):
         self.orders_server = ReliableServer(self.ctx, config.bus.endpoint("gateway"), self.source,
                                             self._on_command, config.bus.curve_dir)
         self.on_socket(self.orders_server.socket, self.orders_server.process_ready)
-        self.sub_requests = Subscriber(self.ctx, config.bus.endpoint("bus-out"),
-                                       [SubscribeRequest.TOPIC])
+        self.sub_requests = self.track(Subscriber(self.ctx, config.bus.endpoint("bus-out"),
+                                                  [SubscribeRequest.TOPIC]))
         self.on_socket(self.sub_requests.socket, self._on_sub_requests)
         self.every(0.01, self._tick)
         # the state also goes out with every heartbeat: a subscriber whose subscription was

@@ -48,7 +48,7 @@ class RiskService(Service):
                                      self._on_request)
         self.execution = ReliableClient(self.ctx, bus.endpoint("execution"), self.source,
                                         resend_after=5.0)
-        self.feed = Subscriber(self.ctx, bus.endpoint("bus-out"), TOPICS)
+        self.feed = self.track(Subscriber(self.ctx, bus.endpoint("bus-out"), TOPICS))
         self.snapshots = SnapshotServer(self.ctx, bus.endpoint("risk-snap"), self.source,
                                         self._snapshot)
         # marks for every symbol a strategy trades, whatever data the strategy itself uses

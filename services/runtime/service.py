@@ -42,6 +42,7 @@ class Service:
         self._timers: list[tuple[float, int, float, Callable[[], None]]] = []
         self._tie = itertools.count()
         self.counters: Counter[str] = Counter()
+        self.subscribers: list = []  # bus subscribers whose gaps the heartbeat reports
         self.stopping = False
         self.state = "starting"
         self.every(config.bus.heartbeat_ms / 1000.0, self.heartbeat)
@@ -61,7 +62,16 @@ class Service:
     def on_stop(self) -> None:
         pass
 
+    def track(self, subscriber):
+        """Report this bus subscriber's sequence gaps and bad frames in the heartbeat."""
+        self.subscribers.append(subscriber)
+        return subscriber
+
     def heartbeat(self) -> None:
+        if self.subscribers:
+            self.counters["gaps"] = sum(s.gaps.counters.gaps for s in self.subscribers)
+            self.counters["missing"] = sum(s.gaps.counters.missing for s in self.subscribers)
+            self.counters["bad_frames"] = sum(sum(s.errors.values()) for s in self.subscribers)
         self.publisher.publish(Heartbeat(interval_ms=self.config.bus.heartbeat_ms,
                                          state=self.state, counters=dict(self.counters)))
 

@@ -38,8 +38,8 @@ class StrategyRunner(Service):
         self.cfg = cfg
         self.recover = recover
         bus = config.bus
-        self.feed = Subscriber(self.ctx, bus.endpoint("bus-out"),
-                               [f"ord.update.{cfg.name}", "gw.state", "ctl"])
+        self.feed = self.track(Subscriber(self.ctx, bus.endpoint("bus-out"),
+                                          [f"ord.update.{cfg.name}", "gw.state", "ctl"]))
         self.risk = ReliableClient(self.ctx, bus.endpoint("risk"), self.source,
                                    resend_after=3.0)
         self.requests: set[tuple[str, str]] = set()
