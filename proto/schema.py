@@ -125,6 +125,33 @@ class Bar(_BySymbol, kw_only=True):
     volume: float
     wap: float = float("nan")
     count: int = 0
+    request: str = ""  # for historical bars: the HistoricalRequest they answer
+
+
+class HistoricalRequest(Message, kw_only=True):
+    """Ask the gateway for historical bars; they come back on ``hist.REQUESTER`` as ``Bar``s
+    (with ``request`` set) closed by a ``HistoricalEnd``. The gateway applies IB's pacing."""
+
+    TOPIC: ClassVar[str] = "hist.req"
+    requester: str
+    request: str  # the requester's own id for this request
+    symbol: str
+    duration: str = "1 D"  # IB's durationStr
+    bar_size: str = "1 min"  # IB's barSizeSetting
+    what_to_show: str = "TRADES"
+    use_rth: bool = True
+    end: str = ""  # IB's endDateTime; "" is now
+
+
+class HistoricalEnd(Message, kw_only=True):
+    TOPIC: ClassVar[str] = "hist"
+    requester: str
+    request: str
+    count: int = 0
+    error: str = ""  # set when IB (or the gateway) refused the request
+
+    def topic(self) -> str:
+        return f"hist.{self.requester}"
 
 
 class SubscribeRequest(Message, kw_only=True):
@@ -396,7 +423,8 @@ class SnapshotEnd(Message, kw_only=True):
 
 
 ALL_TYPES: tuple[type[Message], ...] = (
-    Tick, TradeTick, QuoteTick, DepthUpdate, Bar, SubscribeRequest,
+    Tick, TradeTick, QuoteTick, DepthUpdate, Bar, SubscribeRequest, HistoricalRequest,
+    HistoricalEnd,
     OrderIntent, RiskDecision, OrderCommand, OrderStatus, OpenOrder, Execution, OrderUpdate,
     Commission,
     Position, AccountValue, PnL,

@@ -20,8 +20,9 @@ from ibapi.contract import Contract
 from ibapi.execution import ExecutionFilter
 from ibapi.order_cancel import OrderCancel
 
-from proto.schema import (AccountValue, Alert, GatewayError, GatewayState, Message, OrderCommand,
-                          OrderStatus, PnL, SubscribeRequest)
+from proto.schema import (AccountValue, Alert, GatewayError, GatewayState, HistoricalEnd,
+                          HistoricalRequest, Message, OrderCommand, OrderStatus, PnL,
+                          SubscribeRequest)
 from services.bus.reliable import ReliableServer
 from services.bus.subscriber import Subscriber
 from services.gateway import translate
@@ -30,6 +31,7 @@ from services.gateway.connection import Backoff, ConnState, HangProbe, StateMach
 from services.gateway.contracts import ContractBook
 from services.gateway.errors import Kind, classify, ORDER_FINAL_CODES, SUBSCRIPTION_DEAD_CODES
 from services.gateway.orders import OrderIdSequence, OrderMap, build_order
+from services.gateway.history import HistoryDesk, HistoryJob
 from services.gateway.pacing import RateLimiter
 from services.gateway.reconcile import ExecutionLedger, Reconciliation, filter_time
 from services.gateway.subscriptions import Outcome, Subscription, SubscriptionBook
@@ -127,7 +129,9 @@ class Gateway(Service):
                                             self._on_command, config.bus.curve_dir)
         self.on_socket(self.orders_server.socket, self.orders_server.process_ready)
         self.sub_requests = self.track(Subscriber(self.ctx, config.bus.endpoint("bus-out"),
-                                                  [SubscribeRequest.TOPIC]))
+                                                  [SubscribeRequest.TOPIC,
+                                                   HistoricalRequest.TOPIC]))
+        self.history = HistoryDesk()
         self.on_socket(self.sub_requests.socket, self._on_sub_requests)
         self.every(0.01, self._tick)
         # the state also goes out with every heartbeat: a subscriber whose subscription was
@@ -177,7 +181,37 @@ class Gateway(Service):
             elif self.probe.should_probe(now):
                 self.probe.probed(now)
                 self._submit("probe", lambda c: c.reqCurrentTime(), urgent=True)
+            if state in (S.CONNECTED, S.SYNCHRONISED, S.DEGRADED):
+                self._send_history(now)
         self._pump(now)
+
+    # ---- historical data
+    def _send_history(self, now: float) -> None:
+        """Historical requests whose contract is known, once IB's pacing lets them go."""
+        for job in self.history.due(now, lambda symbol: self.contracts.get(symbol) is not None):
+            rid = self._req_id()
+            self.history.sent(job, rid)
+            contract, r = self.contracts.get(job.request.symbol), job.request
+            self._submit("history", lambda c, rid=rid, contract=contract, r=r:
+                         c.reqHistoricalData(rid, contract, r.end, r.duration, r.bar_size,
+                                             r.what_to_show, int(r.use_rth), 2, False, []))
+
+    def _ev_historicalData(self, req_id: int, bar) -> None:
+        self.history.bar(req_id, bar)
+
+    def _ev_historicalDataEnd(self, req_id: int, start: str = "", end: str = "") -> None:
+        job = self.history.finish(req_id)
+        if job is None:
+            return
+        topic = f"hist.{job.request.requester}"
+        if job.bars:
+            self.publisher.publish_batch(job.bars, topic)
+        self._history_end(job, count=len(job.bars))
+
+    def _history_end(self, job: HistoryJob, count: int = 0, error: str = "") -> None:
+        r = job.request
+        self.publisher.publish(HistoricalEnd(requester=r.requester, request=r.request,
+                                             count=count, error=error))
 
     def _connect(self) -> None:
         self.reconnect_at = None
@@ -205,6 +239,7 @@ class Gateway(Service):
         requeue = [what for what, _ in self._drain_limiter() if isinstance(what, OrderCommand)]
         self.held.extendleft(reversed(requeue))
         self.subs.unassign_all()
+        self.history.requeue_in_flight()
         self.top.clear()
         self.dirty_ticks.clear()
         self.contracts.abandon_in_flight()
@@ -372,6 +407,12 @@ class Gateway(Service):
                                             scope=scope, ref=ref))
 
     def _route_request_error(self, req_id: int, code: int, text: str) -> None:
+        job = self.history.finish(req_id)
+        if job is not None:
+            self._publish_error(code, text, req_id, "history",
+                                f"{job.request.requester}/{job.request.request}")
+            self._history_end(job, error=f"{code}: {text}")
+            return
         sub = self.subs.owner(req_id)
         if sub is not None:
             for requester in sorted(sub.requesters):
@@ -436,6 +477,8 @@ class Gateway(Service):
         self._submit("contract", lambda c: c.reqContractDetails(rid, query))
 
     def _contract_failed(self, symbol: str, text: str) -> None:
+        for job in self.history.fail_symbol(symbol):
+            self._history_end(job, error=text)
         for sub in self.subs:
             if sub.symbol == symbol:
                 for requester in sorted(sub.requesters):
@@ -707,6 +750,11 @@ class Gateway(Service):
             for msg in decoded[1]:
                 if isinstance(msg, SubscribeRequest):
                     self._on_subscribe(msg)
+                elif isinstance(msg, HistoricalRequest):
+                    self.counters["history_requests"] += 1
+                    self.history.add(msg)
+                    if self.contracts.get(msg.symbol) is None:
+                        self._resolve(msg.symbol)
 
     def _on_subscribe(self, req: SubscribeRequest) -> None:
         self.counters["sub_requests"] += 1

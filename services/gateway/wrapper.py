@@ -90,6 +90,7 @@ FORWARDED = (
     "openOrder", "openOrderEnd", "orderStatus", "execDetails", "execDetailsEnd",
     "commissionAndFeesReport", "position", "positionEnd",
     "updateAccountValue", "accountDownloadEnd", "pnl", "pnlSingle",
+    "historicalData", "historicalDataEnd",
 )
 
 

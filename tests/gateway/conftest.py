@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -14,6 +13,7 @@ import pytest
 import zmq
 
 from proto.schema import GatewayState, Message, OrderCommand, SubscribeRequest
+from services.bus.loadgen import wait_until_routed
 from services.bus.publisher import Publisher
 from services.bus.reliable import ReliableClient
 from services.bus.subscriber import Subscriber
@@ -110,7 +110,9 @@ class Fleet:
         if self.pub is None:
             self.pub = Publisher(zmq.Context.instance(), self.cfg.bus.endpoint("bus-in"),
                                  "strat.test")
-            time.sleep(0.3)  # PUB/SUB slow joiner: the first frames of a new PUB can be lost
+            # PUB/SUB slow joiner: send nothing until our own heartbeat comes back round
+            assert wait_until_routed(zmq.Context.instance(), self.pub,
+                                     self.cfg.bus.endpoint("bus-out"), 60)
         self.pub.publish(SubscribeRequest(requester=requester, symbol=symbol, kind=kind,
                                           active=active))
 
