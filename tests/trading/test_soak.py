@@ -1,0 +1,67 @@
+"""Soak: the whole trading fleet through a cycle of gateway faults for several minutes.
+
+Marked `soak`, outside the default run: `.venv/bin/python -m pytest -m soak` (minutes from
+IBFLEET_SOAK_MINUTES, default 5). At the end: no order placed twice, every fill on the bus,
+positions in execution equal the simulator's."""
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from proto.schema import GatewayState
+from tests.support.fleet import (execution_positions, live_orders, positions_from_fills,
+                                 sim_positions)
+from tests.support.processes import REPO
+
+PROBE = "tests.support.probe_strategy:Probe"
+MR = "services.strategy.examples.mean_reversion:MeanReversion"
+IMB = "services.strategy.examples.imbalance:ImbalanceMomentum"
+FAULTS = [("restart", {"seconds": 3}), ("server_reset", {"seconds": 3, "data_lost": True}),
+          ("farm_flap", {"seconds": 1}), ("server_reset", {"seconds": 2, "data_lost": False}),
+          ("hang", {"seconds": 6})]
+
+
+@pytest.mark.soak
+def test_the_fleet_trades_through_repeated_gateway_faults(fleet):
+    minutes = float(os.environ.get("IBFLEET_SOAK_MINUTES", "5"))
+    fleet.start_core()
+    fleet.add_strategy("churn", PROBE, ["AAPL"], {"mode": "churn", "quantity": 10},
+                       risk={"max_position": 1000, "order_rate": 50, "order_burst": 50})
+    fleet.add_strategy("mr", MR, ["MSFT"], {"window": 20, "entry_z": 1.0, "stop_sigmas": 1.0,
+                                            "risk_fraction": 0.0002, "max_quantity": 200,
+                                            "entry_timeout_s": 5})
+    fleet.add_strategy("imb", IMB, ["SPY"], {"threshold": 0.1, "span": 5, "quantity": 50,
+                                             "max_position": 200, "cooldown_s": 0.5})
+    for name in ("churn", "mr", "imb"):
+        fleet.start_strategy(name)
+    end = time.monotonic() + minutes * 60
+    round_ = 0
+    while time.monotonic() < end:
+        fills = len(fleet.sim.fills())
+        fleet.wait(lambda: len(fleet.sim.fills()) > fills, deadline=180,
+                   what=f"trading before fault {round_}")
+        name, args = FAULTS[round_ % len(FAULTS)]
+        mark = len(fleet.messages(GatewayState))
+        getattr(fleet.sim, name)(**args)
+        fleet.wait_gateway("synchronised", after=mark, deadline=180)
+        round_ += 1
+    result = subprocess.run([sys.executable, "-m", "services.cli", "kill", "--config",
+                             str(fleet.config_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    fleet.wait(lambda: not live_orders(fleet), deadline=120, what="all orders cancelled")
+    refs = [r["order_ref"] for r in fleet.sim.ledger()["order_requests"] if not r["modify"]]
+    assert not [r for r, n in collections.Counter(refs).items() if n > 1]
+    sim_ids = {f["exec_id"] for f in fleet.sim.fills()}
+    fleet.wait(lambda: sim_ids <= set(fleet.fills()), deadline=120,
+               what="every simulator fill on the bus")
+    truth = sim_positions(fleet)
+    assert positions_from_fills(fleet.fills().values()) == truth
+    fleet.wait(lambda: execution_positions(fleet) == truth, deadline=120,
+               what="execution's positions to equal the simulator's")
+    print(f"soak: {round_} faults, {len(sim_ids)} fills, {len(refs)} orders, positions {truth}")
