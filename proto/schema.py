@@ -162,6 +162,7 @@ class SubscribeRequest(Message, kw_only=True):
     symbol: str
     kind: Literal["tick", "trade", "quote", "depth", "bar"]
     active: bool = True  # False to unsubscribe
+    refresh: bool = False  # depth: the requester's book broke; have IB send it afresh
 
 
 # -- ORDERS -----------------------------------------------------------------------------------

@@ -132,6 +132,7 @@ class Gateway(Service):
                                                   [SubscribeRequest.TOPIC,
                                                    HistoricalRequest.TOPIC]))
         self.history = HistoryDesk()
+        self.depth_refreshed: dict[str, float] = {}
         self.on_socket(self.sub_requests.socket, self._on_sub_requests)
         self.every(0.01, self._tick)
         # the state also goes out with every heartbeat: a subscriber whose subscription was
@@ -765,6 +766,16 @@ class Gateway(Service):
                 self._cancel_at_ib(sub)
             return
         outcome, sub, why = self.subs.add(req.requester, req.symbol, req.kind)
+        if req.refresh and req.kind == "depth" and sub is not None and sub.req_id is not None \
+                and time.monotonic() - self.depth_refreshed.get(req.symbol, -1e9) > 5.0:
+            # a consumer's book broke (a lost update): cancel and re-request, so IB sends the
+            # whole book again as inserts after a clear; at most once per 5 s per symbol
+            self.depth_refreshed[req.symbol] = time.monotonic()
+            self.counters["depth_refreshes"] += 1
+            self._cancel_at_ib(sub)
+            sub.req_id = None
+            self._request(sub)
+            return
         if outcome in (Outcome.LIMIT, Outcome.BAD_KIND):
             self.counters["sub_refused"] += 1
             self._publish_error(101 if outcome == Outcome.LIMIT else 321, why, -1,

@@ -43,6 +43,7 @@ class StrategyRunner(Service):
         self.risk = ReliableClient(self.ctx, bus.endpoint("risk"), self.source,
                                    resend_after=3.0)
         self.requests: set[tuple[str, str]] = set()
+        self.refreshed: dict[str, float] = {}
         self.gateway_state = "disconnected"
         cls = cfg.load_class()
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
@@ -124,6 +125,7 @@ class StrategyRunner(Service):
             if isinstance(msg, MARKET_DATA):
                 if not s.handle_market_data(msg):
                     self.counters["book_errors"] += 1
+                    self._refresh_depth(msg.symbol)
             elif isinstance(msg, OrderUpdate):
                 s.handle_update(msg)
             elif isinstance(msg, GatewayState):
@@ -134,6 +136,15 @@ class StrategyRunner(Service):
             self.counters["callback_errors"] += 1
             self.log.exception("strategy callback failed",
                                extra={"message_type": type(msg).__name__})
+
+    def _refresh_depth(self, symbol: str) -> None:
+        """A depth update did not fit our book (one was lost): have IB send the book afresh."""
+        now = time.monotonic()
+        if now - self.refreshed.get(symbol, -1e9) < 5.0:
+            return
+        self.refreshed[symbol] = now
+        self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
+                                                kind="depth", refresh=True))
 
     def _control(self, msg: Control) -> None:
         if msg.target not in ("", self.cfg.name):
