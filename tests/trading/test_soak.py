@@ -26,9 +26,12 @@ FAULTS = [("restart", {"seconds": 3}), ("server_reset", {"seconds": 3, "data_los
           ("hang", {"seconds": 6})]
 
 
+MINUTES = float(os.environ.get("IBFLEET_SOAK_MINUTES", "5"))
+
+
 @pytest.mark.soak
+@pytest.mark.timeout(int(MINUTES * 60) + 900)
 def test_the_fleet_trades_through_repeated_gateway_faults(fleet):
-    minutes = float(os.environ.get("IBFLEET_SOAK_MINUTES", "5"))
     fleet.start_core()
     fleet.add_strategy("churn", PROBE, ["AAPL"], {"mode": "churn", "quantity": 10},
                        risk={"max_position": 1000, "order_rate": 50, "order_burst": 50})
@@ -39,7 +42,7 @@ def test_the_fleet_trades_through_repeated_gateway_faults(fleet):
                                              "max_position": 200, "cooldown_s": 0.5})
     for name in ("churn", "mr", "imb"):
         fleet.start_strategy(name)
-    end = time.monotonic() + minutes * 60
+    end = time.monotonic() + MINUTES * 60
     round_ = 0
     while time.monotonic() < end:
         fills = len(fleet.sim.fills())
