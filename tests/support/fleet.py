@@ -193,6 +193,17 @@ def positions_from_fills(fills) -> dict[str, float]:
     return {s: q for s, q in out.items() if q}
 
 
+def duplicate_orders(fleet: Fleet) -> dict[str, set[int]]:
+    """Client order ids that exist at the simulator as more than one order. A place resent
+    with the same IB id after a dropped connection is not a duplicate: IB (and the
+    simulator) refuse it with error 103, and the ledger shows the request but no new order."""
+    by_ref: dict[str, set[int]] = {}
+    for order in fleet.sim.orders():
+        if order["order_ref"]:
+            by_ref.setdefault(order["order_ref"], set()).add(order["order_id"])
+    return {ref: ids for ref, ids in by_ref.items() if len(ids) > 1}
+
+
 LIVE_STATUSES = {"PendingSubmit", "PreSubmitted", "Submitted", "ApiPending"}
 
 

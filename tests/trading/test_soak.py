@@ -5,7 +5,6 @@ IBFLEET_SOAK_MINUTES, default 5). At the end: no order placed twice, every fill 
 positions in execution equal the simulator's."""
 from __future__ import annotations
 
-import collections
 import os
 import subprocess
 import sys
@@ -14,8 +13,8 @@ import time
 import pytest
 
 from proto.schema import GatewayState
-from tests.support.fleet import (execution_positions, live_orders, positions_from_fills,
-                                 sim_positions)
+from tests.support.fleet import (duplicate_orders, execution_positions, live_orders,
+                                 positions_from_fills, sim_positions)
 from tests.support.processes import REPO
 
 PROBE = "tests.support.probe_strategy:Probe"
@@ -58,8 +57,8 @@ def test_the_fleet_trades_through_repeated_gateway_faults(fleet):
                             timeout=60)
     assert result.returncode == 0, result.stderr
     fleet.wait(lambda: not live_orders(fleet), deadline=120, what="all orders cancelled")
-    refs = [r["order_ref"] for r in fleet.sim.ledger()["order_requests"] if not r["modify"]]
-    assert not [r for r, n in collections.Counter(refs).items() if n > 1]
+    refs = {o["order_ref"] for o in fleet.sim.orders()}
+    assert not duplicate_orders(fleet)
     sim_ids = {f["exec_id"] for f in fleet.sim.fills()}
     fleet.wait(lambda: sim_ids <= set(fleet.fills()), deadline=120,
                what="every simulator fill on the bus")
