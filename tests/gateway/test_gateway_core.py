@@ -27,7 +27,6 @@ def test_connects_streams_and_trades(fleet):
     seen = states[:states.index("synchronised") + 1]
     assert seen == ["disconnected", "connecting", "connected", "synchronised"][-len(seen):]
 
-
     # two strategies on one symbol make one IB request
     fleet.subscribe("AAPL", "tick", "strat.a")
     fleet.subscribe("AAPL", "tick", "strat.b")
