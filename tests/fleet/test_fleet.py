@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import psutil
 import pytest
@@ -146,8 +145,9 @@ def test_a_strategy_killed_with_sigkill_is_restarted_and_resumes_from_snapshots(
         wait_for(lambda: fleet.status()["heartbeats"].get("strategy.hold", {})
                  .get("counters", {}).get("position_abs") == 100, deadline=60,
                  what="the restarted strategy to recover its position")
-        deadline = time.monotonic() + 3  # it trades on every tick: 3 s of ticks is plenty
-        wait_for(lambda: time.monotonic() > deadline, what="a few seconds of market")
+        # it acts on every tick: give it a stretch of market to (wrongly) buy again in
+        steps = sim.quote(265598)["steps"]
+        wait_for(lambda: sim.quote(265598)["steps"] >= steps + 40, what="40 market steps")
         assert held() == 100  # it did not buy again
     finally:
         sim.close()
