@@ -3,6 +3,7 @@ broker, simulator, gateway, execution, risk and strategies, each its own process
 can SIGKILL and restart any one of them mid-flow."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
 from services.simulator.control import SimControl
 from tests.support.bus import short_run_dir
-from tests.support.processes import ProcessGroup, free_port, wait_for
+from tests.support.processes import REPO, ProcessGroup, free_port, wait_for
 
 FAST_GATEWAY = ["--backoff-base", "0.2", "--backoff-cap", "1.0", "--probe-interval", "1.0",
                 "--probe-timeout", "3.0"]
@@ -156,6 +157,13 @@ class Fleet:
     def alerts(self, code: str | None = None) -> list[Alert]:
         return [a for a in self.messages(Alert) if code is None or a.code == code]
 
+    def kill_switch(self) -> None:
+        """Throw the kill switch as an operator would: ``ibfleet kill``."""
+        result = subprocess.run([sys.executable, "-m", "services.cli", "kill", "--config",
+                                 str(self.config_path)], cwd=REPO, capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+
     def close(self) -> None:
         if self._sim is not None:
             self._sim.close()
@@ -183,6 +191,22 @@ def execution_positions(fleet: Fleet) -> dict[str, float]:
         if isinstance(msg, PnL) and msg.position:
             out[msg.symbol] = out.get(msg.symbol, 0.0) + msg.position
     return out
+
+
+def assert_books_match_the_simulator(fleet: Fleet, deadline: float = 60.0) -> dict[str, float]:
+    """With the flow stopped: no order placed twice, every fill on the bus, and positions on
+    the bus and in execution equal to the simulator's. Returns the simulator's positions."""
+    fleet.wait(lambda: not live_orders(fleet), deadline=deadline, what="all orders cancelled")
+    duplicates = duplicate_orders(fleet)
+    assert not duplicates, f"orders placed twice at the simulator: {duplicates}"
+    sim_ids = {f["exec_id"] for f in fleet.sim.fills()}
+    fleet.wait(lambda: sim_ids <= set(fleet.fills()), deadline=deadline,
+               what="every simulator fill on the bus")
+    truth = sim_positions(fleet)
+    assert positions_from_fills(fleet.fills().values()) == truth
+    fleet.wait(lambda: execution_positions(fleet) == truth, deadline=deadline,
+               what="execution's positions to equal the simulator's")
+    return truth
 
 
 def positions_from_fills(fills) -> dict[str, float]:

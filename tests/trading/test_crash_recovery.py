@@ -2,12 +2,9 @@
 restart: no duplicate order at the simulator, no lost fill, positions equal the simulator's."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 from proto.schema import Heartbeat
-from tests.support.fleet import duplicate_orders, execution_positions, live_orders, positions_from_fills, sim_positions
-from tests.support.processes import REPO
+from tests.support.fleet import assert_books_match_the_simulator, sim_positions
 
 PROBE = "tests.support.probe_strategy:Probe"
 
@@ -66,20 +63,7 @@ def test_sigkill_of_strategy_risk_and_execution_mid_flow_loses_nothing(fleet):
     fleet.wait(lambda: fills_at_sim() >= before + 3, deadline=120,
                what="order flow after the last restart")
 
-    result = subprocess.run([sys.executable, "-m", "services.cli", "kill", "--config",
-                             str(fleet.config_path)], cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    fleet.wait(lambda: not live_orders(fleet), deadline=60, what="all orders cancelled")
-
-    duplicates = duplicate_orders(fleet)
-    assert not duplicates, f"orders placed twice at the simulator: {duplicates}"
-    sim_ids = {f["exec_id"] for f in fleet.sim.fills()}
-    fleet.wait(lambda: sim_ids <= set(fleet.fills()), deadline=60,
-               what="every simulator fill on the bus")
-    truth = sim_positions(fleet)
-    assert positions_from_fills(fleet.fills().values()) == truth
-    fleet.wait(lambda: execution_positions(fleet) == truth, deadline=60,
-               what="execution's positions to equal the simulator's")
+    fleet.kill_switch()
+    truth = assert_books_match_the_simulator(fleet)
     fleet.wait(lambda: _strategy_position(fleet, "churn") == int(abs(truth.get("AAPL", 0))),
                deadline=60, what="the strategy's own position to equal the simulator's")

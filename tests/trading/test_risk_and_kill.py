@@ -3,14 +3,11 @@ around risk; the kill switch cancels everything at the simulator."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 from proto.schema import Ack, OrderCommand, OrderIntent
 from services.bus.reliable import ReliableClient
 from tests.support.fleet import live_orders
-from tests.support.processes import REPO
 
 PROBE = "tests.support.probe_strategy:Probe"
 
@@ -84,10 +81,7 @@ def test_the_kill_switch_cancels_every_order_at_the_simulator(fleet):
     fleet.start_strategy("rest2")
     fleet.wait(lambda: len(live_orders(fleet)) == 5, deadline=90, what="five resting orders")
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "services.cli", "kill", "--config",
-                             str(fleet.config_path)], cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
+    fleet.kill_switch()
     fleet.wait(lambda: not live_orders(fleet), deadline=30, what="every order cancelled at the simulator")
     elapsed = time.monotonic() - started
     print(f"kill switch: all orders cancelled at the simulator {elapsed:.3f}s after the command")

@@ -6,16 +6,12 @@ positions in execution equal the simulator's."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
 from proto.schema import GatewayState
-from tests.support.fleet import (duplicate_orders, execution_positions, live_orders,
-                                 positions_from_fills, sim_positions)
-from tests.support.processes import REPO
+from tests.support.fleet import assert_books_match_the_simulator
 
 PROBE = "tests.support.probe_strategy:Probe"
 MR = "services.strategy.examples.mean_reversion:MeanReversion"
@@ -52,18 +48,7 @@ def test_the_fleet_trades_through_repeated_gateway_faults(fleet):
         getattr(fleet.sim, name)(**args)
         fleet.wait_gateway("synchronised", after=mark, deadline=180)
         round_ += 1
-    result = subprocess.run([sys.executable, "-m", "services.cli", "kill", "--config",
-                             str(fleet.config_path)], cwd=REPO, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    fleet.wait(lambda: not live_orders(fleet), deadline=120, what="all orders cancelled")
-    refs = {o["order_ref"] for o in fleet.sim.orders()}
-    assert not duplicate_orders(fleet)
-    sim_ids = {f["exec_id"] for f in fleet.sim.fills()}
-    fleet.wait(lambda: sim_ids <= set(fleet.fills()), deadline=120,
-               what="every simulator fill on the bus")
-    truth = sim_positions(fleet)
-    assert positions_from_fills(fleet.fills().values()) == truth
-    fleet.wait(lambda: execution_positions(fleet) == truth, deadline=120,
-               what="execution's positions to equal the simulator's")
-    print(f"soak: {round_} faults, {len(sim_ids)} fills, {len(refs)} orders, positions {truth}")
+    fleet.kill_switch()
+    truth = assert_books_match_the_simulator(fleet, deadline=120)
+    fills, orders = len(fleet.sim.fills()), len({o["order_ref"] for o in fleet.sim.orders()})
+    print(f"soak: {round_} faults, {fills} fills, {orders} orders, positions {truth}")

@@ -2,22 +2,12 @@
 gateway, and what risk and execution believe matches the simulator's ledger exactly."""
 from __future__ import annotations
 
-import sys
 
 from proto.schema import PnL
 from tests.support.fleet import execution_positions, live_orders, positions_from_fills, sim_positions
-from tests.support.processes import REPO
 
 MR = "services.strategy.examples.mean_reversion:MeanReversion"
 IMB = "services.strategy.examples.imbalance:ImbalanceMomentum"
-
-
-def _kill_switch(fleet) -> None:
-    import subprocess
-    result = subprocess.run([sys.executable, "-m", "services.cli", "kill", "--config",
-                             str(fleet.config_path), "--reason", "test"], cwd=REPO,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
 
 
 def test_both_example_strategies_trade_and_positions_match_the_simulator(fleet):
@@ -43,7 +33,7 @@ def test_both_example_strategies_trade_and_positions_match_the_simulator(fleet):
                   and d.reason not in ("order_rate", "stale_market_data")]
     assert not unexpected, [(d.strategy, d.reason, d.text) for d in unexpected]
 
-    _kill_switch(fleet)  # stop the flow so the books can be compared at rest
+    fleet.kill_switch()  # stop the flow so the books can be compared at rest
     fleet.wait(lambda: not live_orders(fleet), deadline=60,
                what="every order at the simulator to be cancelled")
     sim_fill_ids = {f["exec_id"] for f in fleet.sim.fills()}
