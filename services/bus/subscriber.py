@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import zmq
 
@@ -39,6 +39,15 @@ class Subscriber:
             result = self.recv_ready()
             if result is not None:
                 return result
+
+    def drain(self, max_frames: int = 1000) -> Iterator[Message]:
+        """Every message already waiting, up to ``max_frames`` frames (so one busy feed cannot
+        starve a service's other sockets), without blocking."""
+        for _ in range(max_frames):
+            got = self.recv(0)
+            if got is None:
+                return
+            yield from got[1]
 
     def recv_ready(self) -> tuple[str, list[Message]] | None:
         """Decode one frame that is ready (the socket polled readable)."""

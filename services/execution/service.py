@@ -101,19 +101,15 @@ class ExecutionService(Service):
         self._commit()
 
     def _on_event(self) -> None:
-        for _ in range(500):
-            got = self.events.recv(0)
-            if got is None:
-                break
-            for msg in got[1]:
-                if isinstance(msg, OrderStatus):
-                    self._send(self.engine.on_status(msg))
-                elif isinstance(msg, OpenOrder):
-                    self._send(self.engine.on_open_order(msg))
-                elif isinstance(msg, Execution):
-                    self._send(self.engine.on_execution(msg))
-                elif isinstance(msg, GatewayState):
-                    self._send(self.engine.on_gateway_state(msg))
+        for msg in self.events.drain(500):
+            if isinstance(msg, OrderStatus):
+                self._send(self.engine.on_status(msg))
+            elif isinstance(msg, OpenOrder):
+                self._send(self.engine.on_open_order(msg))
+            elif isinstance(msg, Execution):
+                self._send(self.engine.on_execution(msg))
+            elif isinstance(msg, GatewayState):
+                self._send(self.engine.on_gateway_state(msg))
         self._commit()
 
     def _publish_updates(self) -> None:

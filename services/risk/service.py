@@ -185,12 +185,8 @@ class RiskService(Service):
 
     # -- BUS ----------------------------------------------------------------------------------
     def _on_feed(self) -> None:
-        for _ in range(1000):
-            got = self.feed.recv(0)
-            if got is None:
-                return
-            for msg in got[1]:
-                self._apply(msg)
+        for msg in self.feed.drain(1000):
+            self._apply(msg)
 
     def _apply(self, msg: Message, restoring: bool = False) -> None:
         if isinstance(msg, (Tick, QuoteTick)):

@@ -112,12 +112,8 @@ class StrategyRunner(Service):
 
     # -- INPUTS -------------------------------------------------------------------------------
     def _on_feed(self) -> None:
-        for _ in range(2000):
-            got = self.feed.recv(0)
-            if got is None:
-                return
-            for msg in got[1]:
-                self._dispatch(msg)
+        for msg in self.feed.drain(2000):
+            self._dispatch(msg)
 
     def _dispatch(self, msg) -> None:
         s = self.strategy
