@@ -1,35 +1,54 @@
-"""Execution's order book-keeping, free of sockets: intents in, commands and updates out.
+"""Execution's order book-keeping, free of sockets: the one owner of order truth and fills.
 
-Every accepted intent and every state change is journaled before anything acts on it, so a
-restart rebuilds every order from the journal. The gateway de-duplicates a place by client
-order id, so re-sending a place whose outcome is unknown never makes a second order.
+Inputs: approved intents (from risk), and the gateway's *reports* of what IB said (order
+status, open orders, executions, commissions, order errors, completed orders, the end of a
+reconciliation run, the broker's positions). Outputs: order commands for the gateway and
+frames for the bus (``OrderUpdate`` and ``StrategyPosition`` on ``ord.update.STRATEGY``).
+
+Every accepted intent, every state change, every fill and commission is journaled before
+anything acts on it, so a restart rebuilds every order and position from the journal. The
+gateway de-duplicates a place by client order id, so re-sending a place whose outcome is
+unknown never makes a second order. The rules of state, fills and positions are the model's
+(``services.model``); this module only applies them.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
-from proto.schema import (Execution, GatewayState, OpenOrder, OrderCommand, OrderIntent,
-                          OrderStatus, OrderUpdate, PnL)
-from services.execution.state_machine import (IB_STATUS_EVENTS, TRANSITIONS, Event,
-                                              IllegalTransition, OrderState, next_state)
+from proto.schema import (Commission, CompletedOrder, Execution, GatewayError, GatewayState,
+                          Message, OpenOrder, OrderCommand, OrderIntent, OrderStatus, OrderUpdate,
+                          Position, ReconcileEnd, StrategyDigest, StrategyPosition)
+from services.model.orders import (CANCEL_REFUSED_CODES, IB_STATUS_EVENTS, ORDER_INFO_CODES,
+                                   PLACE_REFUSED_CODES, IllegalTransition, InvalidOrder,
+                                   OrderEvent, OrderSide, OrderState, OrderType, TimeInForce,
+                                   next_state)
+from services.model.portfolio import EPSILON, Booked, Fill, Portfolio, exec_base
 from services.runtime.journal import Journal
-from services.runtime.positions import Holding
 
 log = logging.getLogger("execution.engine")
+E, S = OrderEvent, OrderState
+EXTERNAL = "external"  # the owner of orders and positions execution did not make
+ADJUSTMENT_PREFIX = "adjust:"  # exec ids of bookings that adopt the broker's positions
+
+
+class IntentRefused(ValueError):
+    """An intent execution cannot act on; the text says why. Nothing changed."""
 
 
 @dataclass
 class ManagedOrder:
-    intent: OrderIntent  # the latest accepted terms (a modify replaces them)
+    intent: OrderIntent  # the terms in force (a confirmed modify replaces them)
     state: OrderState = OrderState.NEW
     ib_order_id: int = 0
-    filled: float = 0.0
-    avg_fill_price: float = 0.0
+    perm_id: int = 0
+    fills: dict[str, tuple[float, float]] = field(default_factory=dict)  # exec base -> qty, px
     reason: str = ""
-    waiting: list[OrderIntent] = field(default_factory=list)  # modify/cancel held for the state
+    pending_terms: OrderIntent | None = None  # a modify IB has not confirmed
+    waiting: list[OrderIntent] = field(default_factory=list)  # modify/cancel held for IB
     sent_at: float = 0.0
 
     @property
@@ -40,21 +59,39 @@ class ManagedOrder:
     def strategy(self) -> str:
         return self.intent.strategy
 
+    @property
+    def filled(self) -> float:
+        return sum(q for q, _ in self.fills.values())
+
+    @property
+    def avg_fill_price(self) -> float:
+        filled = self.filled
+        return sum(q * p for q, p in self.fills.values()) / filled if filled else 0.0
+
 
 class ExecutionEngine:
-    def __init__(self, journal: Journal, cancel_on_reconnect: bool = False) -> None:
+    def __init__(self, journal: Journal, cancel_on_reconnect: bool = False,
+                 portfolio: Portfolio | None = None, clock=time.time_ns) -> None:
         self.journal = journal
         self.cancel_on_reconnect = cancel_on_reconnect
+        self.portfolio = portfolio or Portfolio()
+        self.clock = clock
         self.orders: dict[str, ManagedOrder] = {}
         self.children: dict[str, list[str]] = {}  # bracket parent -> its children
         self.by_ib_id: dict[int, str] = {}
-        self.exec_ids: set[str] = set()
-        self.positions: dict[tuple[str, str], Holding] = {}
-        self.unknown_orders: set[int] = set()
-        self.updates: list[OrderUpdate] = []  # to publish; drained by the service
+        self.frames: list[tuple[str, list[Message]]] = []  # to publish; drained by the service
+        self.alerts: list[tuple[str, str, str]] = []  # (severity, code, text); drained
+        self.errors: Counter[str] = Counter()  # bad input, by kind
         self.gateway_state = "disconnected"
+        self.reconcile_wanted = ""  # why execution wants the gateway to reconcile ("" no)
+        self.broker_positions: dict[str, float] = {}
+        self.client_id = 0  # the gateway's IB client id (from its state)
+        self._completed_this_run: set[str] = set()
+        self._perm_ids_seen: set[int] = set()  # open orders IB reported since the last run
+        self._mismatch_seen: dict[str, float] = {}
         self._was_synchronised = False  # to tell a reconnect from the first connection
         self._replaying = False
+        self._adjustments = 0
         self._restore()
 
     # -- RESTORE ------------------------------------------------------------------------------
@@ -62,42 +99,98 @@ class ExecutionEngine:
         self._replaying = True
         try:
             for record in self.journal.replay():
-                if isinstance(record, OrderIntent):
-                    self._accept(record)
-                elif isinstance(record, OrderStatus):
-                    order = self.orders.get(record.client_order_id)
-                    if order is not None:
-                        order.state = OrderState(record.status)
-                        order.reason = record.why_held
-                        if record.ib_order_id:
-                            order.ib_order_id = record.ib_order_id
-                            self.by_ib_id[record.ib_order_id] = order.client_order_id
-                elif isinstance(record, Execution):
-                    self._apply_fill(record)
+                self._replay(record)
         finally:
             self._replaying = False
-            self.updates.clear()
+            self.frames.clear()
+            self.alerts.clear()
+
+    def _replay(self, record: Message) -> None:
+        if isinstance(record, OrderIntent):
+            order = self.orders.get(record.client_order_id)
+            if order is None:
+                self._accept(record)
+            elif record.action == "modify":
+                order.pending_terms = record
+            else:  # the terms in force after a confirmed modify
+                order.intent, order.pending_terms = record, None
+        elif isinstance(record, OrderStatus):
+            order = self.orders.get(record.client_order_id)
+            if order is not None:
+                order.state = OrderState(record.status)
+                order.reason = record.why_held
+                if order.state is not S.PENDING_MODIFY:
+                    order.pending_terms = None
+                if record.ib_order_id:
+                    self._learn_ib_id(order, record.ib_order_id)
+        elif isinstance(record, Execution):
+            self._book(record)
+        elif isinstance(record, Commission):
+            self.portfolio.book_commission(record.exec_id, record.commission)
 
     # -- INTENTS ------------------------------------------------------------------------------
     def on_intent(self, intent: OrderIntent) -> list[OrderCommand]:
-        """An approved intent from risk. Idempotent by client order id."""
+        """An approved intent from risk. Idempotent by client order id; raises
+        ``IntentRefused`` (counted, nothing changed) for one that cannot be acted on."""
         order = self.orders.get(intent.client_order_id)
         if intent.action == "new":
             if order is not None:  # a resend: the order exists, nothing more to do
                 return []
+            self._validate_new(intent)
             self.journal.append(intent)
             order = self._accept(intent)
+            self._emit(order)
             return self._send_place(order)
         if order is None:
-            log.warning("modify/cancel of an unknown order",
-                        extra={"client_order_id": intent.client_order_id})
-            return []
-        if order.state.terminal:
+            self.errors[f"{intent.action}_unknown_order"] += 1
+            raise IntentRefused(f"{intent.action} of unknown order {intent.client_order_id!r}")
+        if order.strategy != intent.strategy:
+            self.errors[f"{intent.action}_not_owner"] += 1
+            raise IntentRefused(f"order {intent.client_order_id!r} belongs to "
+                                f"{order.strategy!r}, not to {intent.strategy!r}")
+        if order.state.done:
+            self.errors[f"{intent.action}_done_order"] += 1
+            raise IntentRefused(f"{intent.action} of order {intent.client_order_id!r}, which is "
+                                f"already {order.state.value}")
+        if intent.action == "modify":
+            self._validate_modify(order, intent)
+        if order.state is S.NEW and intent.action == "cancel":
+            self._transition(order, E.CANCELLED, "cancelled before it was sent")
             return []
         if order.state.uncertain or order.waiting:
             order.waiting.append(intent)  # IB has not said where it stands: wait for it
             return []
         return self._act(order, intent)
+
+    def _validate_new(self, intent: OrderIntent) -> None:
+        try:
+            OrderSide.parse(intent.side, "side")
+            kind = OrderType.parse(intent.order_type, "order_type")
+            TimeInForce.parse(intent.tif, "tif")
+            if not (intent.quantity > 0) or not math.isfinite(intent.quantity):
+                raise InvalidOrder(f"quantity {intent.quantity} must be positive")
+            if kind.needs_limit and not math.isfinite(intent.limit_price):
+                raise InvalidOrder(f"a {kind.value} order needs a limit price")
+            if kind.needs_stop and not math.isfinite(intent.stop_price):
+                raise InvalidOrder(f"a {kind.value} order needs a stop price")
+            if not intent.symbol:
+                raise InvalidOrder("symbol is empty")
+        except InvalidOrder as exc:
+            self.errors["invalid_order"] += 1
+            raise IntentRefused(str(exc)) from None
+        if intent.parent_id:
+            parent = self.orders.get(intent.parent_id)
+            if parent is None or parent.strategy != intent.strategy or parent.state.done:
+                self.errors["unknown_parent"] += 1
+                raise IntentRefused(f"parent order {intent.parent_id!r} of "
+                                    f"{intent.client_order_id!r} is unknown or finished")
+
+    def _validate_modify(self, order: ManagedOrder, intent: OrderIntent) -> None:
+        if intent.quantity and (not math.isfinite(intent.quantity)
+                                or intent.quantity + EPSILON < order.filled):
+            self.errors["invalid_modify"] += 1
+            raise IntentRefused(f"modify to quantity {intent.quantity} of an order with "
+                                f"{order.filled:g} filled")
 
     def _accept(self, intent: OrderIntent) -> ManagedOrder:
         order = ManagedOrder(intent=intent)
@@ -108,14 +201,14 @@ class ExecutionEngine:
 
     def _act(self, order: ManagedOrder, intent: OrderIntent) -> list[OrderCommand]:
         if intent.action == "cancel":
-            self._transition(order, Event.CANCEL_SENT)
+            self._transition(order, E.CANCEL_SENT)
             order.sent_at = time.monotonic()
             return [OrderCommand(command="cancel", client_order_id=order.client_order_id,
                                  ib_order_id=order.ib_order_id, symbol=order.intent.symbol)]
-        # modify: new terms on the same IB id
+        # modify: new terms on the same IB id; the old ones stay in force until IB confirms
         terms = order.intent
         merged = OrderIntent(strategy=terms.strategy, client_order_id=terms.client_order_id,
-                             action="new", symbol=terms.symbol, side=terms.side,
+                             action="modify", symbol=terms.symbol, side=terms.side,
                              quantity=intent.quantity or terms.quantity,
                              order_type=terms.order_type,
                              limit_price=_pick(intent.limit_price, terms.limit_price),
@@ -123,24 +216,30 @@ class ExecutionEngine:
                              tif=terms.tif, parent_id=terms.parent_id,
                              oca_group=terms.oca_group, transmit=True)
         self.journal.append(merged)
-        order.intent = merged
-        return [self._command(order, "modify")]
+        order.pending_terms = merged
+        order.sent_at = time.monotonic()
+        self._transition(order, E.MODIFY_SENT)
+        cmd = self._command(order, "modify", merged)
+        cmd.parent_ib_id = self._parent_ib_id(order)
+        return [cmd]
+
+    def _parent_ib_id(self, order: ManagedOrder) -> int:
+        parent = self.orders.get(order.intent.parent_id) if order.intent.parent_id else None
+        return parent.ib_order_id if parent is not None else 0
 
     def _send_place(self, order: ManagedOrder) -> list[OrderCommand]:
         parent_ib = 0
         if order.intent.parent_id:
-            parent = self.orders.get(order.intent.parent_id)
-            if parent is None or not parent.ib_order_id:
+            parent_ib = self._parent_ib_id(order)
+            if not parent_ib:
                 return []  # sent once the parent has its IB id (see on_placed)
-            parent_ib = parent.ib_order_id
-        self._transition(order, Event.SEND)
+        self._transition(order, E.SEND)
         order.sent_at = time.monotonic()
-        cmd = self._command(order, "place")
+        cmd = self._command(order, "place", order.intent)
         cmd.parent_ib_id = parent_ib
         return [cmd]
 
-    def _command(self, order: ManagedOrder, command: str) -> OrderCommand:
-        i = order.intent
+    def _command(self, order: ManagedOrder, command: str, i: OrderIntent) -> OrderCommand:
         return OrderCommand(command=command, client_order_id=i.client_order_id,
                             ib_order_id=order.ib_order_id, symbol=i.symbol, side=i.side,
                             quantity=i.quantity, order_type=i.order_type,
@@ -148,21 +247,25 @@ class ExecutionEngine:
                             oca_group=i.oca_group, transmit=i.transmit)
 
     def cancel_all(self, strategy: str = "") -> list[OrderCommand]:
+        """Every active order (of ``strategy``, or all, external ones included)."""
         out: list[OrderCommand] = []
-        for order in self.orders.values():
-            if order.state.terminal or (strategy and order.strategy != strategy):
+        for order in list(self.orders.values()):
+            if order.state.done or (strategy and order.strategy != strategy):
+                continue
+            if order.state is S.PENDING_CANCEL:
                 continue
             cancel = OrderIntent(strategy=order.strategy, client_order_id=order.client_order_id,
                                  action="cancel")
-            if order.state is OrderState.NEW:
-                self._transition(order, Event.CANCELLED, "cancelled before it was sent")
+            if order.state is S.NEW:
+                self._transition(order, E.CANCELLED, "cancelled before it was sent")
             elif order.state.uncertain:
-                order.waiting.append(cancel)
+                if not any(w.action == "cancel" for w in order.waiting):
+                    order.waiting.append(cancel)
             else:
                 out.extend(self._act(order, cancel))
         return out
 
-    # -- GATEWAY EVENTS -----------------------------------------------------------------------
+    # -- GATEWAY REPORTS ----------------------------------------------------------------------
     def on_placed(self, status: OrderStatus) -> list[OrderCommand]:
         """The gateway's synchronous reply to a place: the IB order id."""
         order = self.orders.get(status.client_order_id)
@@ -170,28 +273,31 @@ class ExecutionEngine:
             return []
         out: list[OrderCommand] = []
         if order.ib_order_id != status.ib_order_id:
-            order.ib_order_id = status.ib_order_id
-            self.by_ib_id[status.ib_order_id] = order.client_order_id
+            self._learn_ib_id(order, status.ib_order_id)
             self._journal_state(order)
-            # bracket children waiting for their parent's IB id
-            for coid in self.children.get(order.client_order_id, ()):
-                child = self.orders[coid]
-                if child.state is OrderState.NEW:
-                    out.extend(self._send_place(child))
+            out.extend(self._release_children(order))
+        return out
+
+    def _release_children(self, order: ManagedOrder) -> list[OrderCommand]:
+        out: list[OrderCommand] = []
+        for coid in self.children.get(order.client_order_id, ()):
+            child = self.orders[coid]
+            if child.state is S.NEW:
+                out.extend(self._send_place(child))
         return out
 
     def on_status(self, status: OrderStatus) -> list[OrderCommand]:
-        order = self._find(status.client_order_id, status.ib_order_id)
+        order = self._find(status.client_order_id, status.ib_order_id, status.perm_id)
         if order is None:
-            self._unknown(status.ib_order_id)
-            return []
+            return []  # an order of another client: its open order adopts it
         if status.ib_order_id and not order.ib_order_id:
-            order.ib_order_id = status.ib_order_id
-            self.by_ib_id[status.ib_order_id] = order.client_order_id
-        if status.status == "Filled" or (status.filled >= order.intent.quantity > 0):
-            # quantities come from executions (deduped by execId); the status only moves state
-            if order.filled + 1e-9 >= order.intent.quantity:
-                self._transition(order, Event.FILL)
+            self._learn_ib_id(order, status.ib_order_id)
+        if status.perm_id:
+            order.perm_id = status.perm_id
+        if status.status == "Filled":
+            # quantities come from executions (by execId); the status only says "done"
+            if order.filled + EPSILON >= self._quantity(order):
+                self._transition(order, E.FILL)
             return self._release(order)
         event = IB_STATUS_EVENTS.get(status.status)
         if event is not None:
@@ -199,37 +305,301 @@ class ExecutionEngine:
         return self._release(order)
 
     def on_open_order(self, msg: OpenOrder) -> list[OrderCommand]:
-        order = self._find(msg.client_order_id, msg.ib_order_id)
+        order = self._find(msg.client_order_id, msg.ib_order_id, msg.perm_id)
         if order is None:
-            self._unknown(msg.ib_order_id)
-            return []
-        if not order.ib_order_id:
-            order.ib_order_id = msg.ib_order_id
-            self.by_ib_id[msg.ib_order_id] = order.client_order_id
+            order = self._adopt(msg)
+            if order is None:
+                return []
+        if msg.ib_order_id and not order.ib_order_id:
+            self._learn_ib_id(order, msg.ib_order_id)
             self._journal_state(order)
-        if order.state is OrderState.PENDING_SUBMIT:
-            self._transition(order, Event.ACCEPTED)
+        if msg.perm_id:
+            order.perm_id = msg.perm_id
+            self._perm_ids_seen.add(msg.perm_id)
+        if order.state is S.PENDING_MODIFY and order.pending_terms is not None \
+                and _same_terms(order.pending_terms, msg):
+            self._confirm_modify(order)
+        elif order.state is S.PENDING_SUBMIT:
+            self._transition(order, E.ACCEPTED)
         return self._release(order)
+
+    def _confirm_modify(self, order: ManagedOrder) -> None:
+        terms = order.pending_terms
+        assert terms is not None
+        confirmed = OrderIntent(**{f: getattr(terms, f) for f in terms.__struct_fields__
+                                   if f not in ("action",)}, action="new")
+        self.journal.append(confirmed)
+        order.intent, order.pending_terms = confirmed, None
+        self._transition(order, E.MODIFY_ACCEPTED, "")
+
+    def _adopt(self, msg: OpenOrder) -> ManagedOrder | None:
+        """An order working at IB that execution did not make (another client, TWS, a lost
+        journal): taken under the "external" owner, so it is counted, shown, and cancelled
+        by the kill switch."""
+        if msg.status in ("Cancelled", "ApiCancelled", "Filled", "Inactive"):
+            return None
+        coid = f"{EXTERNAL}-{msg.perm_id or msg.ib_order_id}"
+        if coid in self.orders:
+            return self.orders[coid]
+        try:
+            side = OrderSide.parse(msg.side, "side").value
+            kind = OrderType.parse(msg.order_type, "order_type").value
+            tif = TimeInForce.parse(msg.tif, "tif").value
+        except InvalidOrder as exc:
+            self.errors["unknown_order_terms"] += 1
+            log.warning("order at IB with terms execution cannot represent",
+                        extra={"ib_order_id": msg.ib_order_id, "detail": str(exc)})
+            kind, tif, side = "LMT", "GTC", msg.side
+        intent = OrderIntent(strategy=EXTERNAL, client_order_id=coid, action="new",
+                             symbol=msg.symbol, side=side, quantity=msg.quantity,
+                             order_type=kind, limit_price=msg.limit_price,
+                             stop_price=msg.stop_price, tif=tif)
+        self.journal.append(intent)
+        order = self._accept(intent)
+        order.state = S.SUBMITTED
+        order.perm_id = msg.perm_id
+        order.reason = f"adopted: at IB (client {msg.client_id}, ref {msg.client_order_id!r})"
+        if msg.ib_order_id > 0 and msg.client_id == self.client_id:
+            self._learn_ib_id(order, msg.ib_order_id)  # other clients' ids are theirs alone
+        self._journal_state(order)
+        self._emit(order)
+        self.errors["adopted_orders"] += 1
+        self.alerts.append(("warning", "unknown_order",
+                            f"IB order {msg.ib_order_id} ({msg.side} {msg.quantity:g} "
+                            f"{msg.symbol}, ref {msg.client_order_id!r}) was not placed by "
+                            f"execution: adopted as {coid}"))
+        return order
 
     def on_execution(self, fill: Execution) -> list[OrderCommand]:
-        if fill.exec_id in self.exec_ids:
+        if self.portfolio.has_fill(fill.exec_id):
             return []  # IB replays executions: the same execId is the same fill
-        order = self._find(fill.client_order_id, fill.ib_order_id)
-        if order is None:
-            self._unknown(fill.ib_order_id)
-            return []
+        order = self._find(fill.client_order_id, fill.ib_order_id, fill.perm_id)
+        base = exec_base(fill.exec_id)[0]
+        known = self.portfolio.fill(self._current_exec_id(base) or "")
+        if known is None and exec_base(fill.exec_id)[1] > 1 and order is None:
+            self.errors["correction_of_unknown_execution"] += 1
         self.journal.append(fill)
-        self._apply_fill(fill)
+        result = self._book(fill)
+        if result is Booked.STALE:
+            self.errors["stale_correction"] += 1
+            return []
+        if order is None:
+            return []
         return self._release(order)
 
-    def on_rejected(self, client_order_id: str, reason: str) -> None:
-        order = self.orders.get(client_order_id)
-        if order is not None and not order.state.terminal:
-            self._transition(order, Event.REJECTED, reason)
+    def _current_exec_id(self, base: str) -> str | None:
+        entry = self.portfolio._by_base.get(base)
+        if entry is None:
+            return None
+        for f in self.portfolio.books[entry[0]].fills:
+            if exec_base(f.exec_id)[0] == base:
+                return f.exec_id
+        return None
+
+    def _book(self, fill: Execution) -> Booked:
+        """Book a fill into the portfolio and its order (journal replay too)."""
+        order = self._find(fill.client_order_id, fill.ib_order_id, fill.perm_id)
+        owner = order.strategy if order is not None else EXTERNAL
+        try:
+            side = OrderSide.parse(fill.side, "side")
+        except InvalidOrder:
+            self.errors["bad_execution"] += 1
+            return Booked.STALE
+        booked = self.portfolio.book_fill(Fill(
+            exec_id=fill.exec_id, owner=owner, symbol=fill.symbol, side=side,
+            quantity=fill.quantity, price=fill.price,
+            time_ns=fill.exec_time_ns or fill.ts or self.clock(),
+            client_order_id=order.client_order_id if order else fill.client_order_id))
+        if booked in (Booked.DUPLICATE, Booked.STALE):
+            return booked
+        if booked is Booked.CORRECTED:
+            self.alerts.append(("info", "execution_corrected",
+                                f"IB corrected execution {exec_base(fill.exec_id)[0]}: now "
+                                f"{fill.quantity:g} @ {fill.price:g}"))
+        if order is None:
+            if not fill.exec_id.startswith(ADJUSTMENT_PREFIX):
+                self.alerts.append(("warning", "unknown_execution",
+                                    f"execution {fill.exec_id} ({fill.side} {fill.quantity:g} "
+                                    f"{fill.symbol}) of an order execution did not place: "
+                                    f"booked to {EXTERNAL}"))
+            self._emit_position(EXTERNAL, fill.symbol)
+            return booked
+        order.fills[exec_base(fill.exec_id)[0]] = (fill.quantity, fill.price)
+        done = order.filled + EPSILON >= self._quantity(order)
+        event = E.FILL if done else E.PARTIAL_FILL
+        try:
+            order.state = next_state(order.state, event, order.filled)
+        except IllegalTransition:
+            pass  # e.g. a fill on a rejected order: booked, state kept
+        if not self._replaying:
+            self._journal_state(order)
+        self._emit(order, exec_id=fill.exec_id, last_qty=fill.quantity, last_price=fill.price,
+                   with_position=True)
+        return booked
+
+    def on_commission(self, msg: Commission) -> None:
+        if not math.isfinite(msg.commission):
+            self.errors["bad_commission"] += 1
+            return
+        if self.portfolio.book_commission(msg.exec_id, msg.commission):
+            self.journal.append(msg)
+            fill = self.portfolio.fill(msg.exec_id)
+            if fill is not None:
+                self._emit_position(fill.owner, fill.symbol)
+
+    def on_order_error(self, err: GatewayError) -> list[OrderCommand]:
+        """An IB (or gateway) error about one order: what it refuses depends on what was in
+        flight, which only execution knows."""
+        order = self._find(err.ref, err.req_id if err.req_id > 0 else 0, 0)
+        if order is None or err.code in ORDER_INFO_CODES:
+            return []
+        text = f"{err.code}: {err.text}"
+        if order.state is S.PENDING_MODIFY:
+            order.pending_terms = None
+            self._transition(order, E.MODIFY_REFUSED, f"modify refused: {text}")
+        elif order.state is S.PENDING_CANCEL and err.code in CANCEL_REFUSED_CODES:
+            self._transition(order, E.CANCEL_REFUSED, f"cancel refused: {text}")
+            self.reconcile_wanted = f"cancel of {order.client_order_id} refused ({err.code})"
+        elif order.state in (S.NEW, S.PENDING_SUBMIT) and err.code in PLACE_REFUSED_CODES:
+            self._transition(order, E.REJECTED, text)
+            for coid in self.children.get(order.client_order_id, ()):
+                child = self.orders[coid]
+                if not child.state.done:
+                    self._transition(child, E.REJECTED, f"parent rejected: {text}")
+        elif order.state in (S.SUBMITTED, S.PARTIALLY_FILLED) \
+                and err.code in PLACE_REFUSED_CODES | CANCEL_REFUSED_CODES:
+            # a late answer to a modify/cancel already settled: the order keeps working
+            order.reason = f"IB: {text}"
+            self._emit(order)
+        return self._release(order)
+
+    def on_completed(self, msg: CompletedOrder) -> list[OrderCommand]:
+        """IB's record of an order that is over: close ours with the state IB gives."""
+        order = self._find(msg.client_order_id, msg.ib_order_id, msg.perm_id)
+        if order is None or order.state.done:
+            return []
+        self._completed_this_run.add(order.client_order_id)
+        if msg.status == "Filled":
+            if order.filled + EPSILON >= self._quantity(order):
+                self._transition(order, E.FILL)
+            else:  # the executions are missing: ask IB for them again
+                self.reconcile_wanted = f"{order.client_order_id} completed Filled " \
+                                        f"without its executions"
+        elif msg.status in ("Cancelled", "ApiCancelled"):
+            expired = "system" in msg.completed_status.lower() or \
+                      "expire" in msg.completed_status.lower()
+            self._transition(order, E.EXPIRED if expired else E.CANCELLED,
+                             msg.completed_status or msg.status)
+        elif msg.status == "Inactive":
+            self._transition(order, E.INACTIVE, msg.completed_status or msg.status)
+        order.waiting.clear()
+        return []
+
+    def on_broker_position(self, msg: Position) -> None:
+        self.broker_positions[msg.symbol] = msg.quantity
+
+    def on_reconcile_end(self, end: ReconcileEnd) -> list[OrderCommand]:
+        """Every report of the run is in: close what IB no longer has, then compare the
+        broker's positions with ours and adopt the broker's if they still differ."""
+        out: list[OrderCommand] = []
+        open_ids, in_flight = set(end.open_ids), set(end.in_flight_ids)
+        for order in list(self.orders.values()):
+            if order.state.done or not order.ib_order_id or order.strategy == EXTERNAL:
+                continue
+            if order.ib_order_id in open_ids or order.ib_order_id in in_flight:
+                continue
+            if self._held_leg(order):
+                continue  # transmit=False: IB holds it until its group's last leg is sent
+            if order.filled + EPSILON >= self._quantity(order):
+                self._transition(order, E.FILL)
+                continue
+            self._transition(order, E.CANCELLED, "IB no longer lists it (not open, not "
+                                                 "completed)")
+            self.alerts.append(("warning", "order_vanished",
+                                f"{order.client_order_id} (IB {order.ib_order_id}) is not at "
+                                f"IB any more: closed as cancelled with "
+                                f"{order.filled:g} filled"))
+        for order in list(self.orders.values()):
+            if order.strategy == EXTERNAL and not order.state.done \
+                    and order.perm_id not in self._perm_ids_seen \
+                    and order.ib_order_id not in open_ids:
+                self._transition(order, E.CANCELLED, "no longer at IB")
+        self._completed_this_run.clear()
+        self._perm_ids_seen.clear()
+        self._compare_positions()
+        for order in self.orders.values():
+            out.extend(self._release(order))
+        return out
+
+    def _held_leg(self, order: ManagedOrder) -> bool:
+        if order.intent.transmit:
+            return False
+        group = [order.intent.parent_id or order.client_order_id]
+        group += self.children.get(group[0], [])
+        return not any(self.orders[c].intent.transmit and self.orders[c].state is not S.NEW
+                       for c in group if c in self.orders)
+
+    def _compare_positions(self) -> None:
+        ours = self.portfolio.net_positions()
+        theirs = {s: q for s, q in self.broker_positions.items() if abs(q) > EPSILON}
+        differ = {s: theirs.get(s, 0.0) - ours.get(s, 0.0) for s in set(ours) | set(theirs)
+                  if abs(theirs.get(s, 0.0) - ours.get(s, 0.0)) > EPSILON}
+        confirmed = {s: d for s, d in differ.items()
+                     if abs(self._mismatch_seen.get(s, math.nan) - d) <= EPSILON}
+        self._mismatch_seen = differ
+        if differ and not confirmed:
+            # a fill between IB's position and execution answers can look like a mismatch:
+            # believe it when a second run shows the same difference
+            self.reconcile_wanted = "positions differ from the broker's: confirming"
+            return
+        for symbol, diff in sorted(confirmed.items()):
+            self._adopt_position(symbol, diff)
+        if confirmed:
+            self._mismatch_seen = {}
+            self.alerts.append(("critical", "broker_positions_adopted",
+                                "the broker's positions differ from the fleet's (an account "
+                                "reset, or trades outside the fleet): adopted the broker's: "
+                                + ", ".join(f"{s} {ours.get(s, 0.0):g} -> "
+                                            f"{theirs.get(s, 0.0):g}"
+                                            for s in sorted(confirmed))))
+
+    def _adopt_position(self, symbol: str, diff: float) -> None:
+        """Book ``diff`` so our net position equals the broker's: first by taking strategies'
+        positions that point the other way toward flat (at their cost: no PnL), the rest to
+        the "external" owner."""
+        for owner in sorted(self.portfolio.owners()):
+            if abs(diff) <= EPSILON:
+                break
+            held = self.portfolio.quantity(owner, symbol)
+            if held == 0 or (held > 0) == (diff > 0):
+                continue
+            take = math.copysign(min(abs(held), abs(diff)), diff)
+            self._book_adjustment(owner, symbol, take)
+            diff -= take
+        if abs(diff) > EPSILON:
+            self._book_adjustment(EXTERNAL, symbol, diff)
+
+    def _book_adjustment(self, owner: str, symbol: str, quantity: float) -> None:
+        self._adjustments += 1
+        view = self.portfolio.view(owner, symbol, self.clock())
+        price = view.avg_cost or 0.0
+        fill = Execution(exec_id=f"{ADJUSTMENT_PREFIX}{self.clock()}-{self._adjustments}",
+                         ib_order_id=0, client_order_id=f"{ADJUSTMENT_PREFIX}{owner}", perm_id=0,
+                         account="", symbol=symbol, side="BUY" if quantity > 0 else "SELL",
+                         quantity=abs(quantity), price=price, cum_quantity=abs(quantity),
+                         avg_price=price, exec_time_ns=self.clock())
+        self.journal.append(fill)
+        booked = self.portfolio.book_fill(Fill(
+            exec_id=fill.exec_id, owner=owner, symbol=symbol,
+            side=OrderSide.BUY if quantity > 0 else OrderSide.SELL, quantity=abs(quantity),
+            price=price, time_ns=fill.exec_time_ns, client_order_id=fill.client_order_id))
+        if booked is Booked.NEW:
+            self._emit_position(owner, symbol)
 
     def on_gateway_state(self, state: GatewayState) -> list[OrderCommand]:
         """After a reconnect: finish what a crash or a drop left uncertain."""
         previous, self.gateway_state = self.gateway_state, state.state
+        self.client_id = state.client_id or self.client_id
         if state.state != "synchronised" or previous == "synchronised":
             return []
         out: list[OrderCommand] = []
@@ -237,56 +607,44 @@ class ExecutionEngine:
             out.extend(self.cancel_all())
         self._was_synchronised = True
         for order in self.orders.values():
-            if order.state is OrderState.PENDING_SUBMIT and not order.ib_order_id:
+            if order.state is S.PENDING_SUBMIT and not order.ib_order_id:
                 out.extend(self._send_place(order))  # outcome unknown: the gateway dedupes
         return out
 
-    def _apply_fill(self, fill: Execution) -> None:
-        self.exec_ids.add(fill.exec_id)
-        order = self._find(fill.client_order_id, fill.ib_order_id)
-        if order is None:
-            return
-        total = order.filled + fill.quantity
-        if total > 0:
-            order.avg_fill_price = (order.avg_fill_price * order.filled
-                                    + fill.price * fill.quantity) / total
-        order.filled = total
-        signed = fill.quantity if fill.side == "BUY" else -fill.quantity
-        key = (order.strategy, order.intent.symbol)
-        self.positions.setdefault(key, Holding()).apply(signed, fill.price)
-        done = order.filled + 1e-9 >= order.intent.quantity
-        event = Event.FILL if done else Event.PARTIAL_FILL
-        if (order.state, event) in _ALLOWED:
-            order.state = next_state(order.state, event)
-        self._emit(order, exec_id=fill.exec_id, last_qty=fill.quantity, last_price=fill.price)
-
     # -- HELPERS ------------------------------------------------------------------------------
+    def _quantity(self, order: ManagedOrder) -> float:
+        return order.intent.quantity
+
     def _release(self, order: ManagedOrder) -> list[OrderCommand]:
         """Act on a held modify/cancel once IB has said where the order stands."""
         out: list[OrderCommand] = []
         while order.waiting and not order.state.uncertain:
             intent = order.waiting.pop(0)
-            if order.state.terminal:
+            if order.state.done:
                 order.waiting.clear()
                 break
             out.extend(self._act(order, intent))
         return out
 
-    def _find(self, client_order_id: str, ib_order_id: int) -> ManagedOrder | None:
+    def _learn_ib_id(self, order: ManagedOrder, ib_order_id: int) -> None:
+        order.ib_order_id = ib_order_id
+        self.by_ib_id[ib_order_id] = order.client_order_id
+
+    def _find(self, client_order_id: str, ib_order_id: int, perm_id: int) -> ManagedOrder | None:
         if client_order_id and client_order_id in self.orders:
             return self.orders[client_order_id]
-        coid = self.by_ib_id.get(ib_order_id)
-        return self.orders.get(coid) if coid else None
+        coid = self.by_ib_id.get(ib_order_id) if ib_order_id else None
+        if coid:
+            return self.orders.get(coid)
+        if perm_id:
+            for order in self.orders.values():
+                if order.perm_id == perm_id:
+                    return order
+        return None
 
-    def _unknown(self, ib_order_id: int) -> None:
-        if ib_order_id and ib_order_id not in self.unknown_orders:
-            self.unknown_orders.add(ib_order_id)
-            log.warning("order at IB that execution did not place",
-                        extra={"ib_order_id": ib_order_id})
-
-    def _transition(self, order: ManagedOrder, event: Event, reason: str = "") -> None:
+    def _transition(self, order: ManagedOrder, event: OrderEvent, reason: str = "") -> None:
         try:
-            new = next_state(order.state, event)
+            new = next_state(order.state, event, order.filled)
         except IllegalTransition as exc:
             log.info("ignored transition", extra={"client_order_id": order.client_order_id,
                                                   "detail": str(exc)})
@@ -294,8 +652,10 @@ class ExecutionEngine:
         if new is order.state and not reason:
             return
         order.state = new
-        if reason:
+        if reason or event in (E.MODIFY_ACCEPTED, E.MODIFY_REFUSED, E.CANCEL_REFUSED):
             order.reason = reason
+        if new.done:
+            order.pending_terms = None
         self._journal_state(order)
         self._emit(order)
 
@@ -309,8 +669,25 @@ class ExecutionEngine:
                                         why_held=order.reason))
 
     def _emit(self, order: ManagedOrder, exec_id: str = "", last_qty: float = 0.0,
-              last_price: float = 0.0) -> None:
-        self.updates.append(self.update_of(order, exec_id, last_qty, last_price))
+              last_price: float = 0.0, with_position: bool = False) -> None:
+        if self._replaying:
+            return
+        msgs: list[Message] = []
+        if with_position:
+            msgs.append(self.position_message(order.strategy, order.intent.symbol))
+        msgs.append(self.update_of(order, exec_id, last_qty, last_price))
+        self.frames.append((f"ord.update.{order.strategy}", msgs))
+
+    def _emit_position(self, owner: str, symbol: str) -> None:
+        if not self._replaying:
+            self.frames.append((f"ord.update.{owner}", [self.position_message(owner, symbol)]))
+
+    def position_message(self, owner: str, symbol: str) -> StrategyPosition:
+        v = self.portfolio.view(owner, symbol, self.clock())
+        return StrategyPosition(strategy=owner, symbol=symbol, quantity=v.quantity,
+                                avg_cost=v.avg_cost, realized=v.realized,
+                                commissions=v.commissions, realized_day=v.realized_day,
+                                trading_day=v.trading_day, multiplier=v.multiplier)
 
     def update_of(self, order: ManagedOrder, exec_id: str = "", last_qty: float = 0.0,
                   last_price: float = 0.0) -> OrderUpdate:
@@ -322,14 +699,41 @@ class ExecutionEngine:
                            stop_price=i.stop_price, order_type=i.order_type,
                            ib_order_id=order.ib_order_id, parent_id=i.parent_id,
                            exec_id=exec_id, last_fill_qty=last_qty,
-                           last_fill_price=last_price, reason=order.reason)
+                           last_fill_price=last_price, reason=order.reason, tif=i.tif,
+                           oca_group=i.oca_group,
+                           owner=EXTERNAL if i.strategy == EXTERNAL else "")
+
+    def digest(self, owner: str) -> StrategyDigest:
+        return StrategyDigest(strategy=owner, open_orders=len(self.open_orders(owner)),
+                              positions={s: b.holding.quantity
+                                         for (o, s), b in self.portfolio.books.items()
+                                         if o == owner},
+                              fills=sum(1 for (o, _), b in self.portfolio.books.items()
+                                        if o == owner for f in b.fills
+                                        if not f.exec_id.startswith(ADJUSTMENT_PREFIX)))
+
+    def owners(self) -> set[str]:
+        return {o.strategy for o in self.orders.values()} | self.portfolio.owners()
+
+    def snapshot(self, owner: str | None = None) -> list[tuple[str, Message]]:
+        """Execution's state for mirrors: open orders, positions, and a digest per owner."""
+        items: list[tuple[str, Message]] = []
+        for name in sorted(self.owners()):
+            if owner is not None and name != owner:
+                continue
+            topic = f"ord.update.{name}"
+            items += [(topic, self.update_of(o)) for o in self.open_orders(name)]
+            items += [(topic, self.position_message(name, s))
+                      for (o, s) in sorted(self.portfolio.books) if o == name]
+            items.append((topic, self.digest(name)))
+        return items
 
     def stuck_cancels(self, now: float, timeout: float) -> list[OrderCommand]:
         """Cancels IB has not confirmed within ``timeout``: send them again. A cancel is safe to
         repeat (IB answers 10147/10148 if the order is already gone or going)."""
         out = []
         for order in self.orders.values():
-            if order.state is OrderState.PENDING_CANCEL and now - order.sent_at > timeout:
+            if order.state is S.PENDING_CANCEL and now - order.sent_at > timeout:
                 order.sent_at = now
                 out.append(OrderCommand(command="cancel", client_order_id=order.client_order_id,
                                         ib_order_id=order.ib_order_id,
@@ -337,24 +741,27 @@ class ExecutionEngine:
         return out
 
     def unconfirmed(self, now: float, timeout: float) -> list[ManagedOrder]:
-        """Orders sent longer than ``timeout`` ago that IB has not yet confirmed: query them
-        (a reconciliation), never re-send them blindly."""
+        """Orders sent (or modified) longer than ``timeout`` ago that IB has not yet confirmed:
+        query them (a reconciliation), never re-send them blindly."""
         return [o for o in self.orders.values()
-                if o.state is OrderState.PENDING_SUBMIT and o.sent_at
-                and now - o.sent_at > timeout]
+                if o.state in (S.PENDING_SUBMIT, S.PENDING_MODIFY) and o.sent_at
+                and now - o.sent_at > timeout and not self._held_leg(o)]
 
     def open_orders(self, strategy: str = "") -> list[ManagedOrder]:
         return [o for o in self.orders.values()
-                if not o.state.terminal and (not strategy or o.strategy == strategy)]
-
-    def position_messages(self) -> list[PnL]:
-        return [PnL(strategy=strategy, symbol=symbol, position=p.quantity, realized=p.realized,
-                    avg_cost=p.avg_cost)
-                for (strategy, symbol), p in self.positions.items()]
-
-
-_ALLOWED = frozenset(TRANSITIONS)
+                if not o.state.done and (not strategy or o.strategy == strategy)]
 
 
 def _pick(new: float, old: float) -> float:
     return old if math.isnan(new) else new
+
+
+def _same_terms(terms: OrderIntent, msg: OpenOrder) -> bool:
+    """Does IB's open order carry these terms (quantity, and the prices its type uses)?"""
+    kind = OrderType.parse(terms.order_type, "order_type")
+    pairs = [(terms.quantity, msg.quantity)]
+    if kind.needs_limit:
+        pairs.append((terms.limit_price, msg.limit_price))
+    if kind.needs_stop:
+        pairs.append((terms.stop_price, msg.stop_price))
+    return all(math.isfinite(a) and math.isfinite(b) and abs(a - b) < 1e-9 for a, b in pairs)

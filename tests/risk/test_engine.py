@@ -5,7 +5,9 @@ import math
 
 import pytest
 
-from proto.schema import OrderIntent, OrderUpdate
+from proto.schema import OrderIntent, OrderUpdate, StrategyDigest, StrategyPosition
+from services.model.orders import OrderSide
+from services.model.portfolio import Fill, Portfolio
 from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
 from services.risk.limits import LimitBook, Limits
 from services.runtime.instruments import Instruments
@@ -19,9 +21,22 @@ class Clock:
         return self.now
 
 
+NOW_NS = 1_764_000_000 * 10**9  # 2025-11-24 16:00 UTC, 11:00 in New York
+
+
+class WallClock:
+    def __init__(self) -> None:
+        self.now = NOW_NS
+
+    def __call__(self) -> int:
+        return self.now
+
+
 def _engine(**limits) -> tuple[RiskEngine, Clock]:
     clock = Clock()
-    engine = RiskEngine(LimitBook(Limits(**limits)), Instruments(), clock=clock)
+    engine = RiskEngine(LimitBook(Limits(**limits)), Instruments(), clock=clock,
+                        wall_clock=WallClock())
+    engine.portfolio = Portfolio(Instruments())  # execution's numbers, made by the model
     engine.gateway_state = "synchronised"
     engine.on_mark("AAPL", 99.99, 100.01)
     engine.on_mark("ES", 5000.0, 5000.25)
@@ -35,10 +50,17 @@ def _intent(qty=100.0, price=100.0, side="BUY", symbol="AAPL", action="new", coi
                        parent_id=parent)
 
 
-def _fill(engine, qty, price=100.0, side="BUY", exec_id="e1", symbol="AAPL"):
-    engine.on_update(OrderUpdate(strategy="s", client_order_id=f"f-{exec_id}", state="filled",
-                                 symbol=symbol, side=side, quantity=qty, filled=qty,
-                                 exec_id=exec_id, last_fill_qty=qty, last_fill_price=price))
+def _fill(engine, qty, price=100.0, side="BUY", exec_id="e1", symbol="AAPL", commission=0.0,
+          t_ns=NOW_NS):
+    """A fill as risk learns it: execution books it (the model) and publishes its position."""
+    portfolio = engine.portfolio
+    portfolio.book_fill(Fill(exec_id, "s", symbol, OrderSide.parse(side), qty, price, t_ns))
+    portfolio.book_commission(exec_id, commission)
+    v = portfolio.view("s", symbol, engine.wall_clock())
+    engine.on_execution_message(StrategyPosition(
+        strategy="s", symbol=symbol, quantity=v.quantity, avg_cost=v.avg_cost,
+        realized=v.realized, commissions=v.commissions, realized_day=v.realized_day,
+        trading_day=v.trading_day, multiplier=v.multiplier))
 
 
 def test_a_sound_intent_is_approved():
@@ -130,16 +152,59 @@ def test_daily_loss_switches_to_reducing_only():
     assert engine.check(_intent(side="SELL", price=94.0, qty=100)).approved
 
 
-def test_fills_are_deduplicated_by_exec_id_for_positions_and_pnl():
+def test_positions_and_pnl_are_execution_numbers_net_of_commissions():
     engine, _ = _engine()
-    _fill(engine, 100, price=99.0, exec_id="e1")
-    _fill(engine, 100, price=99.0, exec_id="e1")
-    assert engine.book("s").holdings["AAPL"].quantity == 100
+    _fill(engine, 100, price=99.0, exec_id="e1", commission=1.0)
+    _fill(engine, 100, price=99.0, exec_id="e1", commission=1.0)  # a repeat changes nothing
+    assert engine.book("s").held("AAPL") == 100
     realized, unrealized = engine.pnl("s")
-    assert realized == 0 and unrealized == pytest.approx(100.0)
-    _fill(engine, 100, price=101.0, side="SELL", exec_id="e2")
+    assert realized == pytest.approx(-1.0) and unrealized == pytest.approx(100.0)
+    _fill(engine, 100, price=101.0, side="SELL", exec_id="e2", commission=1.0)
     realized, unrealized = engine.pnl("s")
-    assert realized == pytest.approx(200.0) and unrealized == 0
+    assert realized == pytest.approx(200.0 - 2.0) and unrealized == 0
+
+
+def test_a_digest_that_disagrees_with_the_mirror_asks_for_a_resync():
+    engine, _ = _engine()
+    _fill(engine, 100)
+    assert engine.on_execution_message(StrategyDigest(strategy="s", positions={"AAPL": 100}))
+    assert not engine.on_execution_message(StrategyDigest(strategy="s",
+                                                          positions={"AAPL": 200}))
+    assert not engine.on_execution_message(StrategyDigest(strategy="s", open_orders=1,
+                                                          positions={"AAPL": 100}))
+    engine.resync("s", [StrategyPosition(strategy="s", symbol="AAPL", quantity=200)])
+    assert engine.book("s").held("AAPL") == 200
+
+
+def test_the_daily_loss_is_the_trading_days_and_resets_on_the_next_one():
+    engine, _ = _engine(daily_loss_limit=500)
+    yesterday = NOW_NS - 86_400 * 10**9
+    _fill(engine, 100, price=100.0, exec_id="y1", t_ns=yesterday)
+    _fill(engine, 100, price=90.0, side="SELL", exec_id="y2", t_ns=yesterday)  # -1000 then
+    engine.on_mark("AAPL", 99.99, 100.01)
+    engine.evaluate_loss("s")
+    assert engine.book("s").state == ACTIVE  # yesterday's loss is not today's
+    _fill(engine, 100, price=100.0, exec_id="t1")
+    _fill(engine, 100, price=94.0, side="SELL", exec_id="t2", commission=1.0)
+    assert engine.book("s").state == REDUCING
+    engine.wall_clock.now += 86_400 * 10**9  # the next trading day
+    engine.evaluate_loss("s")
+    assert engine.book("s").state == ACTIVE and engine.notices
+
+
+def test_a_bracket_is_approved_or_refused_as_a_whole():
+    engine, _ = _engine(max_open_orders=2)
+    entry = _intent(coid="p")
+    take = _intent(coid="tp", side="SELL", price=102.0, parent="p")
+    stop = OrderIntent(strategy="s", client_order_id="sl", action="new", symbol="AAPL",
+                       side="SELL", quantity=100, order_type="STP", stop_price=98.0,
+                       parent_id="p")
+    decision = engine.check_group([entry, take, stop])
+    assert not decision.approved and decision.reason == "max_open_orders"
+    engine, _ = _engine(max_open_orders=3)
+    assert engine.check_group([entry, take, stop]).approved
+    bigger = _intent(coid="tp", side="SELL", price=102.0, parent="p", qty=200)
+    assert engine.check_group([entry, bigger, stop]).reason == "bad_group"
 
 
 def test_futures_pnl_uses_the_multiplier():

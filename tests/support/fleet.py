@@ -50,7 +50,13 @@ class Fleet:
         return self.procs.start(name, [sys.executable, "-m", "services.cli", *args,
                                        "--config", str(self.config_path)])
 
-    def start_simulator(self, *extra: str):
+    def start_simulator(self, *extra: str, state: str | Path | None = "default"):
+        """``state``: the paper account's directory ("default": one per fleet, kept across
+        simulator restarts as IB keeps a paper account; None: in memory)."""
+        if state == "default":
+            state = self.state_dir / "simulator"
+        if state is not None:
+            extra = ("--state-dir", str(state), *extra)
         proc = self.procs.start("simulator", [
             sys.executable, "-m", "services.simulator", "--port", str(self.port), "--seed", "7",
             "--control", self.sim_control, "--step-ms", "50", "--mktdata-ms", "100",

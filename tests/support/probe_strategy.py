@@ -17,7 +17,13 @@ class Probe(Strategy):
     - "echo": log the z-score of the mid and the side it would take for every tick, and
       never trade (to compare a live run with a replay of it).
     - "target": hold params.target shares, buying whatever is missing (from its recovered
-      position, so a restart that forgot the position would buy twice).
+      position, so a restart that forgot the position would buy twice); params.side is the
+      side exactly as written ("buy" tests the model's parsing).
+    - "modify_off_tick": rest one buy params.below ticks under the mid; once IB has it
+      working, modify its price by params.modify_by (a price IB may refuse: error 110).
+    - "bracket": on the first tick, one bracket (entry under the mid, take-profit above,
+      stop-loss under); a bracket refused for a passing reason is sent again whole.
+    params.bars: also subscribe to real-time bars of the symbols (a feed a test can flood).
     """
 
     TRANSIENT = {"stale_market_data", "gateway_not_synchronised"}
@@ -32,8 +38,12 @@ class Probe(Strategy):
         self.rest_sent = 0
         self.flip = False
         self.sent_at: dict[str, int] = {}
+        self.modified = False
+        self.bracket_sent = False
         for symbol in self.symbols:
             self.subscribe(symbol, "tick")
+            if self.params.get("bars"):
+                self.subscribe(symbol, "bar")
 
     def on_tick(self, tick: Tick) -> None:
         if not (math.isfinite(tick.bid) and math.isfinite(tick.ask)):
@@ -63,7 +73,22 @@ class Probe(Strategy):
         elif self.mode == "target":  # hold exactly params.target; buy what is missing
             missing = float(self.params.get("target", 100)) - self.position(tick.symbol)
             if missing > 0 and not self.open_orders(tick.symbol):
-                self.submit(tick.symbol, "BUY", missing, "LMT", tick.ask + tick_size)
+                self.submit(tick.symbol, self.params.get("side", "BUY"), missing, "LMT",
+                            tick.ask + tick_size)
+        elif self.mode == "modify_off_tick":
+            mid = round((tick.bid + tick.ask) / 2 / tick_size) * tick_size
+            if not self.rest_sent:
+                self.rest_sent = 1
+                coid = self.submit(tick.symbol, "BUY", 10, "LMT",
+                                   mid - int(self.params.get("below", 20)) * tick_size)
+                self.specs[coid] = {}
+        elif self.mode == "bracket" and not self.bracket_sent:
+            mid = round((tick.bid + tick.ask) / 2 / tick_size) * tick_size
+            self.bracket_sent = True
+            legs = self.submit_bracket(tick.symbol, "BUY", 10, mid - 30 * tick_size,
+                                       mid - 60 * tick_size, mid + 30 * tick_size)
+            for coid in legs or ():
+                self.specs[coid] = {"bracket": True}
         elif self.mode == "rest":  # rest `count` orders (one refused for a passing reason: again)
             if self.rest_sent < int(self.params.get("count", 3)):
                 coid = self.submit(tick.symbol, "BUY", 10, "LMT",
@@ -83,9 +108,24 @@ class Probe(Strategy):
         self.host.send_intent(intent)
         return coid
 
+    def on_order_update(self, update) -> None:
+        if self.mode == "modify_off_tick" and not self.modified and update.state == "submitted":
+            from proto.schema import OrderIntent
+            self.modified = True  # raw: the strategy does not round it, IB judges it
+            self.host.send_intent(OrderIntent(
+                strategy=self.name, client_order_id=update.client_order_id, action="modify",
+                symbol=update.symbol,
+                limit_price=update.limit_price + float(self.params.get("modify_by", 0.005))))
+
     def on_rejected(self, decision) -> None:
         spec = self.specs.pop(decision.client_order_id, None)
         if spec is None or decision.reason not in self.TRANSIENT:
+            return
+        if spec.get("bracket"):
+            self.bracket_sent = False
+            return
+        if self.mode == "modify_off_tick":
+            self.rest_sent = 0
             return
         if self.mode == "rest":
             self.rest_sent -= 1
