@@ -294,6 +294,76 @@ class OrderUpdate(_ByStrategy, kw_only=True):
     last_fill_qty: float = 0.0
     last_fill_price: float = 0.0
     reason: str = ""
+    tif: str = "DAY"
+    oca_group: str = ""
+    owner: str = ""  # "" the strategy's own; "external" an order adopted from IB
+
+
+class StrategyPosition(_ByStrategy, kw_only=True):
+    """Execution's position of one strategy in one symbol (the owner's numbers; mirrors copy
+    them, never recompute them). Published on ``ord.update.STRATEGY`` with every change, in the
+    same frame as the fill's ``OrderUpdate`` (position first), and in execution's snapshot.
+
+    Money is in the instrument's currency, multiplier applied. ``realized`` and ``commissions``
+    are lifetime; ``realized_day`` is realized PnL net of commissions in ``trading_day`` (the
+    exchange's trading day, rolled at the configured time in the exchange's zone).
+    """
+
+    TOPIC: ClassVar[str] = "ord.update"
+    symbol: str
+    quantity: float
+    avg_cost: float = 0.0
+    realized: float = 0.0  # net of commissions
+    commissions: float = 0.0
+    realized_day: float = 0.0  # net of commissions, this trading day
+    trading_day: str = ""  # ISO date
+    multiplier: float = 1.0
+
+
+class StrategyDigest(_ByStrategy, kw_only=True):
+    """Execution's summary of one strategy, every heartbeat, on ``ord.update.STRATEGY``.
+
+    A mirror compares it with its own view: a difference, or a sequence gap it exposes (the
+    digest continues the topic's ``tseq``, so even a lost *last* update shows within one
+    interval), makes the mirror re-join execution's snapshot.
+    """
+
+    TOPIC: ClassVar[str] = "ord.update"
+    open_orders: int = 0
+    positions: dict[str, float] = {}
+    fills: int = 0  # execIds booked for this strategy
+
+
+class CompletedOrder(Message, kw_only=True):
+    """IB's reqCompletedOrders answer for one order (filled, cancelled or inactive today)."""
+
+    TOPIC: ClassVar[str] = "ord.completed"
+    ib_order_id: int
+    client_order_id: str
+    perm_id: int
+    symbol: str
+    side: Side
+    quantity: float
+    filled: float
+    status: str  # IB's orderState.status: Filled, Cancelled, Inactive
+    completed_status: str = ""  # IB's text, e.g. "Cancelled by System"
+    completed_time: str = ""
+    client_id: int = 0
+
+
+class ReconcileEnd(Message, kw_only=True):
+    """The gateway finished one reconciliation run: every open order, execution, completed
+    order and position IB reported for it is already on the bus (ord.open, ord.exec,
+    ord.completed, acct.pos precede this). ``open_ids``: IB ids of this client's orders IB
+    lists as open; ``in_flight_ids``: places the gateway still holds or is resending, whose
+    fate is not yet known at IB. Execution closes what IB no longer lists; the gateway never
+    decides an order's fate."""
+
+    TOPIC: ClassVar[str] = "ord.recon"
+    reason: str
+    open_ids: list[int] = []
+    in_flight_ids: list[int] = []
+    completed_included: bool = True
 
 
 class Commission(Message, kw_only=True):
@@ -427,7 +497,7 @@ ALL_TYPES: tuple[type[Message], ...] = (
     Tick, TradeTick, QuoteTick, DepthUpdate, Bar, SubscribeRequest, HistoricalRequest,
     HistoricalEnd,
     OrderIntent, RiskDecision, OrderCommand, OrderStatus, OpenOrder, Execution, OrderUpdate,
-    Commission,
+    Commission, StrategyPosition, StrategyDigest, CompletedOrder, ReconcileEnd,
     Position, AccountValue, PnL,
     GatewayState, GatewayError,
     Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd,

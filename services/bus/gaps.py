@@ -21,6 +21,9 @@ class GapCounters:
 class GapDetector:
     last: dict[tuple[str, str], int] = field(default_factory=dict)
     counters: GapCounters = field(default_factory=GapCounters)
+    #: topics where a gap or a source restart was seen since the owner last cleared it: a
+    #: mirror of that topic's state must re-join the owner's snapshot
+    broken: set[str] = field(default_factory=set)
 
     def check(self, msg: Message, topic: str) -> bool:
         """Record ``msg``; True if it is new, False for a duplicate the caller should drop."""
@@ -38,11 +41,13 @@ class GapDetector:
                                                "expected": prev + 1, "got": tseq,
                                                "missing": missing})
             self.last[key] = tseq
+            self.broken.add(topic)
             return True
         if tseq == 1:  # the source restarted and counts from the start again
             self.counters.restarts += 1
             log.info("source restarted", extra={"source": msg.src, "topic": topic})
             self.last[key] = tseq
+            self.broken.add(topic)
             return True
         self.counters.duplicates += 1
         return False

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from proto.schema import Alert, GatewayState, Heartbeat, OrderUpdate, PnL, Position
+from proto.schema import (Alert, GatewayState, Heartbeat, OrderUpdate, PnL, Position,
+                          StrategyPosition)
 from services.bus import snapshot
 from services.bus.snapshot import SnapshotTimeout
 from services.bus.subscriber import Subscriber
@@ -29,6 +30,7 @@ class FleetStatus:
     pnl: dict[str, dict[str, float]] = field(default_factory=dict)
     risk: dict[str, str] = field(default_factory=dict)
     broker_positions: dict[str, float] = field(default_factory=dict)
+    risk_positions: dict[str, dict[str, float]] = field(default_factory=dict)  # risk's mirror
     unreachable: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -77,11 +79,18 @@ def _apply(status: FleetStatus, owner: str, topic: str, msg, now: float) -> None
                           "reconnects": msg.reconnects, "server_version": msg.server_version}
     elif isinstance(msg, Position) and owner == "bus":
         status.broker_positions[msg.symbol] = msg.quantity
-    elif isinstance(msg, PnL) and owner == "execution" and msg.strategy:
-        status.positions.setdefault(msg.strategy, {})[msg.symbol] = msg.position
+    elif isinstance(msg, StrategyPosition) and owner == "execution":
+        status.positions.setdefault(msg.strategy, {})[msg.symbol] = msg.quantity
+        status.pnl.setdefault(msg.strategy, {})
+        pnl = status.pnl[msg.strategy]
+        pnl["realized_net"] = round(pnl.get("realized_net", 0.0) + msg.realized, 2)
+        pnl["realized_day"] = round(pnl.get("realized_day", 0.0) + msg.realized_day, 2)
+        pnl["commissions"] = round(pnl.get("commissions", 0.0) + msg.commissions, 2)
+    elif isinstance(msg, StrategyPosition) and owner == "risk":
+        status.risk_positions.setdefault(msg.strategy, {})[msg.symbol] = msg.quantity
     elif isinstance(msg, PnL) and owner == "risk":
-        status.pnl[msg.strategy] = {"realized": round(msg.realized, 2),
-                                    "unrealized": round(msg.unrealized, 2)}
+        status.pnl.setdefault(msg.strategy, {}).update(
+            {"realized": round(msg.realized, 2), "unrealized": round(msg.unrealized, 2)})
         status.risk[msg.strategy] = topic.rsplit(".", 1)[-1]
     elif isinstance(msg, Alert) and owner == "risk" and msg.code == "global_state":
         status.risk["*"] = msg.text

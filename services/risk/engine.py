@@ -1,8 +1,11 @@
 """Risk's checks and book-keeping, free of sockets.
 
-Positions and PnL come from execution's order updates (fills deduplicated by execId); marks
-come from market data. ``check`` decides one intent; it never changes state except the rate
-bucket and the count of open orders it has approved.
+Positions and realized PnL are a mirror of execution's (``StrategyPosition``, one
+``StrategyMirror`` per strategy, re-joined from execution's snapshot after a loss); marks come
+from market data. ``check`` decides one intent; it never changes state except the rate bucket
+and the count of open orders it has approved. Daily figures are the trading day's
+(``services.model.trading_day``): a strategy reduced for its daily loss is active again on the
+next trading day.
 """
 from __future__ import annotations
 
@@ -11,14 +14,16 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from proto.schema import OrderIntent, OrderUpdate, PnL
+from proto.schema import Message, OrderIntent, OrderUpdate, StrategyDigest, StrategyPosition
+from services.model.mirror import StrategyMirror
+from services.model.orders import DONE_VALUES
+from services.model.portfolio import unrealized
+from services.model.trading_day import TradingDay
 from services.risk.limits import LimitBook
 from services.runtime.instruments import Instruments, UnknownInstrument
-from services.runtime.positions import Holding
 
 log = logging.getLogger("risk.engine")
 ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
-TERMINAL_STATES = {"filled", "cancelled", "rejected", "inactive"}
 
 
 @dataclass
@@ -58,9 +63,10 @@ def _working(order: OrderUpdate) -> float:
 
 @dataclass
 class StrategyBook:
-    holdings: dict[str, Holding] = field(default_factory=dict)
-    open_orders: dict[str, OrderUpdate] = field(default_factory=dict)
+    mirror: StrategyMirror
+    open_orders: dict[str, OrderUpdate] = field(default_factory=dict)  # + approved, unreported
     state: str = ACTIVE
+    loss_day: str = ""  # the trading day whose loss made the strategy reduce-only
     bucket: Bucket | None = None
     # (symbol, buy side?) -> signed quantity working: kept as orders change, so a check costs
     # the same with 5 open orders or 5,000
@@ -76,25 +82,40 @@ class StrategyBook:
             key = (order.symbol, order.side == "BUY")
             self.working[key] = self.working.get(key, 0.0) + _working(order)
 
+    def held(self, symbol: str) -> float:
+        return self.mirror.quantity(symbol)
+
+    def rebuild(self) -> None:
+        """After the mirror was re-joined: open orders are the mirror's, plus approvals
+        execution has not reported yet."""
+        pending = {c: o for c, o in self.open_orders.items()
+                   if o.state == "new" and c not in self.mirror.orders}
+        self.open_orders, self.working = {}, {}
+        for coid, order in {**pending, **self.mirror.orders}.items():
+            self.set_open(coid, order)
 
 class RiskEngine:
     def __init__(self, limits: LimitBook, instruments: Instruments,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, trading_day: TradingDay | None = None,
+                 wall_clock=time.time_ns) -> None:
         self.limits = limits
         self.instruments = instruments
         self.clock = clock
+        self.wall_clock = wall_clock
+        self.trading_day = trading_day or TradingDay()
         self.global_state = ACTIVE
         self.gateway_state = "disconnected"
         self.strategies: dict[str, StrategyBook] = {}
         self.marks: dict[str, tuple[float, float]] = {}  # symbol -> (mid, when)
-        self.exec_ids: set[str] = set()
         self.breaches: list[tuple[str, str]] = []  # (strategy, text): to alert, drained
+        self.notices: list[tuple[str, str]] = []  # (strategy, text): to log, drained
 
     def book(self, strategy: str) -> StrategyBook:
         book = self.strategies.get(strategy)
         if book is None:
             limits = self.limits.for_strategy(strategy)
-            book = StrategyBook(bucket=Bucket(limits.order_rate, limits.order_burst))
+            book = StrategyBook(StrategyMirror(strategy),
+                                bucket=Bucket(limits.order_rate, limits.order_burst))
             self.strategies[strategy] = book
         return book
 
@@ -103,44 +124,61 @@ class RiskEngine:
         if math.isfinite(bid) and math.isfinite(ask) and bid > 0 and ask > 0:
             self.marks[symbol] = ((bid + ask) / 2.0, self.clock())
 
-    def on_update(self, update: OrderUpdate) -> None:
-        book = self.book(update.strategy)
-        book.set_open(update.client_order_id,
-                      None if update.state in TERMINAL_STATES else update)
-        if update.exec_id and update.exec_id not in self.exec_ids:
-            self.exec_ids.add(update.exec_id)
-            signed = update.last_fill_qty if update.side == "BUY" else -update.last_fill_qty
-            book.holdings.setdefault(update.symbol, Holding()).apply(signed,
-                                                                     update.last_fill_price)
-            self.evaluate_loss(update.strategy)
+    def on_execution_message(self, msg: Message) -> bool:
+        """A message of execution's stream for one strategy; False when a digest disagrees
+        with the mirror (the caller re-joins execution's snapshot for that strategy)."""
+        book = self.book(msg.strategy)
+        if isinstance(msg, StrategyDigest):
+            return book.mirror.agrees(msg)
+        old, new = book.mirror.apply(msg)
+        if isinstance(msg, OrderUpdate):
+            book.set_open(msg.client_order_id, new)
+        elif isinstance(msg, StrategyPosition):
+            self.evaluate_loss(msg.strategy)
+        return True
 
-    def restore_position(self, pnl: PnL) -> None:
-        """From execution's snapshot after a restart."""
-        holding = self.book(pnl.strategy).holdings.setdefault(pnl.symbol, Holding())
-        holding.quantity, holding.avg_cost, holding.realized = (pnl.position, pnl.avg_cost,
-                                                                pnl.realized)
+    def on_update(self, update: OrderUpdate) -> None:
+        self.on_execution_message(update)
+
+    def resync(self, strategy: str, state: list[Message]) -> None:
+        """Execution's snapshot for ``strategy`` replaces risk's mirror of it."""
+        book = self.book(strategy)
+        book.mirror.reset([m for m in state if not isinstance(m, StrategyDigest)])
+        book.rebuild()
+        self.evaluate_loss(strategy)
 
     # -- PNL ----------------------------------------------------------------------------------
+    def today(self) -> str:
+        return self.trading_day.of(self.wall_clock()).isoformat()
+
     def pnl(self, strategy: str) -> tuple[float, float]:
-        """(realized, unrealized) for a strategy, marked to the last mids."""
-        realized = unrealized = 0.0
-        for symbol, h in self.book(strategy).holdings.items():
-            realized += h.realized * self._multiplier(symbol)
+        """(realized net of commissions this trading day, unrealized at the last mids): the
+        figures the daily loss limit is about."""
+        realized = unrealized_total = 0.0
+        today = self.today()
+        for symbol, p in self.book(strategy).mirror.positions.items():
+            if p.trading_day == today:
+                realized += p.realized_day
             mark = self.marks.get(symbol)
-            if mark and h.quantity:
-                unrealized += (mark[0] - h.avg_cost) * h.quantity * self._multiplier(symbol)
-        return realized, unrealized
+            if mark:
+                unrealized_total += unrealized(p.quantity, p.avg_cost, mark[0], p.multiplier)
+        return realized, unrealized_total
 
     def evaluate_loss(self, strategy: str) -> None:
         limits = self.limits.for_strategy(strategy)
         book = self.book(strategy)
+        today = self.today()
+        if book.state == REDUCING and book.loss_day and book.loss_day != today:
+            book.state, book.loss_day = ACTIVE, ""  # a new trading day: a new loss budget
+            self.notices.append((strategy, f"new trading day {today}: active again"))
         if limits.daily_loss_limit <= 0 or book.state != ACTIVE:
             return
-        realized, unrealized = self.pnl(strategy)
-        if realized + unrealized < -limits.daily_loss_limit:
-            book.state = REDUCING
-            self.breaches.append((strategy, f"daily loss {realized + unrealized:,.2f} beyond "
-                                            f"-{limits.daily_loss_limit:,.2f}: reducing only"))
+        realized, unrealized_total = self.pnl(strategy)
+        if realized + unrealized_total < -limits.daily_loss_limit:
+            book.state, book.loss_day = REDUCING, today
+            self.breaches.append((strategy, f"daily loss {realized + unrealized_total:,.2f} "
+                                            f"beyond -{limits.daily_loss_limit:,.2f} on "
+                                            f"{today}: reducing only"))
 
     def _multiplier(self, symbol: str) -> float:
         return self.instruments.get(symbol).multiplier if symbol in self.instruments else 1.0
@@ -163,6 +201,40 @@ class RiskEngine:
             decision = check(intent, order, book, limits)
             if decision is not None:
                 return decision
+        return Decision(True)
+
+    def check_group(self, intents: list[OrderIntent]) -> Decision:
+        """A bracket or OCA group, approved or refused as a whole (its legs are sent only
+        together: ``transmit=False`` until the last). The worst case is the entry filling:
+        the exits only close what it opens, so they must be on the other side, no larger
+        than the entry, and valid prices; the group's legs count as open orders together."""
+        entry = next((i for i in intents if not i.parent_id), None)
+        exits = [i for i in intents if i.parent_id]
+        if entry is None:
+            return Decision(False, "bad_group", "a group needs its entry (the parent) order")
+        for leg in exits:
+            if leg.parent_id != entry.client_order_id or leg.symbol != entry.symbol:
+                return Decision(False, "bad_group", f"{leg.client_order_id} is not an exit of "
+                                                    f"{entry.client_order_id} in {entry.symbol}")
+            if leg.side == entry.side or leg.quantity > entry.quantity:
+                return Decision(False, "bad_group", f"exit {leg.client_order_id} must be on the "
+                                                    f"other side and at most the entry's size")
+        decision = self.check(entry)
+        if not decision.approved:
+            return decision
+        book = self.book(entry.strategy)
+        limits = self.limits.for_strategy(entry.strategy)
+        for leg in exits:
+            for check in (self._size, self._price):
+                decision = check(leg, None, book, limits)
+                if decision is not None:
+                    return Decision(False, decision.reason,
+                                    f"exit {leg.client_order_id}: {decision.text}")
+        if limits.max_open_orders and len(book.open_orders) + len(intents) > \
+                limits.max_open_orders:
+            return Decision(False, "max_open_orders",
+                            f"{len(book.open_orders)} open orders and a group of "
+                            f"{len(intents)}: the limit is {limits.max_open_orders}")
         return Decision(True)
 
     def _trading_state(self, intent, order, book, limits) -> Decision | None:
@@ -246,7 +318,7 @@ class RiskEngine:
         side = order.side if order else intent.side
         qty = intent.quantity or (order.quantity if order else 0.0)
         signed = qty if side == "BUY" else -qty
-        held = book.holdings.get(symbol, Holding()).quantity
+        held = book.held(symbol)
         # worst case: every working order on the same side fills too (but this one, if it is
         # a modify: its new terms replace its old)
         working = book.working.get((symbol, signed > 0), 0.0)
@@ -258,10 +330,10 @@ class RiskEngine:
                                                    f"over {limits.max_position:g}")
         if limits.max_gross_exposure:
             gross = 0.0
-            for sym, h in book.holdings.items():
+            for sym, p in book.mirror.positions.items():
                 mark = self.marks.get(sym)
                 if mark:
-                    gross += abs(h.quantity) * mark[0] * self._multiplier(sym)
+                    gross += abs(p.quantity) * mark[0] * self._multiplier(sym)
             mark = self.marks[symbol][0]
             gross += abs(qty) * mark * self._multiplier(symbol) if abs(after) > abs(held) else 0
             if gross > limits.max_gross_exposure:
@@ -286,7 +358,7 @@ class RiskEngine:
     def _reduces(self, intent: OrderIntent, book: StrategyBook) -> bool:
         if intent.action != "new":
             return True  # a modify of a reducing order stays reducing; keep it simple
-        held = book.holdings.get(intent.symbol, Holding()).quantity
+        held = book.held(intent.symbol)
         signed = intent.quantity if intent.side == "BUY" else -intent.quantity
         return held != 0 and (held > 0) != (signed > 0) and abs(signed) <= abs(held)
 

@@ -7,7 +7,7 @@ Sockets:
   acknowledgement to a strategy always means "in execution's hands".
 - ``execution`` DEALER (reliable): approved intents and kill/flatten controls.
 - bus SUB: ``md.tick.``, ``md.quote.`` (marks), ``ord.update.`` (fills and open orders),
-  ``gw.state``, ``acct.pos`` (the gateway's positions, checked after every reconciliation).
+  ``gw.state``. (Execution compares positions with the broker's; risk mirrors execution.)
 - ``risk-snap`` ROUTER: per-strategy trading state and PnL (for ``ibfleet status``).
 """
 from __future__ import annotations
@@ -20,27 +20,32 @@ import tomllib
 from pathlib import Path
 
 from proto.schema import (Ack, Alert, Control, GatewayState, Message, OrderIntent, OrderUpdate, PnL,
-                          Position, QuoteTick, RiskDecision, SubscribeRequest, Tick)
+                          QuoteTick, RiskDecision, StrategyDigest, StrategyPosition,
+                          SubscribeRequest, Tick)
 from services.bus import snapshot
 from services.bus.reliable import DEFER, Refused, ReliableClient, ReliableServer, Token
 from services.bus.snapshot import SnapshotServer, SnapshotTimeout
 from services.bus.subscriber import Subscriber
 from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
+from services.model.trading_day import TradingDay
 from services.risk.limits import LimitBook
 from services.runtime.cli import add_common_args, load_config
 from services.runtime.config import ConfigError, FleetConfig
 from services.runtime.instruments import Instruments
 from services.runtime.service import Service
 
-TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state", "acct.pos")
+TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state")
 CONTROL_STATES = {"kill": HALTED, "resume_all": ACTIVE, "pause": HALTED, "resume": ACTIVE}
+FROM_EXECUTION = (OrderUpdate, StrategyPosition, StrategyDigest)
+GROUP_TIMEOUT_S = 10.0  # a group whose transmitting leg never comes is refused as a whole
 
 
 class RiskService(Service):
     def __init__(self, config: FleetConfig, strategies_dir: Path | None = None) -> None:
         super().__init__("risk", config)
         self.engine = RiskEngine(LimitBook.from_config(config.raw, strategies_dir),
-                                 Instruments(config.raw.get("instruments")))
+                                 Instruments(config.raw.get("instruments")),
+                                 trading_day=TradingDay.from_config(config.raw))
         self.state_file = config.service_state_dir("risk") / "trading_state.json"
         self._load_trading_state()
         bus = config.bus
@@ -56,8 +61,10 @@ class RiskService(Service):
         self.strategies_seen = _listing(strategies_dir)
         self.watched: set[str] = set(_strategy_symbols(strategies_dir))
         self.waiting: dict[int, tuple[Token, RiskDecision]] = {}  # execution seq -> strategy
-        self.gateway_positions: dict[str, float] = {}
-        self.check_positions_at = 0.0
+        # legs of a group (transmit=False) held until its transmitting leg: group -> legs
+        self.groups: dict[str, list[tuple[OrderIntent, Token]]] = {}
+        self.group_started: dict[str, float] = {}
+        self.resync_wanted: dict[str, str] = {}  # strategy -> why its mirror must re-join
         self.on_socket(self.server.socket, self.server.process_ready)
         self.on_socket(self.execution.socket, self._on_execution_reply)
         self.on_socket(self.feed.socket, self._on_feed)
@@ -98,10 +105,14 @@ class RiskService(Service):
         self.engine.global_state = saved.get("global", ACTIVE)
         for name, state in saved.get("strategies", {}).items():
             self.engine.book(name).state = state
+        for name, day in saved.get("loss_days", {}).items():
+            self.engine.book(name).loss_day = day
 
     def _save_trading_state(self) -> None:
         data = {"global": self.engine.global_state,
-                "strategies": {n: b.state for n, b in self.engine.strategies.items()}}
+                "strategies": {n: b.state for n, b in self.engine.strategies.items()},
+                "loss_days": {n: b.loss_day for n, b in self.engine.strategies.items()
+                              if b.loss_day}}
         tmp = self.state_file.with_suffix(".tmp")
         with open(tmp, "w") as fh:
             json.dump(data, fh)
@@ -111,18 +122,48 @@ class RiskService(Service):
 
     def _restore_from_execution(self) -> None:
         """Positions and open orders from execution's snapshot, not from memory."""
-        bus = self.config.bus
-        for owner, endpoint, prefix in (("execution", bus.endpoint("execution-snap"),
-                                         "ord.update."),
-                                        ("bus", bus.endpoint("bus-snap"), "gw.state")):
-            try:
-                state, live = snapshot.join(self.ctx, self.feed, endpoint, prefix, timeout=3.0)
-            except SnapshotTimeout:
-                self.log.warning("no snapshot yet; continuing from live data",
-                                 extra={"owner": owner})
-                continue
+        self._join_execution("", "start")
+        try:
+            state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("bus-snap"),
+                                        "gw.state", timeout=3.0)
+        except SnapshotTimeout:
+            self.log.warning("no gateway state snapshot yet; continuing from live data")
+        else:
             for _, msg in state + live:
-                self._apply(msg, restoring=True)
+                self._apply(msg)
+
+    def _join_execution(self, strategy: str, why: str) -> bool:
+        """Re-join execution's snapshot for one strategy ("" all): its mirror is replaced."""
+        prefix = f"ord.update.{strategy}" if strategy else "ord.update."
+        try:
+            state, live = snapshot.join(self.ctx, self.feed,
+                                        self.config.bus.endpoint("execution-snap"), prefix,
+                                        timeout=3.0)
+        except SnapshotTimeout:
+            self.log.warning("no snapshot from execution; keeping the mirror",
+                             extra={"strategy": strategy or "*", "reason": why})
+            return False
+        by_strategy: dict[str, list[Message]] = {}
+        for topic, msg in state:
+            by_strategy.setdefault(topic.split(".", 2)[-1], []).append(msg)
+        names = set(by_strategy) | ({strategy} if strategy else set(self.engine.strategies))
+        for name in names:
+            self.engine.resync(name, by_strategy.get(name, []))
+            self.feed.gaps.broken.discard(f"ord.update.{name}")
+            self.resync_wanted.pop(name, None)
+        for _, msg in live:
+            self._apply(msg)
+        self.counters["resyncs"] += 1
+        return True
+
+    def _maybe_resync(self) -> None:
+        for topic in [t for t in self.feed.gaps.broken if t.startswith("ord.update.")]:
+            self.resync_wanted.setdefault(topic.split(".", 2)[-1], "sequence gap")
+            self.feed.gaps.broken.discard(topic)
+        for name, why in sorted(self.resync_wanted.items()):
+            self.log.warning("re-joining execution's snapshot",
+                             extra={"strategy": name, "reason": why})
+            self._join_execution(name, why)
 
     # -- REQUESTS -----------------------------------------------------------------------------
     def _on_request(self, msg: Message, peer: str):
@@ -136,10 +177,10 @@ class RiskService(Service):
         if msg.symbol and msg.symbol not in self.watched and msg.symbol in self.engine.instruments:
             self.watched.add(msg.symbol)
             self._subscribe_marks()
+        if msg.action == "new" and (not msg.transmit or msg.parent_id in self.groups):
+            return self._group_leg(msg)
         decision = self.engine.check(msg)
-        reply = RiskDecision(strategy=msg.strategy, client_order_id=msg.client_order_id,
-                             approved=decision.approved, reason=decision.reason,
-                             text=decision.text)
+        reply = self._decision(msg, decision.approved, decision.reason, decision.text)
         if not decision.approved:
             self.counters[f"rejected_{decision.reason}"] += 1
             self.publisher.publish(reply)
@@ -148,6 +189,41 @@ class RiskService(Service):
         seq = self.execution.send(msg)
         self.waiting[seq] = (self.server.current, reply)
         return DEFER
+
+    @staticmethod
+    def _decision(msg: OrderIntent, approved: bool, reason: str = "",
+                  text: str = "") -> RiskDecision:
+        return RiskDecision(strategy=msg.strategy, client_order_id=msg.client_order_id,
+                            approved=approved, reason=reason, text=text)
+
+    def _group_leg(self, msg: OrderIntent):
+        """Hold a group's legs until its transmitting leg; then decide the group as one."""
+        key = msg.parent_id or msg.client_order_id
+        legs = self.groups.setdefault(key, [])
+        self.group_started.setdefault(key, time.monotonic())
+        legs.append((msg, self.server.current))
+        if not msg.transmit:
+            return DEFER
+        del self.groups[key]
+        self.group_started.pop(key, None)
+        intents = [leg for leg, _ in legs]
+        decision = self.engine.check_group(intents)
+        if not decision.approved:
+            self.counters[f"rejected_{decision.reason}"] += 1
+            self._refuse_legs(legs, decision.reason, decision.text)
+            return DEFER
+        self.counters["groups_approved"] += 1
+        for leg, token in legs:  # entry first: execution sends the exits once it has its id
+            self.engine.approved(leg)
+            seq = self.execution.send(leg)
+            self.waiting[seq] = (token, self._decision(leg, True))
+        return DEFER
+
+    def _refuse_legs(self, legs, reason: str, text: str) -> None:
+        for leg, token in legs:
+            reply = self._decision(leg, False, reason, f"group refused as a whole: {text}")
+            self.publisher.publish(reply)
+            self.server.complete(token, [reply])
 
     def _control(self, msg: Control, peer: str) -> list[Message]:
         self.log.warning("control", extra={"command": msg.command, "target": msg.target,
@@ -179,6 +255,10 @@ class RiskService(Service):
             else:
                 reply.approved, reply.reason, reply.text = (False, "execution_refused",
                                                             msg.error)
+                book = self.engine.book(reply.strategy)
+                if book.open_orders.get(reply.client_order_id) is not None \
+                        and book.open_orders[reply.client_order_id].state == "new":
+                    book.set_open(reply.client_order_id, None)
             self.publisher.publish(reply)
             self.server.complete(token, [reply])
         self.execution.nacked.clear()
@@ -187,22 +267,17 @@ class RiskService(Service):
     def _on_feed(self) -> None:
         for msg in self.feed.drain(1000):
             self._apply(msg)
+        self._maybe_resync()
 
-    def _apply(self, msg: Message, restoring: bool = False) -> None:
+    def _apply(self, msg: Message) -> None:
         if isinstance(msg, (Tick, QuoteTick)):
             self.engine.on_mark(msg.symbol, msg.bid, msg.ask)
-        elif isinstance(msg, OrderUpdate):
-            self.engine.on_update(msg)
-        elif isinstance(msg, PnL) and restoring and msg.strategy:
-            self.engine.restore_position(msg)
+        elif isinstance(msg, FROM_EXECUTION):
+            if not self.engine.on_execution_message(msg):
+                self.counters["digest_mismatches"] += 1
+                self.resync_wanted.setdefault(msg.strategy, "digest differs from the mirror")
         elif isinstance(msg, GatewayState):
-            if msg.state in ("disconnected", "connecting"):
-                self.gateway_positions.clear()  # the reconciliation will publish them afresh
-            elif msg.state == "synchronised" and self.engine.gateway_state != "synchronised":
-                self.check_positions_at = time.monotonic() + 3.0
             self.engine.gateway_state = msg.state
-        elif isinstance(msg, Position):
-            self.gateway_positions[msg.symbol] = msg.quantity
 
     def _housekeeping(self) -> None:
         self.execution.resend_stale()
@@ -217,13 +292,23 @@ class RiskService(Service):
                 self.execution.send(Control(command="flatten", target=strategy,
                                             reason="daily loss limit"))
         self.engine.breaches.clear()
-        if self.check_positions_at and time.monotonic() >= self.check_positions_at:
-            self.check_positions_at = 0.0
-            self._check_positions()
+        for strategy, text in self.engine.notices:
+            self.log.warning("trading state", extra={"strategy": strategy, "detail": text})
+            self.publisher.publish(Alert(severity="info", code="daily_loss_reset",
+                                         text=f"{strategy}: {text}"))
+            self._save_trading_state()
+        self.engine.notices.clear()
+        now = time.monotonic()
+        for key in [k for k, t in self.group_started.items() if now - t > GROUP_TIMEOUT_S]:
+            self.group_started.pop(key)
+            self.counters["rejected_incomplete_group"] += 1
+            self._refuse_legs(self.groups.pop(key, []), "incomplete_group",
+                              f"no transmitting leg within {GROUP_TIMEOUT_S:g}s")
+        self._maybe_resync()
         for name in self.engine.strategies:
             realized, unrealized = self.engine.pnl(name)
             book = self.engine.book(name)
-            position = sum(abs(h.quantity) for h in book.holdings.values())
+            position = sum(abs(p.quantity) for p in book.mirror.positions.values())
             self.publisher.publish(PnL(strategy=name, realized=realized, unrealized=unrealized,
                                        daily=realized + unrealized, position=position))
         self.counters["global_halted"] = int(self.engine.global_state == HALTED)
@@ -231,30 +316,17 @@ class RiskService(Service):
                                         for b in self.engine.strategies.values())
         self.counters["waiting_on_execution"] = len(self.waiting)
 
-    def _check_positions(self) -> None:
-        """After a reconciliation, what we believe against what the gateway reports."""
-        ours: dict[str, float] = {}
-        for book in self.engine.strategies.values():
-            for symbol, h in book.holdings.items():
-                ours[symbol] = ours.get(symbol, 0.0) + h.quantity
-        for symbol in set(ours) | set(self.gateway_positions):
-            theirs = self.gateway_positions.get(symbol, 0.0)
-            if abs(ours.get(symbol, 0.0) - theirs) > 1e-9:
-                text = f"{symbol}: risk holds {ours.get(symbol, 0.0):g}, gateway reports {theirs:g}"
-                self.counters["position_mismatches"] += 1
-                self.log.error("position mismatch", extra={"symbol": symbol, "detail": text})
-                self.publisher.publish(Alert(severity="critical", code="position_mismatch",
-                                             text=text))
-
     def _snapshot(self, prefix: str):
         items = []
         for name, book in self.engine.strategies.items():
             realized, unrealized = self.engine.pnl(name)
             msg = PnL(strategy=name, realized=realized, unrealized=unrealized,
                       daily=realized + unrealized,
-                      position=sum(abs(h.quantity) for h in book.holdings.values()))
+                      position=sum(abs(p.quantity) for p in book.mirror.positions.values()))
             msg.src, msg.ts = self.source, time.time_ns()
             items.append((f"risk.{name}.{book.state}", msg))
+            for position in book.mirror.positions.values():  # the mirror, for audits
+                items.append((f"risk.pos.{name}", position))
         msg = Alert(severity="info", code="global_state", text=self.engine.global_state)
         msg.src, msg.ts = self.source, time.time_ns()
         items.append(("risk.global", msg))

@@ -1,9 +1,11 @@
 """The class a trader subclasses. It never sees a socket or a wire field.
 
 A strategy reacts to callbacks (``on_tick``, ``on_depth``, ``on_fill``...) and acts through
-``submit`` / ``modify`` / ``cancel`` / ``flatten``. Its positions and open orders are kept here
-from execution's order updates (fills deduplicated by execId) and recovered from execution's
-snapshot when the process restarts, never from the strategy's own memory. The same class runs
+``submit`` / ``modify`` / ``cancel`` / ``flatten``. Its positions and open orders are a mirror
+of execution's (``services.model.mirror``): execution's numbers as published, re-joined from
+execution's snapshot on a restart, a lost message or a digest that disagrees; never computed
+from the strategy's own memory. Order terms are checked here with the model's enums
+(``OrderSide``, ``OrderType``, ``TimeInForce``), identically live and in a backtest. The same class runs
 live (``services.strategy.runner``) and in a backtest (``services.backtest``): both implement
 ``StrategyHost``.
 """
@@ -14,12 +16,15 @@ import math
 from typing import Any, Protocol
 
 from core.book import BookError, OrderBook
-from proto.schema import (Bar, DepthUpdate, OrderIntent, OrderUpdate, QuoteTick, RiskDecision,
-                          Tick, TradeTick)
-from services.runtime.instruments import InstrumentInfo, Instruments
-from services.runtime.positions import Holding
+from proto.schema import (Bar, DepthUpdate, Message, OrderIntent, OrderUpdate, QuoteTick,
+                          RiskDecision, StrategyDigest, StrategyPosition, Tick, TradeTick)
+from services.model.mirror import StrategyMirror
+from services.model.orders import (DONE_VALUES, InvalidOrder, OrderSide, OrderType,
+                                   TimeInForce)
+from services.model.portfolio import unrealized
+from services.runtime.instruments import InstrumentInfo, Instruments, UnknownInstrument
 
-TERMINAL = {"filled", "cancelled", "rejected", "inactive"}
+TERMINAL = DONE_VALUES
 
 
 class StrategyHost(Protocol):
@@ -46,8 +51,8 @@ class Strategy:
         self.log = logging.getLogger(f"strategy.{name}")
         self.books: dict[str, OrderBook] = {s: OrderBook(depth_rows) for s in symbols}
         self.mids: dict[str, float] = {}
-        self.holdings: dict[str, Holding] = {}
-        self.orders: dict[str, OrderUpdate] = {}  # open orders (and just-submitted intents)
+        self.mirror = StrategyMirror(name)  # execution's truth: open orders, positions
+        self.submitted: dict[str, OrderUpdate] = {}  # intents execution has not reported yet
         self.rejections: list[RiskDecision] = []
         self.paused = False
         self._exec_ids: set[str] = set()
@@ -85,21 +90,40 @@ class Strategy:
     def submit(self, symbol: str, side: str, quantity: float, order_type: str = "LMT",
                limit_price: float = math.nan, stop_price: float = math.nan, tif: str = "DAY",
                parent_id: str = "", oca_group: str = "", transmit: bool = True) -> str | None:
-        """Send a new order intent through risk; returns its client order id (None if paused)."""
+        """Send a new order intent through risk; returns its client order id (None if paused).
+
+        ``side`` is an ``OrderSide`` or its name in any case ("BUY", "buy"); ``order_type`` an
+        ``OrderType`` or IB's code ("LMT", "MKT", "STP", "STP LMT"); ``tif`` a
+        ``TimeInForce`` ("DAY", "GTC", "IOC"). Raises ``InvalidOrder`` (naming the field) for
+        anything else, an unknown symbol, a quantity that is not positive, or a missing price;
+        nothing is sent then."""
         if self.paused:
             return None
-        info = self.instrument(symbol)
+        side_ = OrderSide.parse(side, "side").value
+        kind = OrderType.parse(order_type, "order_type")
+        tif_ = TimeInForce.parse(tif, "tif").value
+        try:
+            info = self.instrument(symbol)
+        except UnknownInstrument:
+            raise InvalidOrder(f"symbol {symbol!r} is not a known instrument") from None
+        if not (quantity > 0) or not math.isfinite(quantity):
+            raise InvalidOrder(f"quantity {quantity!r} must be positive")
+        if kind.needs_limit and not math.isfinite(limit_price):
+            raise InvalidOrder(f"a {kind.value} order needs limit_price")
+        if kind.needs_stop and not math.isfinite(stop_price):
+            raise InvalidOrder(f"a {kind.value} order needs stop_price")
         coid = self._new_id()
         intent = OrderIntent(strategy=self.name, client_order_id=coid, action="new",
-                             symbol=symbol, side=side, quantity=quantity, order_type=order_type,
-                             limit_price=_round(info, limit_price),
-                             stop_price=_round(info, stop_price), tif=tif, parent_id=parent_id,
-                             oca_group=oca_group, transmit=transmit)
-        self.orders[coid] = OrderUpdate(strategy=self.name, client_order_id=coid, state="new",
-                                        symbol=symbol, side=side, quantity=quantity,
-                                        limit_price=intent.limit_price,
-                                        stop_price=intent.stop_price, order_type=order_type,
-                                        parent_id=parent_id)
+                             symbol=symbol, side=side_, quantity=quantity,
+                             order_type=kind.value, limit_price=_round(info, limit_price),
+                             stop_price=_round(info, stop_price), tif=tif_,
+                             parent_id=parent_id, oca_group=oca_group, transmit=transmit)
+        self.submitted[coid] = OrderUpdate(strategy=self.name, client_order_id=coid,
+                                           state="new", symbol=symbol, side=side_,
+                                           quantity=quantity, limit_price=intent.limit_price,
+                                           stop_price=intent.stop_price,
+                                           order_type=kind.value, parent_id=parent_id,
+                                           tif=tif_, oca_group=oca_group)
         self.host.send_intent(intent)
         return coid
 
@@ -109,7 +133,7 @@ class Strategy:
         the children wait for the parent to fill and cancel each other."""
         if self.paused:
             return None
-        exit_side = "SELL" if side == "BUY" else "BUY"
+        exit_side = OrderSide.parse(side, "side").opposite.value
         parent = self.submit(symbol, side, quantity, "LMT", entry, transmit=False)
         oca = f"{parent}-oca"
         take = self.submit(symbol, exit_side, quantity, "LMT", take_profit, parent_id=parent,
@@ -120,8 +144,8 @@ class Strategy:
 
     def modify(self, client_order_id: str, quantity: float = 0.0,
                limit_price: float = math.nan, stop_price: float = math.nan) -> None:
-        order = self.orders.get(client_order_id)
-        if order is None or order.state in TERMINAL:
+        order = self.order(client_order_id)
+        if order is None:
             return
         info = self.instrument(order.symbol)
         self.host.send_intent(OrderIntent(strategy=self.name, client_order_id=client_order_id,
@@ -131,17 +155,16 @@ class Strategy:
                                           stop_price=_round(info, stop_price)))
 
     def cancel(self, client_order_id: str) -> None:
-        order = self.orders.get(client_order_id)
-        if order is None or order.state in TERMINAL:
+        order = self.order(client_order_id)
+        if order is None:
             return
         self.host.send_intent(OrderIntent(strategy=self.name, client_order_id=client_order_id,
                                           action="cancel", symbol=order.symbol))
 
     def flatten(self, symbol: str) -> str | None:
         """Cancel this symbol's open orders and close its position at market."""
-        for coid, order in list(self.orders.items()):
-            if order.symbol == symbol:
-                self.cancel(coid)
+        for order in self.open_orders(symbol):
+            self.cancel(order.client_order_id)
         qty = self.position(symbol)
         if qty == 0:
             return None
@@ -149,23 +172,32 @@ class Strategy:
 
     # -- STATE --------------------------------------------------------------------------------
     def position(self, symbol: str) -> float:
-        holding = self.holdings.get(symbol)
-        return holding.quantity if holding else 0.0
+        """Execution's position of this strategy in ``symbol`` (signed quantity)."""
+        return self.mirror.quantity(symbol)
+
+    @property
+    def orders(self) -> dict[str, OrderUpdate]:
+        """Open orders by client order id: execution's, and intents it has not reported yet."""
+        return {**self.submitted, **self.mirror.orders}
+
+    def order(self, client_order_id: str) -> OrderUpdate | None:
+        """An open order (or a just-submitted intent); None once it is done."""
+        return self.mirror.orders.get(client_order_id) or self.submitted.get(client_order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderUpdate]:
         return [o for o in self.orders.values()
                 if o.state not in TERMINAL and (symbol is None or o.symbol == symbol)]
 
     def pnl(self) -> tuple[float, float]:
-        """(realized, unrealized) in the instruments' currency, marked to the last mid."""
-        realized = unrealized = 0.0
-        for symbol, h in self.holdings.items():
-            mult = self.instrument(symbol).multiplier
-            realized += h.realized * mult
+        """(realized net of commissions, unrealized marked to the last mid), in the
+        instruments' currency; realized is execution's number."""
+        realized = unrealized_total = 0.0
+        for symbol, p in self.mirror.positions.items():
+            realized += p.realized
             mid = self.mids.get(symbol)
-            if mid is not None and h.quantity:
-                unrealized += (mid - h.avg_cost) * h.quantity * mult
-        return realized, unrealized
+            if mid is not None:
+                unrealized_total += unrealized(p.quantity, p.avg_cost, mid, p.multiplier)
+        return realized, unrealized_total
 
     def instrument(self, symbol: str) -> InstrumentInfo:
         return self.instruments.get(symbol)
@@ -178,33 +210,43 @@ class Strategy:
         self._next_id += 1
         return f"{self.name}-{self._incarnation}-{self._next_id}"
 
+    def handle_execution(self, msg: Message) -> bool:
+        """A message from execution's stream (live or a snapshot). False when a digest
+        disagrees with the mirror: the host must re-join execution's snapshot."""
+        if isinstance(msg, StrategyDigest):
+            return self.mirror.agrees(msg)
+        if isinstance(msg, StrategyPosition):
+            self.mirror.apply(msg)
+        elif isinstance(msg, OrderUpdate):
+            self.handle_update(msg)
+        return True
+
     def handle_update(self, update: OrderUpdate) -> None:
-        """An order update from execution (live or from a snapshot): state, then fill."""
-        if update.state in TERMINAL:
-            self.orders.pop(update.client_order_id, None)
-        else:
-            self.orders[update.client_order_id] = update
+        """An order update from execution: state, then fill (``on_fill`` once per execId)."""
+        self.submitted.pop(update.client_order_id, None)
+        self.mirror.apply(update)
         if update.exec_id and update.exec_id not in self._exec_ids:
             self._exec_ids.add(update.exec_id)
-            signed = update.last_fill_qty if update.side == "BUY" else -update.last_fill_qty
-            self.holdings.setdefault(update.symbol, Holding()).apply(signed,
-                                                                     update.last_fill_price)
             self.on_fill(update)
         self.on_order_update(update)
+
+    def resync(self, state: list[Message]) -> None:
+        """Execution's snapshot for this strategy replaces the mirror (after a restart, a lost
+        message or a digest that disagreed). Intents not yet reported stay pending."""
+        self.mirror.reset([m for m in state if not isinstance(m, StrategyDigest)])
+        for coid in list(self.submitted):
+            if coid in self.mirror.orders:
+                del self.submitted[coid]
 
     def handle_decision(self, decision: RiskDecision) -> None:
         if decision.approved:
             return
         self.rejections.append(decision)
-        self.orders.pop(decision.client_order_id, None)
+        self.submitted.pop(decision.client_order_id, None)
         self.log.warning("intent rejected by risk",
                          extra={"client_order_id": decision.client_order_id,
                                 "reason": decision.reason, "text": decision.text})
         self.on_rejected(decision)
-
-    def restore_position(self, symbol: str, quantity: float, avg_cost: float,
-                         realized: float) -> None:
-        self.holdings[symbol] = Holding(quantity, avg_cost, realized)
 
     def handle_market_data(self, msg) -> bool:
         """Route one market-data message to its callback. False if a depth update was refused

@@ -2,7 +2,8 @@
 
 Adding a strategy to a running fleet is starting one more of these; nothing else restarts.
 On start it recovers its positions and open orders from execution's snapshot, so a strategy
-killed and restarted does not double its position.
+killed and restarted does not double its position; it re-joins that snapshot whenever the bus
+shows a gap on its order topic or execution's digest disagrees with its mirror.
 
 Sockets: bus SUB on its symbols' market data, ``ord.update.NAME``, ``gw.state``, ``ctl``;
 ``risk`` DEALER (reliable) for intents; PUB for its subscription requests and heartbeat.
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-from proto.schema import (Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate, PnL,
-                          QuoteTick, RiskDecision, SubscribeRequest, Tick, TradeTick)
+from proto.schema import (Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate,
+                          QuoteTick, RiskDecision, StrategyDigest, StrategyPosition,
+                          SubscribeRequest, Tick, TradeTick)
 from services.bus import snapshot
 from services.bus.reliable import ReliableClient
 from services.bus.snapshot import SnapshotTimeout
@@ -28,6 +30,8 @@ from services.strategy.base import Strategy
 KIND_TOPICS = {"tick": "md.tick", "quote": "md.quote", "trade": "md.trade", "depth": "md.depth",
                "bar": "md.bar"}
 MARKET_DATA = (DepthUpdate, Tick, QuoteTick, TradeTick, Bar)
+FROM_EXECUTION = (OrderUpdate, StrategyPosition, StrategyDigest)
+RESYNC_MIN_INTERVAL = 0.5  # s: a burst of gaps costs one snapshot, not one each
 RESUBSCRIBE_S = 2.0  # subscription requests ride PUB/SUB: repeat them, the gateway dedupes
 
 
@@ -45,6 +49,9 @@ class StrategyRunner(Service):
         self.requests: set[tuple[str, str]] = set()
         self.refreshed: dict[str, float] = {}
         self.gateway_state = "disconnected"
+        self.order_topic = f"ord.update.{cfg.name}"
+        self.resync_wanted = ""
+        self.last_resync = -1e9
         cls = cfg.load_class()
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise ConfigError(f"{cfg.class_path} is not a Strategy subclass")
@@ -87,33 +94,52 @@ class StrategyRunner(Service):
 
     def _recover(self) -> None:
         """Positions and open orders from execution, the gateway state from the bus cache."""
-        bus = self.config.bus
-        for endpoint, prefix in ((bus.endpoint("execution-snap"), f"ord.update.{self.cfg.name}"),
-                                 (bus.endpoint("bus-snap"), "gw.state")):
-            try:
-                state, live = snapshot.join(self.ctx, self.feed, endpoint, prefix, timeout=5.0)
-            except SnapshotTimeout:
-                self.log.warning("no snapshot; starting from live data",
-                                 extra={"endpoint": endpoint})
-                continue
-            for _, msg in state:
-                if isinstance(msg, PnL) and msg.strategy == self.cfg.name:
-                    self.strategy.restore_position(msg.symbol, msg.position, msg.avg_cost,
-                                                   msg.realized)
-                elif isinstance(msg, OrderUpdate):
-                    self.strategy.orders[msg.client_order_id] = msg
-                elif isinstance(msg, GatewayState):
-                    self.gateway_state = msg.state
-            for _, msg in live:
+        self._join_execution()
+        try:
+            state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("bus-snap"),
+                                        "gw.state", timeout=5.0)
+        except SnapshotTimeout:
+            self.log.warning("no gateway state snapshot; starting from live data")
+        else:
+            for _, msg in state + live:
                 self._dispatch(msg)
         self.log.info("recovered", extra={
-            "positions": {s: h.quantity for s, h in self.strategy.holdings.items()},
+            "positions": {s: p.quantity for s, p in self.strategy.mirror.positions.items()},
             "open_orders": len(self.strategy.open_orders())})
+
+    def _join_execution(self) -> bool:
+        """Replace the mirror with execution's snapshot (the Clone pattern), then apply what
+        arrived meanwhile."""
+        self.last_resync = time.monotonic()
+        try:
+            state, live = snapshot.join(self.ctx, self.feed,
+                                        self.config.bus.endpoint("execution-snap"),
+                                        self.order_topic, timeout=5.0)
+        except SnapshotTimeout:
+            self.log.warning("no snapshot from execution; keeping the mirror",
+                             extra={"reason": self.resync_wanted or "start"})
+            return False
+        self.feed.gaps.broken.discard(self.order_topic)
+        self.strategy.resync([m for _, m in state])
+        self.resync_wanted = ""
+        for _, msg in live:
+            self._dispatch(msg)
+        return True
+
+    def _maybe_resync(self) -> None:
+        if self.order_topic in self.feed.gaps.broken:
+            self.resync_wanted = self.resync_wanted or "sequence gap on the order topic"
+        if self.resync_wanted and time.monotonic() - self.last_resync >= RESYNC_MIN_INTERVAL:
+            self.counters["resyncs"] += 1
+            self.log.warning("re-joining execution's snapshot",
+                             extra={"reason": self.resync_wanted})
+            self._join_execution()
 
     # -- INPUTS -------------------------------------------------------------------------------
     def _on_feed(self) -> None:
         for msg in self.feed.drain(2000):
             self._dispatch(msg)
+        self._maybe_resync()
 
     def _dispatch(self, msg) -> None:
         s = self.strategy
@@ -122,8 +148,10 @@ class StrategyRunner(Service):
                 if not s.handle_market_data(msg):
                     self.counters["book_errors"] += 1
                     self._refresh_depth(msg.symbol)
-            elif isinstance(msg, OrderUpdate):
-                s.handle_update(msg)
+            elif isinstance(msg, FROM_EXECUTION):
+                if not s.handle_execution(msg):
+                    self.counters["digest_mismatches"] += 1
+                    self.resync_wanted = "execution's digest differs from the mirror"
             elif isinstance(msg, GatewayState):
                 self.gateway_state = msg.state
             elif isinstance(msg, Control):
@@ -169,11 +197,17 @@ class StrategyRunner(Service):
         except Exception:
             self.counters["callback_errors"] += 1
             self.log.exception("on_timer failed")
+        self._maybe_resync()
         realized, unrealized = self.strategy.pnl()
-        self.counters["position_abs"] = int(sum(abs(h.quantity)
-                                                for h in self.strategy.holdings.values()))
-        self.counters["open_orders"] = len(self.strategy.open_orders())
+        positions = self.strategy.mirror.positions
+        self.counters["position_abs"] = int(sum(abs(p.quantity) for p in positions.values()))
+        for key in [k for k in self.counters if k.startswith("pos.")]:
+            del self.counters[key]
+        for symbol, p in positions.items():  # the mirror, for audits and `ibfleet status`
+            self.counters[f"pos.{symbol}"] = int(round(p.quantity))
+        self.counters["open_orders"] = len(self.strategy.mirror.orders)
         self.counters["pnl_cents"] = int(round((realized + unrealized) * 100))
+        self.counters["realized_cents"] = int(round(realized * 100))
 
     def _resubscribe(self) -> None:
         for symbol, kind in self.requests:
