@@ -92,6 +92,7 @@ class ExecutionEngine:
         self._was_synchronised = False  # to tell a reconnect from the first connection
         self._replaying = False
         self._adjustments = 0
+        self._executions: dict[str, Execution] = {}  # as IB reported them, for compaction
         self._restore()
 
     # -- RESTORE ------------------------------------------------------------------------------
@@ -405,6 +406,7 @@ class ExecutionEngine:
         except InvalidOrder:
             self.errors["bad_execution"] += 1
             return Booked.STALE
+        self._executions[fill.exec_id] = fill
         booked = self.portfolio.book_fill(Fill(
             exec_id=fill.exec_id, owner=owner, symbol=fill.symbol, side=side,
             quantity=fill.quantity, price=fill.price,
@@ -589,6 +591,7 @@ class ExecutionEngine:
                          quantity=abs(quantity), price=price, cum_quantity=abs(quantity),
                          avg_price=price, exec_time_ns=self.clock())
         self.journal.append(fill)
+        self._executions[fill.exec_id] = fill
         booked = self.portfolio.book_fill(Fill(
             exec_id=fill.exec_id, owner=owner, symbol=symbol,
             side=OrderSide.BUY if quantity > 0 else OrderSide.SELL, quantity=abs(quantity),
@@ -727,6 +730,35 @@ class ExecutionEngine:
                       for (o, s) in sorted(self.portfolio.books) if o == name]
             items.append((topic, self.digest(name)))
         return items
+
+    def compaction(self) -> list[Message]:
+        """The journal rewritten as the state now, so a start replays one record per order
+        rather than its whole history: the terms and state of every order that is active or
+        has fills (a done order without fills is dropped), every booked execution (current
+        versions) and commission. Replaying it rebuilds the same orders and portfolio."""
+        out: list[Message] = []
+        for order in self.orders.values():
+            if order.state.done and not order.fills:
+                continue
+            first = order.intent
+            if first.action != "new":
+                first = OrderIntent(**{f: getattr(first, f) for f in first.__struct_fields__
+                                       if f != "action"}, action="new")
+            out.append(first)
+            if order.pending_terms is not None:
+                out.append(order.pending_terms)
+            out.append(OrderStatus(ib_order_id=order.ib_order_id,
+                                   client_order_id=order.client_order_id,
+                                   status=order.state.value, filled=order.filled,
+                                   remaining=order.intent.quantity - order.filled,
+                                   why_held=order.reason))
+        booked = self.portfolio._fill_of
+        for exec_id, fill in self._executions.items():
+            if exec_id in booked:
+                out.append(fill)
+        for exec_id, amount in self.portfolio._commission.items():
+            out.append(Commission(exec_id=exec_id, commission=amount))
+        return out
 
     def stuck_cancels(self, now: float, timeout: float) -> list[OrderCommand]:
         """Cancels IB has not confirmed within ``timeout``: send them again. A cancel is safe to

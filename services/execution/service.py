@@ -36,6 +36,7 @@ from services.runtime.service import Service
 EVENT_TOPICS = ("ord.status", "ord.open", "ord.exec", "ord.comm", "ord.completed", "ord.recon",
                 "gw.state", "gw.error", "acct.pos")
 RECONCILE_MIN_INTERVAL = 2.0  # s between reconciliations execution asks for
+COMPACT_AFTER_RECORDS = 20_000  # journal records on top of the last snapshot
 
 
 class ExecutionService(Service):
@@ -65,6 +66,8 @@ class ExecutionService(Service):
         self.on_socket(self.events.socket, self._on_event)
         self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
         self.every(0.5, self._housekeeping)
+        if self.journal.maybe_compact(self.engine.compaction, COMPACT_AFTER_RECORDS):
+            self.log.info("journal compacted", extra={"records": self.journal.file_records})
         self.log.info("journal restored", extra={"orders": len(self.engine.orders),
                                                  "fills": len(self.engine.portfolio._fill_of),
                                                  "torn_bytes": self.journal.torn_bytes})
@@ -171,10 +174,15 @@ class ExecutionService(Service):
             self.publisher.publish(self.engine.digest(owner))
         for kind, count in self.engine.errors.items():
             self.counters[f"error_{kind}"] = count
+        for key, value in self.journal.stats().items():
+            self.counters[f"journal_{key}"] = value
         super().heartbeat()
 
     def _housekeeping(self) -> None:
         self.gateway.resend_stale()
+        if not self.outbox and self.journal.maybe_compact(self.engine.compaction,
+                                                          COMPACT_AFTER_RECORDS):
+            self.counters["journal_compactions"] += 1
         now = time.monotonic()
         stuck = self.engine.unconfirmed(now, self.ack_timeout)
         if stuck and self.engine.gateway_state == "synchronised" \

@@ -32,6 +32,7 @@ from services.risk.limits import LimitBook
 from services.runtime.cli import add_common_args, load_config
 from services.runtime.config import ConfigError, FleetConfig
 from services.runtime.instruments import Instruments
+from services.runtime.journal import write_json
 from services.runtime.service import Service
 
 TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state")
@@ -109,16 +110,13 @@ class RiskService(Service):
             self.engine.book(name).loss_day = day
 
     def _save_trading_state(self) -> None:
-        data = {"global": self.engine.global_state,
-                "strategies": {n: b.state for n, b in self.engine.strategies.items()},
-                "loss_days": {n: b.loss_day for n, b in self.engine.strategies.items()
-                              if b.loss_day}}
-        tmp = self.state_file.with_suffix(".tmp")
-        with open(tmp, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.state_file)
+        """Atomically, durably (fsync, rename, fsync of the directory): a thrown kill switch
+        survives a crash the moment the control is acknowledged."""
+        write_json(self.state_file, {
+            "global": self.engine.global_state,
+            "strategies": {n: b.state for n, b in self.engine.strategies.items()},
+            "loss_days": {n: b.loss_day for n, b in self.engine.strategies.items()
+                          if b.loss_day}})
 
     def _restore_from_execution(self) -> None:
         """Positions and open orders from execution's snapshot, not from memory."""

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from proto.schema import Execution, GatewayState, OpenOrder, OrderIntent, OrderStatus
-from services.execution.engine import ExecutionEngine
-from services.execution.state_machine import (TERMINAL, TRANSITIONS, Event, IllegalTransition,
-                                              OrderState, next_state)
+from proto.schema import (Commission, CompletedOrder, Execution, GatewayError, GatewayState,
+                          OpenOrder, OrderIntent, OrderStatus, ReconcileEnd, StrategyPosition)
+from services.execution.engine import EXTERNAL, ExecutionEngine, IntentRefused
+from services.model.orders import (DONE as TERMINAL, TRANSITIONS, IllegalTransition,
+                                   OrderEvent as Event, OrderState, next_state)
 from services.runtime.journal import Journal
 
 
@@ -18,7 +19,22 @@ def _intent(coid="s-1", action="new", qty=100.0, price=100.0, parent="", side="B
 def _fill(coid, exec_id, qty, price=100.0, side="BUY", ib=0):
     return Execution(exec_id=exec_id, ib_order_id=ib, client_order_id=coid, perm_id=0,
                      account="DU1", symbol="AAPL", side=side, quantity=qty, price=price,
-                     cum_quantity=qty, avg_price=price, exec_time_ns=0)
+                     cum_quantity=qty, avg_price=price, exec_time_ns=1_700_000_000_000_000_000)
+
+
+def _working(engine, coid="s-1", ib=7, **kw):
+    engine.on_intent(_intent(coid, **kw))
+    engine.on_placed(OrderStatus(ib_order_id=ib, client_order_id=coid, status="PendingSubmit",
+                                 filled=0, remaining=100))
+    engine.on_status(OrderStatus(ib_order_id=ib, client_order_id=coid, status="Submitted",
+                                 filled=0, remaining=100))
+    return engine.orders[coid]
+
+
+def _open(coid, ib, qty=100.0, price=100.0, status="Submitted", client_id=1, perm=0):
+    return OpenOrder(ib_order_id=ib, client_order_id=coid, perm_id=perm, client_id=client_id,
+                     account="DU1", symbol="AAPL", side="BUY", quantity=qty, order_type="LMT",
+                     limit_price=price, status=status)
 
 
 @pytest.fixture
@@ -33,13 +49,17 @@ def test_every_state_is_reachable_from_new_and_terminal_states_only_take_late_fi
     while frontier:
         state = frontier.pop()
         for (src, _), dst in TRANSITIONS.items():
-            if src is state and dst not in reachable:
-                reachable.add(dst)
-                frontier.append(dst)
+            # None is "back to working": submitted or partially filled, by the filled quantity
+            targets = {OrderState.SUBMITTED, OrderState.PARTIALLY_FILLED} if dst is None \
+                else {dst}
+            for target in targets - reachable if src is state else ():
+                reachable.add(target)
+                frontier.append(target)
     assert reachable == set(OrderState)
     for (src, event), _ in TRANSITIONS.items():
-        if src in TERMINAL:
-            assert src is OrderState.CANCELLED and event in (Event.FILL, Event.PARTIAL_FILL)
+        if src in TERMINAL:  # only a fill that raced the cancel or the expiry
+            assert src in (OrderState.CANCELLED, OrderState.EXPIRED)
+            assert event in (Event.FILL, Event.PARTIAL_FILL)
 
 
 def test_an_illegal_transition_is_refused():
@@ -86,7 +106,7 @@ def test_fills_are_deduplicated_by_exec_id_and_drive_the_state(engine):
     order = engine.orders["s-1"]
     assert order.state is OrderState.FILLED and order.filled == 100
     assert order.avg_fill_price == pytest.approx(100.6)
-    assert engine.positions[("s", "AAPL")].quantity == 100
+    assert engine.portfolio.quantity("s", "AAPL") == 100
 
 
 def test_a_restart_rebuilds_orders_positions_and_resends_an_unconfirmed_place(tmp_path):
@@ -101,13 +121,13 @@ def test_a_restart_rebuilds_orders_positions_and_resends_an_unconfirmed_place(tm
 
     again = ExecutionEngine(Journal(path, fsync=False))
     assert again.orders["a"].state is OrderState.FILLED and again.orders["a"].ib_order_id == 5
-    assert again.positions[("s", "AAPL")].quantity == 100
-    assert "e1" in again.exec_ids
+    assert again.portfolio.quantity("s", "AAPL") == 100
+    assert again.portfolio.has_fill("e1")
     assert again.orders["b"].state is OrderState.PENDING_SUBMIT
     resent = again.on_gateway_state(GatewayState(state="synchronised"))
     assert [(c.command, c.client_order_id) for c in resent] == [("place", "b")]
     assert again.on_execution(_fill("a", "e1", 100, 99.5)) == []  # no double count
-    assert again.positions[("s", "AAPL")].quantity == 100
+    assert again.portfolio.quantity("s", "AAPL") == 100
 
 
 def test_a_torn_journal_tail_loses_only_the_last_record(tmp_path):
@@ -128,11 +148,14 @@ def test_a_torn_journal_tail_loses_only_the_last_record(tmp_path):
     assert ExecutionEngine(Journal(path, fsync=False)).orders["b"].state is OrderState.SUBMITTED
 
 
-def test_an_order_at_ib_that_execution_never_placed_is_reported(engine):
+def test_an_order_at_ib_that_execution_never_placed_is_adopted_as_external_and_alerted(engine):
     engine.on_open_order(OpenOrder(ib_order_id=99, client_order_id="", perm_id=1, client_id=0,
                                    account="DU1", symbol="AAPL", side="BUY", quantity=1,
-                                   order_type="LMT"))
-    assert engine.unknown_orders == {99}
+                                   order_type="LMT", limit_price=10.0))
+    [adopted] = engine.open_orders(EXTERNAL)
+    assert adopted.intent.quantity == 1 and adopted.perm_id == 1
+    assert [a[1] for a in engine.alerts] == ["unknown_order"]
+    assert [c.command for c in engine.cancel_all()] == ["cancel"]  # the kill switch reaches it
 
 
 def test_kill_cancels_working_orders_and_holds_cancels_for_uncertain_ones(engine):
@@ -175,3 +198,133 @@ def test_a_cancel_ib_has_not_confirmed_is_sent_again(engine):
     engine.on_status(OrderStatus(ib_order_id=4, client_order_id="c", status="Cancelled",
                                  filled=0, remaining=100))
     assert engine.stuck_cancels(sent + 100.0, timeout=10.0) == []
+
+
+# -- the "one truth" cases, engine side ---------------------------------------------------------
+
+def test_a_modify_refused_by_ib_keeps_the_order_working_with_its_old_terms(engine):
+    order = _working(engine)
+    [cmd] = engine.on_intent(_intent(action="modify", price=100.005))
+    assert cmd.command == "modify" and order.state is OrderState.PENDING_MODIFY
+    engine.on_order_error(GatewayError(code=110, text="price does not conform", req_id=7,
+                                       scope="order", ref="s-1"))
+    assert order.state is OrderState.SUBMITTED
+    assert order.intent.limit_price == 100.0 and order.pending_terms is None
+    assert [c.command for c in engine.cancel_all()] == ["cancel"]  # the kill switch reaches it
+
+
+def test_a_modify_confirmed_by_ib_replaces_the_terms(engine, tmp_path):
+    order = _working(engine)
+    engine.on_intent(_intent(action="modify", price=101.0))
+    engine.on_open_order(_open("s-1", 7, price=100.0))  # an old report: terms unchanged
+    assert order.state is OrderState.PENDING_MODIFY
+    engine.on_open_order(_open("s-1", 7, price=101.0))
+    assert order.state is OrderState.SUBMITTED and order.intent.limit_price == 101.0
+
+
+def test_an_order_gone_at_ib_while_down_is_closed_by_reconciliation(engine):
+    cancelled, expired, vanished = (_working(engine, c, ib) for c, ib in
+                                    (("c", 1), ("x", 2), ("v", 3)))
+    kept = _working(engine, "k", 4)
+    engine.on_completed(CompletedOrder(ib_order_id=1, client_order_id="c", perm_id=0,
+                                       symbol="AAPL", side="BUY", quantity=100, filled=0,
+                                       status="Cancelled"))
+    engine.on_completed(CompletedOrder(ib_order_id=2, client_order_id="x", perm_id=0,
+                                       symbol="AAPL", side="BUY", quantity=100, filled=0,
+                                       status="Cancelled", completed_status="Cancelled by System"))
+    engine.on_reconcile_end(ReconcileEnd(reason="reconnected", open_ids=[4]))
+    assert cancelled.state is OrderState.CANCELLED
+    assert expired.state is OrderState.EXPIRED
+    assert vanished.state is OrderState.CANCELLED and "no longer lists" in vanished.reason
+    assert kept.state is OrderState.SUBMITTED
+    assert [o.client_order_id for o in engine.open_orders()] == ["k"]
+    assert [c.client_order_id for c in engine.cancel_all()] == ["k"]  # no endless cancel loop
+
+
+def test_an_execution_correction_replaces_the_fill_it_corrects(engine):
+    _working(engine)
+    engine.on_execution(_fill("s-1", "0000e0d5.6575a7f3.01.01", 100, 100.0))
+    engine.on_execution(_fill("s-1", "0000e0d5.6575a7f3.01.02", 100, 100.5))
+    assert engine.portfolio.quantity("s", "AAPL") == 100
+    assert engine.orders["s-1"].filled == 100
+    assert engine.orders["s-1"].avg_fill_price == 100.5
+    engine.on_execution(_fill("s-1", "0000e0d5.6575a7f3.01.01", 100, 100.0))  # late original
+    assert engine.portfolio.quantity("s", "AAPL") == 100
+
+
+def test_realized_pnl_is_net_of_commissions_and_published_with_the_fill(engine):
+    _working(engine, "a", 1)
+    engine.on_execution(_fill("a", "e.01", 100, 100.0))
+    engine.on_commission(Commission(exec_id="e.01", commission=1.0))
+    _working(engine, "b", 2, side="SELL")
+    engine.frames.clear()
+    engine.on_execution(_fill("b", "f.01", 100, 101.0, side="SELL"))
+    engine.on_commission(Commission(exec_id="f.01", commission=1.5))
+    position = engine.position_message("s", "AAPL")
+    assert position.quantity == 0 and position.realized == pytest.approx(100 - 2.5)
+    assert position.commissions == pytest.approx(2.5)
+    topic, first = engine.frames[0]
+    assert topic == "ord.update.s"
+    assert isinstance(first[0], StrategyPosition) and first[1].exec_id == "f.01"
+
+
+def test_bad_intents_get_a_clear_counted_error_and_change_nothing(engine):
+    for bad, field in ((dict(side="buy-ish"), "side"), (dict(order_type="LIMIT?"), "order_type"),
+                       (dict(tif="FOREVER"), "tif")):
+        intent = OrderIntent(strategy="s", client_order_id="bad", action="new", symbol="AAPL",
+                             quantity=1, limit_price=1.0, **{"side": "BUY", "order_type": "LMT",
+                                                              "tif": "DAY", **bad})
+        with pytest.raises(IntentRefused, match=field):
+            engine.on_intent(intent)
+    with pytest.raises(IntentRefused, match="unknown order"):
+        engine.on_intent(_intent("nope", action="cancel"))
+    order = _working(engine, "done", 5)
+    engine.on_status(OrderStatus(ib_order_id=5, client_order_id="done", status="Cancelled",
+                                 filled=0, remaining=100))
+    with pytest.raises(IntentRefused, match="already cancelled"):
+        engine.on_intent(_intent("done", action="modify", price=1.0))
+    assert order.state is OrderState.CANCELLED
+    assert set(engine.orders) == {"done"}
+    assert engine.errors["invalid_order"] == 3
+    assert engine.errors["cancel_unknown_order"] == 1 and engine.errors["modify_done_order"] == 1
+
+
+def test_positions_that_differ_from_the_broker_twice_are_adopted(engine):
+    _working(engine, "a", 1)
+    engine.on_execution(_fill("a", "e.01", 100, 100.0))
+    from proto.schema import Position
+    engine.on_broker_position(Position(account="DU1", symbol="AAPL", quantity=0, avg_cost=0))
+    engine.on_broker_position(Position(account="DU1", symbol="MSFT", quantity=50, avg_cost=10))
+    engine.on_reconcile_end(ReconcileEnd(reason="r"))
+    assert engine.portfolio.quantity("s", "AAPL") == 100  # once may be a race: confirm first
+    assert engine.reconcile_wanted
+    engine.on_reconcile_end(ReconcileEnd(reason="r"))
+    assert engine.portfolio.net_positions() == {"MSFT": 50}
+    assert engine.portfolio.quantity("s", "AAPL") == 0
+    assert engine.portfolio.quantity(EXTERNAL, "MSFT") == 50
+    assert "broker_positions_adopted" in [a[1] for a in engine.alerts]
+
+
+def test_a_compacted_journal_rebuilds_the_same_orders_and_portfolio(tmp_path):
+    path = tmp_path / "journal.bin"
+    first = ExecutionEngine(Journal(path, fsync=False))
+    for i in range(30):  # churn: most orders end without a fill
+        _working(first, f"c{i}", 100 + i)
+        first.on_status(OrderStatus(ib_order_id=100 + i, client_order_id=f"c{i}",
+                                    status="Cancelled", filled=0, remaining=100))
+    _working(first, "f", 1)
+    first.on_execution(_fill("f", "e.01", 100, 10.0))
+    first.on_execution(_fill("f", "e.02", 100, 10.5))  # a correction
+    first.on_commission(Commission(exec_id="e.02", commission=1.0))
+    live = _working(first, "w", 2)
+    first.on_intent(_intent("w", action="modify", price=99.0))
+    before = first.journal.file_records
+    first.journal.compact(first.compaction())
+    assert first.journal.file_records < before / 5
+    first.journal.close()
+    again = ExecutionEngine(Journal(path, fsync=False))
+    assert set(again.orders) == {"f", "w"}
+    assert again.orders["w"].state is OrderState.PENDING_MODIFY is live.state
+    assert again.orders["w"].pending_terms.limit_price == 99.0
+    assert again.position_message("s", "AAPL") == first.position_message("s", "AAPL")
+    assert again.portfolio.has_fill("e.02") and not again.portfolio.has_fill("e.01")
