@@ -34,6 +34,8 @@ class FleetPaths:
         self.pidfile = self.run_dir / "supervisord.pid"
         self.fleet_toml = self.run_dir / "fleet.toml"
         self.state_dir = config.state_dir
+        #: the embedded simulator's paper account: kept across `ibfleet up` runs, like IB's
+        self.sim_state = config.state_dir / "simulator"
 
     def prepare(self) -> None:
         for path in (self.run_dir, self.logs, self.strategies):
@@ -70,6 +72,7 @@ def environment(paths: FleetPaths, config: FleetConfig, simulate: bool, record: 
                 crash_max: int, crash_window_s: float, seed: int) -> dict[str, str]:
     return dict(os.environ,
                 IBFLEET_RUN_DIR=str(paths.run_dir), IBFLEET_STATE_DIR=str(paths.state_dir),
+                IBFLEET_SIM_STATE_DIR=str(paths.sim_state),
                 IBFLEET_PYTHON=sys.executable, IBFLEET_GATEWAY_PORT=str(config.gateway.port),
                 IBFLEET_SIM_AUTOSTART="true" if simulate else "false",
                 IBFLEET_SIM_SEED=str(seed), IBFLEET_RECORD="true" if record else "false",

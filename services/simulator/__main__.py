@@ -1,4 +1,5 @@
-"""`python -m services.simulator --port 7497 --seed 1 [--config FILE.toml] [--control ENDPOINT]`"""
+"""`python -m services.simulator --port 7497 --seed 1 [--config FILE.toml] [--control ENDPOINT]
+[--state-dir DIR]`"""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from .control import ControlServer
 from .faults import FaultController
 from .logs import log
 from .server import SimServer
+from .store import StateError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="seed of every price process (default 1)")
     p.add_argument("--config", help="TOML file: universe, rates, limits, fault schedule")
     p.add_argument("--control", help="control socket: ipc://PATH or tcp://127.0.0.1:PORT")
+    p.add_argument("--state-dir", dest="state_dir",
+                   help="keep the paper account (orders, fills, positions, ids) in this directory "
+                        "across restarts; a new directory is a new account (default: in memory)")
     p.add_argument("--server-version", type=int, dest="server_version", help="highest version served (157..200)")
     p.add_argument("--account", help="paper account code (default DU1234567)")
     p.add_argument("--step-ms", type=float, dest="step_ms", help="market step interval in ms")
@@ -59,7 +64,12 @@ def parse_fault(text: str) -> dict:
 
 
 async def serve(cfg: config_mod.SimConfig) -> int:
-    broker = Broker(cfg)
+    try:
+        broker = Broker(cfg)
+    except StateError as exc:
+        print(f"simulator: {exc}", file=sys.stderr)
+        log("state_error", error=str(exc))
+        return 2
     faults = FaultController(broker)
     server = SimServer(broker, cfg.port)
     await server.start()
@@ -78,9 +88,9 @@ async def serve(cfg: config_mod.SimConfig) -> int:
     await stop.wait()
     log("stopping")
     await server.stop()
-    await broker.stop()
     if control:
         await control.stop()
+    await broker.stop()
     log("stopped", stats=broker.stats)
     return 0
 

@@ -1,19 +1,27 @@
 """The simulated broker: market clock, order engine, ledger and the routing of every event to the
-client sessions that should hear about it. One asyncio loop drives all of it."""
+client sessions that should hear about it. One asyncio loop drives all of it.
+
+With `cfg.state_dir` the account persists (see `account.py`): `commit()` journals every change,
+and it runs before any session writes to its socket (`Session._flush`) and before every control
+reply, so whatever a client was told survives a crash of this process.
+"""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from .account import AccountJournal, Identity
 from .config import SimConfig
 from .contracts import Instrument, Universe
 from .encoders import ib_time, qty
 from .feeds import DepthSub, MktSub, RtbSub, TbtSub
-from .ledger import Fill, Ledger
+from .ledger import Fill, Ledger, Position
 from .logs import log
 from .market import Market
 from .orders import OrderEngine, SimOrder
+from .store import StateStore
 
 if TYPE_CHECKING:
     from .faults import FaultController
@@ -29,8 +37,32 @@ class Broker:
         start = cfg.start_time if cfg.start_time is not None else time.time()
         self.market = Market(self.universe.instruments, cfg.seed, cfg.depth_levels, cfg.step_ms, start,
                              cfg.mean_reversion)
-        self.ledger = Ledger(cfg.account, cfg.cash)
-        self.engine = OrderEngine(self.market, self.ledger, self, cfg.seed)
+        self.journal: AccountJournal | None = None
+        self._dirty = False
+        self._commit_scheduled = False
+        store = StateStore(cfg.state_dir) if cfg.state_dir else None
+        try:
+            snapshot, records = store.load() if store else (None, [])
+            self.identity = Identity(**snapshot["identity"]) if snapshot else Identity.new(cfg)
+            self.ledger = Ledger(self.identity.account, self.identity.initial_cash)
+            self.engine = OrderEngine(self.market, self.ledger, self, self.identity.token,
+                                      self.identity.perm_start)
+            if store is not None:
+                self.journal = AccountJournal(store, self.engine, self.ledger, self.universe, self.identity)
+                self.journal.restore(snapshot, records)
+                self.journal.snapshot()        # a new account's first snapshot, or a compaction
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        if store is not None:
+            if self.identity.account != cfg.account:
+                log("state_account_kept", account=self.identity.account, configured=cfg.account)
+            log("account_restored" if snapshot else "account_created", dir=str(store.dir),
+                account=self.identity.account, token=f"{self.identity.token:08x}",
+                orders=len(self.engine.orders), working=len(self.engine.open_orders()),
+                fills=len(self.ledger.fills), exec_seq=self.engine.exec_seq,
+                journal_records=len(records), torn_bytes=store.torn_bytes)
         self.sessions: dict[int, "Session"] = {}
         self.connections: set["Session"] = set()
         self.faults: "FaultController | None" = None
@@ -68,6 +100,39 @@ class Broker:
                 pass
         for s in list(self.connections):
             s.close("shutdown")
+        self.commit()
+        if self.journal is not None:
+            self.journal.snapshot()            # a clean stop leaves an empty journal
+            self.journal.store.close()
+            self.journal = None                # nothing after this is persisted (nothing happens)
+
+    # ---- persistence
+    def state_changed(self) -> None:
+        """The account changed: journal it at the latest before the next socket write."""
+        self._dirty = True
+        if not self._commit_scheduled:
+            try:
+                asyncio.get_running_loop().call_soon(self.commit)
+                self._commit_scheduled = True
+            except RuntimeError:       # no loop (unit use): the next explicit commit does it
+                pass
+
+    def commit(self) -> None:
+        """Make every change so far durable (a no-op without a state directory). Fail-stop: an
+        account that cannot be written must not tell anyone anything more."""
+        self._commit_scheduled = False
+        if not self._dirty:
+            return
+        self._dirty = False
+        if self.journal is None:
+            self.engine.dirty.clear()
+            self.ledger.replaced.clear()
+            return
+        try:
+            self.journal.commit()
+        except Exception as exc:
+            log("state_write_failed", error=repr(exc), dir=str(self.journal.store.dir))
+            os._exit(75)
 
     async def _clock(self) -> None:
         loop = asyncio.get_running_loop()
@@ -174,7 +239,11 @@ class Broker:
             s.send_exec(s.enc.commission_report(fill, inst.spec.currency))
         log("fill", client_id=order.client_id, order_id=order.order_id, exec_id=fill.exec_id,
             symbol=inst.symbol, side=fill.side, qty=fill.qty, price=fill.price)
-        pos = self.ledger.positions[inst.con_id]
+        self._push_account_after_fill(inst)
+
+    def _push_account_after_fill(self, inst: Instrument) -> None:
+        """Positions, portfolio, account values and P&L to the sessions that subscribed."""
+        pos = self.ledger.positions.get(inst.con_id) or Position()
         for sess in list(self.connections):
             if sess.positions_sub:
                 sess.send_exec(sess.enc.position(self.ledger.account, inst, pos.qty, pos.avg_cost))
@@ -279,7 +348,12 @@ class Broker:
         return ib_time(fill.time)
 
     def status(self) -> dict[str, Any]:
+        account = {"account": self.identity.account, "exec_token": f"{self.identity.token:08x}",
+                   "exec_seq": self.engine.exec_seq, "persistent": self.journal is not None}
+        if self.journal is not None:
+            account["state"] = self.journal.stats()
         return {"sim_time": self.market.now(), "steps": self.market.steps, "clients": self.clients(),
+                "account": account,
                 "stats": dict(self.stats), "data_stopped": bool(self.data_stopped), "hung": self.hung,
                 "exec_delayed": self.exec_delayed, "rejecting": self.reject_until > time.monotonic(),
                 "late_replies": self.late_replies,
@@ -294,5 +368,44 @@ class Broker:
                  "aux_price": o.req.aux_price, "tif": o.req.tif, "status": o.status, "filled": o.filled,
                  "remaining": o.remaining, "avg_fill_price": o.avg_fill_price, "order_ref": o.req.order_ref,
                  "parent_id": o.req.parent_id, "oca_group": o.req.oca_group, "transmitted": o.transmitted,
-                 "commission": o.commission_paid}
+                 "commission": o.commission_paid, "completed_status": o.completed_status}
                 for o in self.engine.orders.values()]
+
+    # ---- broker-side events (control socket)
+    def broker_cancel(self, order_id: int, client_id: int = 0) -> dict[str, Any]:
+        order = self.engine.broker_cancel(client_id, order_id)
+        log("broker_cancel", client_id=client_id, order_id=order_id, perm_id=order.perm_id,
+            notified=client_id in self.sessions)
+        return {"order_id": order_id, "client_id": client_id, "perm_id": order.perm_id,
+                "status": order.status, "filled": order.filled, "notified": client_id in self.sessions}
+
+    def expire_day_orders(self) -> dict[str, Any]:
+        expired = self.engine.expire_day_orders()
+        log("expire_day_orders", orders=[[o.client_id, o.order_id] for o in expired])
+        return {"expired": [{"client_id": o.client_id, "order_id": o.order_id, "perm_id": o.perm_id}
+                            for o in expired]}
+
+    def correct_execution(self, exec_id: str, quantity: float | None = None,
+                          price: float | None = None) -> dict[str, Any]:
+        """IB's correction of an execution: a new execDetails (execId's last field raised) and its
+        commission report to the owner if connected; positions, account and P&L follow."""
+        order, old, new = self.engine.correct_execution(exec_id, quantity, price)
+        inst = self.universe.by_con_id.get(new.con_id)
+        s = self.sessions.get(new.client_id)
+        if s is not None and inst is not None:
+            s.send_exec(s.enc.exec_details(-1, new, inst))
+            s.send_exec(s.enc.commission_report(new, inst.spec.currency))
+        log("exec_correction", exec_id=new.exec_id, corrects=old.exec_id, qty=new.qty, price=new.price,
+            old_qty=old.qty, old_price=old.price, client_id=new.client_id, order_id=new.order_id)
+        if inst is not None:
+            self._push_account_after_fill(inst)
+        return {"exec_id": new.exec_id, "corrects": old.exec_id, "qty": new.qty, "price": new.price,
+                "commission": new.commission, "order_id": new.order_id, "client_id": new.client_id,
+                "notified": s is not None}
+
+    def completed_orders_view(self) -> list[dict[str, Any]]:
+        return [{"client_id": o.client_id, "order_id": o.order_id, "perm_id": o.perm_id,
+                 "symbol": o.inst.symbol, "status": o.status, "filled": o.filled, "qty": o.req.total_qty,
+                 "order_ref": o.req.order_ref, "completed_time": o.completed_time,
+                 "completed_status": o.completed_status}
+                for o in self.engine.completed_orders()]

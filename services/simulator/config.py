@@ -67,6 +67,7 @@ class SimConfig:
     cash: float = 1_000_000.0
     start_time: float | None = None      # epoch seconds of the simulated clock's start; None = now
     control: str | None = None           # ZeroMQ endpoint of the control socket
+    state_dir: str | None = None         # keep the account here across restarts; None = in memory
     # market
     step_ms: float = 100.0               # one step of every price process
     mktdata_ms: float = 250.0            # reqMktData sampling interval (IB: 250 ms for stocks)

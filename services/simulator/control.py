@@ -3,6 +3,9 @@
 Transport: a ZeroMQ REP socket on `ipc://PATH` or `tcp://127.0.0.1:PORT`. A request is one
 message, a JSON object or a msgpack map, e.g. {"cmd": "restart", "seconds": 5}; the reply comes
 in the same encoding: {"ok": true, "result": ...} or {"ok": false, "error": "..."}.
+
+Every reply is sent after the account's changes are durable (`Broker.commit`), so what a test
+read here survives a crash of the simulator.
 """
 from __future__ import annotations
 
@@ -71,6 +74,12 @@ class ControlServer:
             await self.sock.send(data)
 
     def handle(self, cmd: str, args: dict[str, Any]) -> Any:
+        try:
+            return self._handle(cmd, args)
+        finally:
+            self.broker.commit()
+
+    def _handle(self, cmd: str, args: dict[str, Any]) -> Any:
         b = self.broker
         if cmd == "ping":
             return "pong"
@@ -95,7 +104,18 @@ class ControlServer:
                     "volume": proc.volume, "steps": b.market.steps}
         if cmd == "faults":
             return self.faults.history
+        if cmd == "completed_orders":
+            return b.completed_orders_view()
         log("control", cmd=cmd, args=args)
+        # broker-side account events
+        if cmd == "broker_cancel":
+            return b.broker_cancel(int(args["order_id"]), int(args.get("client_id", 0)))
+        if cmd == "expire_day_orders":
+            return b.expire_day_orders()
+        if cmd == "correct_execution":
+            q, p = args.get("quantity"), args.get("price")
+            return b.correct_execution(str(args["exec_id"]), None if q is None else float(q),
+                                       None if p is None else float(p))
         return self.faults.run(cmd, args)
 
 
@@ -169,6 +189,23 @@ class SimControl:
     def account(self) -> dict: return self.call("account")
     def quote(self, con_id: int) -> dict: return self.call("quote", con_id=con_id)
     def fault_history(self) -> list[dict]: return self.call("faults")
+    def completed_orders(self) -> list[dict]: return self.call("completed_orders")
+
+    # ---- broker-side account events
+    def broker_cancel(self, order_id: int, client_id: int = 0) -> dict:
+        """Cancel a working order at the broker (TWS user / IB system): 202 + Cancelled to its
+        owner if connected; completedStatus "Cancelled by System". Error if unknown or not working."""
+        return self.call("broker_cancel", order_id=order_id, client_id=client_id)
+
+    def expire_day_orders(self) -> dict:
+        """The close: every working DAY order is cancelled by the system. {"expired": [...]}"""
+        return self.call("expire_day_orders")
+
+    def correct_execution(self, exec_id: str, quantity: float | None = None,
+                          price: float | None = None) -> dict:
+        """IB's execution correction: execId ...01 becomes ...02 with the corrected quantity
+        and/or price, execDetails + commission report to the owner; the ledger's fill is replaced."""
+        return self.call("correct_execution", exec_id=exec_id, quantity=quantity, price=price)
 
     # ---- faults
     def restart(self, seconds: float = 5.0) -> dict: return self.call("restart", seconds=seconds)

@@ -18,6 +18,9 @@ from .protocol import Out
 from .wire import UNSET_DOUBLE, encode, frame
 
 UNSET_DOUBLE_STR = "1.7976931348623157E308"
+UNSET_INT_STR = "2147483647"
+UNSET_LONG_STR = "9223372036854775807"
+SHAREHOLDER = "Not an insider or substantial shareholder"
 
 
 def qty(q: float) -> str:
@@ -229,6 +232,57 @@ class TextEncoder:
 
     def open_order_end(self) -> bytes:
         return encode([int(Out.OPEN_ORDER_END), 1])
+
+    def completed_order(self, o: SimOrder, parent_perm_id: int | None, account: str) -> bytes:
+        """completedOrder (101), laid out as IB Gateway sends it at v200 (see the capture
+        completed_orders_cancelled_system_live.txt): no orderId or clientId, the order's fields
+        in openOrder's order with its own trailer (filledQuantity .. completedStatus)."""
+        v = self.v
+        r = o.req
+        lmt = r.lmt_price if r.lmt_price is not None else 0.0
+        aux = r.aux_price if r.aux_price is not None else 0.0
+        f: list[object] = [int(Out.COMPLETED_ORDER)]
+        f += self._contract_block(o.inst, r.contract.exchange or o.inst.spec.exchange)
+        f += [r.action, qty(r.total_qty), r.order_type, repr(float(lmt)), repr(float(aux)), r.tif,
+              r.oca_group, r.account or account, r.open_close, r.origin, r.order_ref, o.perm_id,
+              r.outside_rth, r.hidden, 0,                   # discretionaryAmt
+              r.good_after_time, "", "", ""]                # faGroup, faMethod, faPercentage
+        if v < P.FA_PROFILE_DESUPPORT:
+            f.append("")                                    # faProfile
+        f += ["", r.good_till_date, 0, "", "",              # modelCode, GTD, rule80A, percentOffset, settlingFirm
+              0, "", -1,                                    # shortSaleSlot, designatedLocation, exemptCode
+              "", "", "", "", "",                           # box params, stock range
+              r.display_size or UNSET_INT_STR, r.sweep_to_fill, False, "",   # displaySize, sweep, AON, minQty
+              r.oca_type or 3, r.trigger_method,
+              "", 0, "None", "", 0, False, 0, "",           # volatility, volType, dnOrderType (+ its 4 fields)
+              False, 0,                                     # continuousUpdate, referencePriceType
+              "", "",                                       # trailStopPrice, trailingPercent
+              "", 0, 0,                                     # comboLegsDescrip, comboLegs, orderComboLegs
+              0,                                            # smartComboRoutingParams
+              UNSET_INT_STR, UNSET_INT_STR, "",             # scale init/subs size, price increment
+              "",                                           # hedgeType
+              "", "IB", False, False,                       # clearingAccount, clearingIntent, notHeld, dn contract
+              "",                                           # algoStrategy
+              False,                                        # solicited
+              o.status,
+              False, False,                                 # randomizeSize, randomizePrice
+              0,                                            # conditions
+              UNSET_DOUBLE_STR, UNSET_DOUBLE_STR,           # trailStopPrice, lmtPriceOffset
+              0, True, False,                               # cashQty, dontUseAutoPriceForHedge, isOmsContainer
+              "",                                           # autoCancelDate
+              qty(o.filled), UNSET_INT_STR, False,          # filledQuantity, refFuturesConId, autoCancelParent
+              SHAREHOLDER, False, False,                    # shareholder, imbalanceOnly, routeMarketableToBbo
+              parent_perm_id if parent_perm_id is not None else UNSET_LONG_STR,
+              ib_time(o.completed_time), o.completed_status]
+        if v >= P.PEGBEST_PEGMID_OFFSETS:
+            f += ["", "", "", "", ""]
+        if v >= P.CUSTOMER_ACCOUNT:
+            f.append("")
+        if v >= P.PROFESSIONAL_CUSTOMER:
+            f.append(False)
+        if v >= P.SUBMITTER:
+            f.append("")
+        return encode(f)
 
     def completed_orders_end(self) -> bytes:
         return encode([int(Out.COMPLETED_ORDERS_END)])

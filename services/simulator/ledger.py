@@ -3,7 +3,7 @@ what any client was told. Tests compare a client's beliefs against this over the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .contracts import Instrument
 from .wire import UNSET_DOUBLE
@@ -50,12 +50,36 @@ class Ledger:
     realized: float = 0.0
     cancels: list[dict[str, Any]] = field(default_factory=list)
     daily_start_value: float | None = None
+    initial_cash: float | None = None       # the account's cash at creation (rebooking starts here)
+    replaced: set[int] = field(default_factory=set)   # indexes of fills rewritten since the last commit
+
+    def __post_init__(self) -> None:
+        if self.initial_cash is None:
+            self.initial_cash = self.cash
 
     def record_request(self, **entry: Any) -> None:
         self.order_requests.append(entry)
 
     def apply_fill(self, fill: Fill, inst: Instrument) -> None:
-        """Book a fill: position, average cost, realized P&L and cash."""
+        """Book a fill and keep it."""
+        self._book(fill, inst)
+        self.fills.append(fill)
+
+    def rebook(self, instrument: Callable[[int], Instrument | None]) -> None:
+        """Recompute positions, cash, realized P&L and commissions from the fills, in order
+        (after an execution correction replaced one). Fills of instruments no longer in the
+        universe are kept but cannot be booked."""
+        self.cash = float(self.initial_cash or 0.0)
+        self.positions = {}
+        self.commissions = 0.0
+        self.realized = 0.0
+        for fill in self.fills:
+            inst = instrument(fill.con_id)
+            if inst is not None:
+                self._book(fill, inst)
+
+    def _book(self, fill: Fill, inst: Instrument) -> None:
+        """Position, average cost, realized P&L and cash of one fill."""
         signed = fill.qty if fill.side == "BOT" else -fill.qty
         mult = inst.multiplier
         pos = self.positions.setdefault(fill.con_id, Position())
@@ -85,7 +109,6 @@ class Ledger:
             self.cash += realized if closing else -fill.commission
         else:
             self.cash -= signed * fill.price * mult + fill.commission
-        self.fills.append(fill)
 
     def snapshot(self) -> dict[str, Any]:
         return {

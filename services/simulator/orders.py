@@ -3,6 +3,9 @@
 Statuses follow TWS: PreSubmitted (held: stop not triggered, bracket child waiting for its
 parent), Submitted (working), Filled, Cancelled, Inactive (rejected). Orders belong to the
 clientId that placed them and keep living when that client disconnects.
+
+Every change to an order goes through `_touch`, which tells the sink the account changed: with a
+state directory that change is journalled before any message about it reaches a socket.
 """
 from __future__ import annotations
 
@@ -17,6 +20,18 @@ from .protocol import Code
 SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT"}
 SUPPORTED_TIFS = {"DAY", "GTC", "IOC"}
 LIVE = {"PreSubmitted", "Submitted", "PendingSubmit"}
+DONE = {"Filled", "Cancelled", "Inactive"}
+
+# OrderState.completedStatus texts, as IB words them in completedOrder (captured at v200)
+BY_TRADER = "Cancelled by Trader"
+BY_SYSTEM = "Cancelled by System:\n"
+FILLED = "Filled"
+
+
+def exec_id(token: int, seq: int, correction: int = 1) -> str:
+    """IB's execId shape, e.g. ``0000e0d5.6575a7f3.01.01``: the account's token, the account's
+    execution counter, and the correction number (``.01`` first, ``.02`` after a correction)."""
+    return f"{token:08x}.{seq:08x}.01.{correction:02d}"
 
 
 @dataclass
@@ -63,6 +78,8 @@ class SimOrder:
     transmitted: bool = False
     fills: int = 0
     commission_paid: float = 0.0
+    completed_time: float = 0.0     # simulated epoch seconds the order became Filled/Cancelled/Inactive
+    completed_status: str = ""      # OrderState.completedStatus
 
     @property
     def order_id(self) -> int:
@@ -89,18 +106,29 @@ class OrderSink(Protocol):
     def order_changed(self, order: SimOrder, send_open_order: bool) -> None: ...
     def order_filled(self, order: SimOrder, fill: Fill) -> None: ...
     def order_error(self, client_id: int, order_id: int, code: tuple[int, str], **fmt: object) -> None: ...
+    def state_changed(self) -> None: ...
 
 
 class OrderEngine:
-    def __init__(self, market: Market, ledger: Ledger, sink: OrderSink, seed: int) -> None:
+    """`exec_token` is the account's execId token, `perm_start` the last permId handed out (the
+    next is one above); both, like every counter here, belong to the account and persist with it."""
+
+    def __init__(self, market: Market, ledger: Ledger, sink: OrderSink, exec_token: int,
+                 perm_start: int) -> None:
         self.market = market
         self.ledger = ledger
         self.sink = sink
         self.orders: dict[tuple[int, int], SimOrder] = {}
+        self.inactive: list[SimOrder] = []        # rejected orders (status Inactive), oldest first
         self.max_id: dict[int, int] = {}          # highest order id each clientId has used
-        self._next_perm = 1_000_000 + (seed % 1000) * 1000
-        self._exec_seq = 0
-        self._seed = seed
+        self.exec_token = exec_token
+        self.next_perm = perm_start
+        self.exec_seq = 0
+        self.dirty: dict[tuple[int, int], SimOrder] = {}   # orders changed since the last commit
+
+    def _touch(self, order: SimOrder) -> None:
+        self.dirty[order.key] = order
+        self.sink.state_changed()
 
     # ---- queries
     def next_valid_id(self, client_id: int) -> int:
@@ -109,6 +137,18 @@ class OrderEngine:
     def open_orders(self, client_id: int | None = None) -> list[SimOrder]:
         return [o for o in self.orders.values()
                 if o.live and o.transmitted and (client_id is None or o.client_id == client_id)]
+
+    def completed_orders(self) -> list[SimOrder]:
+        """The account's filled, cancelled and rejected orders (every clientId), in the order they
+        were placed (permIds only grow, across restarts too; the simulated clock may not)."""
+        done = [o for o in self.orders.values() if o.status in DONE] + self.inactive
+        return sorted(done, key=lambda o: o.perm_id)
+
+    def parent_perm_id(self, order: SimOrder) -> int | None:
+        if not order.req.parent_id:
+            return None
+        parent = self.orders.get((order.client_id, order.req.parent_id))
+        return parent.perm_id if parent is not None else None
 
     # ---- requests
     def place(self, client_id: int, req: OrderRequest, inst: Instrument | None) -> None:
@@ -120,6 +160,7 @@ class OrderEngine:
                                    tif=req.tif, order_ref=req.order_ref, parent_id=req.parent_id,
                                    transmit=req.transmit, oca_group=req.oca_group,
                                    time=self.market.now(), modify=bool(existing and existing.live))
+        self.sink.state_changed()
         if existing is not None and existing.live:
             self._modify(existing, req)
             return
@@ -135,13 +176,14 @@ class OrderEngine:
             self._reject(client_id, req, inst, *reason)
             return
         order = SimOrder(req, client_id, self._perm(), inst)
-        self.orders[key] = order
         if req.parent_id:
             parent = self.orders.get((client_id, req.parent_id))
             if parent is None or not (parent.live or parent.status == "Filled" or not parent.transmitted):
-                self._reject(client_id, req, inst, Code.ORDER_REJECTED, "Parent order is not live")
-                del self.orders[key]
+                self._reject(client_id, req, inst, Code.ORDER_REJECTED, "Parent order is not live",
+                             order=order)
                 return
+        self.orders[key] = order
+        self._touch(order)
         if not req.transmit:
             order.status = "PendingSubmit"   # held by TWS until a transmit=True order releases it
             return
@@ -163,12 +205,94 @@ class OrderEngine:
         if not order.live and order.transmitted:
             self.sink.order_error(client_id, order_id, Code.CANT_CANCEL, id=order_id, state=order.status)
             return
-        self._cancel(order, "")
+        self._cancel(order, "", completed_status=BY_TRADER)
 
     def global_cancel(self) -> None:
         for order in list(self.orders.values()):
             if order.live:
-                self._cancel(order, "")
+                self._cancel(order, "", completed_status=BY_TRADER)
+
+    # ---- broker-side events (the control socket's)
+    def broker_cancel(self, client_id: int, order_id: int, reason: str = "") -> SimOrder:
+        """Cancelled at the broker, as by the TWS user or IB's system: the owner hears 202 and
+        Cancelled if connected; either way reqOpenOrders/reqCompletedOrders show it cancelled."""
+        order = self.orders.get((client_id, order_id))
+        if order is None:
+            raise KeyError(f"no order {order_id} of clientId {client_id}")
+        if not order.live:
+            raise ValueError(f"order {order_id} of clientId {client_id} is {order.status}, not working")
+        self._cancel(order, reason, completed_status=BY_SYSTEM)
+        return order
+
+    def expire_day_orders(self) -> list[SimOrder]:
+        """The close: every working DAY order is cancelled by the system (children with it)."""
+        working = [o for o in self.orders.values() if o.live]
+        for order in working:
+            if order.live and order.req.tif == "DAY":
+                self._cancel(order, "", completed_status=BY_SYSTEM)
+        return [o for o in working if not o.live]      # with children cancelled alongside
+
+    def correct_execution(self, old_exec_id: str, quantity: float | None, price: float | None
+                          ) -> tuple[SimOrder | None, Fill, Fill]:
+        """IB's execution correction: the fill is replaced by one whose execId has its last field
+        raised, with the corrected quantity and/or price; the account is rebooked from its fills.
+        Returns (the order, the old fill, the new fill)."""
+        ledger = self.ledger
+        index = next((i for i, f in enumerate(ledger.fills) if f.exec_id == old_exec_id), None)
+        if index is None:
+            raise KeyError(f"no current execution {old_exec_id!r} (unknown, or already corrected)")
+        old = ledger.fills[index]
+        base, _, number = old.exec_id.rpartition(".")
+        qty = float(quantity) if quantity is not None else old.qty
+        px = float(price) if price is not None else old.price
+        if qty <= 0:
+            raise ValueError("a corrected quantity must be positive")
+        order = self.orders.get((old.client_id, old.order_id))
+        inst = order.inst if order is not None else None
+        if order is not None and order.perm_id != old.perm_id:
+            order, inst = None, None
+        spec_inst = inst or self._instrument(old.con_id)
+        if spec_inst is not None and not spec_inst.on_tick(px):
+            raise ValueError(f"price {px} is not a multiple of the tick {spec_inst.min_tick}")
+        siblings = [i for i, f in enumerate(ledger.fills) if f.perm_id == old.perm_id]
+        first = siblings[0] == index
+        commission = old.commission
+        if spec_inst is not None:
+            spec = spec_inst.spec
+            commission = qty * px * spec.commission_per_unit if spec_inst.sec_type == "CASH" \
+                else qty * spec.commission_per_unit
+            if first:
+                commission = max(commission, spec.commission_min)
+            commission = round(commission, 4)
+        new = Fill(**{**old.__dict__, "exec_id": f"{base}.{int(number) + 1:02d}", "qty": qty,
+                      "price": px, "commission": commission})
+        ledger.fills[index] = new
+        # cumulative quantity / average price of the order's fills, through each fill
+        cum = value = 0.0
+        for i in siblings:
+            f = ledger.fills[i]
+            cum += f.qty
+            value += f.qty * f.price
+            if i >= index:
+                f.cum_qty, f.avg_price = cum, value / cum
+        ledger.rebook(self._instrument)
+        # the corrected fill, and every later fill of the instrument (cumulative figures and
+        # realized P&L were recomputed for them) must be journalled again
+        ledger.replaced.update(i for i in range(index, len(ledger.fills))
+                               if ledger.fills[i].con_id == old.con_id)
+        if order is not None:
+            order.filled = cum
+            order.avg_fill_price = value / cum
+            order.commission_paid += commission - old.commission
+            if siblings[-1] == index:
+                order.last_fill_price = px
+            self._touch(order)
+        self.sink.state_changed()
+        return order, old, new
+
+    def _instrument(self, con_id: int):
+        proc = self.market.processes.get(con_id)
+        return proc.inst if proc is not None else None
 
     # ---- matching, called after every market step
     def on_step(self) -> None:
@@ -178,8 +302,8 @@ class OrderEngine:
 
     # ---- internals
     def _perm(self) -> int:
-        self._next_perm += 1
-        return self._next_perm
+        self.next_perm += 1
+        return self.next_perm
 
     def _children(self, parent: SimOrder) -> list[SimOrder]:
         return [o for o in self.orders.values()
@@ -206,16 +330,25 @@ class OrderEngine:
             return Code.BAD_TICK, ""
         return None
 
-    def _reject(self, client_id: int, req: OrderRequest, inst: Instrument, code: tuple[int, str], reason: str) -> None:
+    def _reject(self, client_id: int, req: OrderRequest, inst: Instrument, code: tuple[int, str], reason: str,
+                order: SimOrder | None = None) -> None:
         if code == Code.ORDER_REJECTED:
             self.sink.order_error(client_id, req.order_id, code, reason=reason)
         else:
             self.sink.order_error(client_id, req.order_id, code)
         self.ledger.cancels.append({"client_id": client_id, "order_id": req.order_id, "rejected": True,
                                     "code": code[0], "reason": reason})
+        # kept as an Inactive completed order (reqCompletedOrders), not among the account's orders
+        order = order or SimOrder(req, client_id, self._perm(), inst)
+        order.status = "Inactive"
+        order.completed_time = self.market.now()
+        order.completed_status = reason or code[1]
+        self.inactive.append(order)
+        self.sink.state_changed()
 
     def _transmit(self, order: SimOrder) -> None:
         order.transmitted = True
+        self._touch(order)
         parent = self.orders.get((order.client_id, order.req.parent_id)) if order.req.parent_id else None
         if parent is not None and parent.status != "Filled":
             order.why_held = "child"
@@ -227,6 +360,7 @@ class OrderEngine:
             self._work(order)
 
     def _activate(self, order: SimOrder, send_open: bool) -> None:
+        self._touch(order)
         order.why_held = ""
         order.status = "PreSubmitted" if order.req.order_type.startswith("STP") and not order.triggered else "Submitted"
         if send_open:
@@ -247,6 +381,7 @@ class OrderEngine:
                                   reason="New quantity is below the filled quantity")
             return
         keep_parent = order.req.parent_id
+        self._touch(order)
         order.req = req
         order.req.parent_id = keep_parent
         if req.order_type.startswith("STP") is False:
@@ -259,17 +394,21 @@ class OrderEngine:
         elif not order.why_held:
             self._work(order)
 
-    def _cancel(self, order: SimOrder, reason: str, notify_error: bool = True) -> None:
+    def _cancel(self, order: SimOrder, reason: str, notify_error: bool = True,
+                completed_status: str = BY_SYSTEM) -> None:
+        self._touch(order)
         order.status = "Cancelled"
+        order.completed_time = self.market.now()
+        order.completed_status = completed_status
         self.ledger.cancels.append({"client_id": order.client_id, "order_id": order.order_id,
-                                    "filled": order.filled, "time": self.market.now()})
+                                    "filled": order.filled, "time": order.completed_time})
         if order.transmitted:
             if notify_error:
                 self.sink.order_error(order.client_id, order.order_id, Code.ORDER_CANCELLED, reason=reason)
             self.sink.order_changed(order, False)
         for child in self._children(order):
             if child.live or not child.transmitted:
-                self._cancel(child, "Parent order cancelled")
+                self._cancel(child, "Parent order cancelled", completed_status=completed_status)
 
     def _trigger_ref(self, proc: PriceProcess) -> int:
         return proc.last_ticks if proc.inst.sec_type != "CASH" else int(round(proc.mid_ticks))
@@ -281,6 +420,7 @@ class OrderEngine:
             ref = self._trigger_ref(proc)
             aux = order.inst.to_ticks(req.aux_price)
             if (order.buy and max(ref, proc.ask) >= aux and ref >= aux) or (not order.buy and ref <= aux):
+                self._touch(order)
                 order.triggered = True
                 order.status = "Submitted"
                 self.sink.order_changed(order, False)
@@ -289,7 +429,7 @@ class OrderEngine:
         limit = order.inst.to_ticks(req.lmt_price) if req.order_type in ("LMT", "STP LMT") else None
         self._match(order, proc, limit)
         if order.live and req.tif == "IOC":
-            self._cancel(order, "")
+            self._cancel(order, "", completed_status=BY_SYSTEM)
 
     def _match(self, order: SimOrder, proc: PriceProcess, limit: int | None) -> None:
         levels = proc.book.asks if order.buy else proc.book.bids
@@ -316,6 +456,7 @@ class OrderEngine:
 
     def _execute(self, order: SimOrder, proc: PriceProcess, ticks: int, qty: float, liquidity: int) -> None:
         inst = order.inst
+        self._touch(order)
         price = inst.price(ticks)
         total = order.filled + qty
         order.avg_fill_price = (order.avg_fill_price * order.filled + price * qty) / total
@@ -331,10 +472,10 @@ class OrderEngine:
             commission = max(commission, spec.commission_min)
         commission = round(commission, 4)
         order.commission_paid += commission
-        self._exec_seq += 1
+        self.exec_seq += 1
         now = self.market.now()
         fill = Fill(
-            exec_id=f"{0xE000 + self._seed % 0x1000:08x}.{self._exec_seq:08x}.01.01",
+            exec_id=exec_id(self.exec_token, self.exec_seq),
             order_id=order.order_id, client_id=order.client_id, perm_id=order.perm_id,
             con_id=inst.con_id, symbol=inst.symbol, sec_type=inst.sec_type,
             side="BOT" if order.buy else "SLD", qty=qty, price=price, time=now,
@@ -345,6 +486,8 @@ class OrderEngine:
         self.ledger.apply_fill(fill, inst)
         if order.remaining <= 1e-12:
             order.status = "Filled"
+            order.completed_time = now
+            order.completed_status = FILLED
         self.sink.order_filled(order, fill)
         self._oca_after_fill(order, qty)
         if order.status == "Filled":
@@ -352,7 +495,10 @@ class OrderEngine:
 
     def _finish(self, order: SimOrder) -> None:
         if order.status != "Filled":
+            self._touch(order)
             order.status = "Filled"
+            order.completed_time = self.market.now()
+            order.completed_status = FILLED
             self.sink.order_changed(order, False)
         for child in self._children(order):
             if child.why_held == "child":
@@ -376,6 +522,7 @@ class OrderEngine:
             if oca_type == 1:
                 self._cancel(peer, "OCA group cancelled")
             else:
+                self._touch(peer)
                 peer.req.total_qty = max(peer.filled, peer.req.total_qty - qty)
                 if peer.remaining <= 1e-12:
                     self._cancel(peer, "OCA group reduced to zero")

@@ -132,6 +132,7 @@ class Session:
         if self.closed or not self._out:
             self._out.clear()
             return
+        self.broker.commit()   # nothing leaves before the account state it reports is durable
         data = b"".join(self._out)
         self._out.clear()
         try:
@@ -688,7 +689,13 @@ class Session:
         self.auto_bind = bind
 
     def req_completed_orders(self, f: Fields) -> None:
-        self.send(self.enc.completed_orders_end())
+        if f.remaining():
+            f.bool()                                      # apiOnly: every simulated order is an API order
+        engine = self.broker.engine
+        account = self.broker.ledger.account
+        for o in engine.completed_orders():
+            self.send_exec(self.enc.completed_order(o, engine.parent_perm_id(o), account))
+        self.send_exec(self.enc.completed_orders_end())
 
     def req_ids(self, f: Fields) -> None:
         f.int(0)

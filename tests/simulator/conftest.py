@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,18 @@ class Sim:
 
     def log(self) -> str:
         return self.procs.log(self.name)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        self.procs.kill(self.proc, signal.SIGKILL)
+        self.proc.wait(30)
+        self.control.close()
+
+    def stop(self) -> int:
+        """SIGTERM and wait: the clean stop supervisord does."""
+        code = self.procs.terminate(self.proc)
+        self.control.close()
+        return code
 
 
 @pytest.fixture

@@ -85,6 +85,7 @@ class Recorder(EWrapper):
     def pnlSingle(self, reqId, pos, dailyPnL, unrealizedPnL, realizedPnL, value): self._add("pnlSingle", reqId, pos, value)
     def currentTime(self, time): self._add("currentTime", time)
     def currentTimeInMillis(self, timeInMillis): self._add("currentTimeInMillis", timeInMillis)
+    def completedOrder(self, contract, order, orderState): self._add("completedOrder", contract, order, orderState)
     def completedOrdersEnd(self): self._add("completedOrdersEnd")
 
 

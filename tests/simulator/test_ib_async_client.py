@@ -73,5 +73,14 @@ def test_ib_async_end_to_end(start_sim):
              "subscriptions gone")
         stop = ib.placeOrder(es, StopOrder("SELL", 1, 10000.0))   # sell stop above market: triggers
         wait(ib, lambda: stop.orderStatus.status == "Filled", "stop triggered")
+        # completed orders at v178, by ib_async's own decoder
+        done = {t.order.permId: t for t in ib.reqCompletedOrders(False)}
+        truth = {o["perm_id"]: o for o in sim.control.completed_orders()}
+        assert set(done) == set(truth) and len(done) >= 5
+        for perm, t in done.items():
+            assert t.orderStatus.status == truth[perm]["status"]
+            assert float(t.order.filledQuantity) == truth[perm]["filled"]
+        assert done[mkt.order.permId].order.orderRef == "ia-mkt"
+        assert done[lmt.order.permId].orderStatus.status == "Cancelled"
     finally:
         ib.disconnect()
