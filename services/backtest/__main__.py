@@ -7,8 +7,7 @@ from pathlib import Path
 
 from services.backtest.engine import BacktestEngine, BacktestResult, Settings
 from services.backtest.frames import write_frames
-from services.backtest.ledger import CommissionModel
-from services.backtest.matching import QUEUE_MODELS
+from services.backtest.matching import QUEUE_MODELS, CommissionModel
 from services.backtest.report import summarize, to_json, to_text
 from services.recorder.reader import Recording
 from services.replay.timespec import parse_time
@@ -17,9 +16,12 @@ from services.strategy import config as strategy_config
 
 DESCRIPTION = """\
 Run the strategy in CONFIG (its TOML file) over RECORDING (a directory written by
-`ibfleet record`, or one segment file) with the real risk checks and simulated execution.
+`ibfleet record`, or one segment file) through the live risk and execution engines; only the
+venue (the exchange, matched on the recorded market) and the clock (the recording's) are
+simulated.
 
-Orders reach the simulated exchange after --latency-ms and fill from the recorded market:
+Orders reach the simulated exchange after --latency-ms; its reports (order states, fills,
+commissions) reach execution after --report-latency-ms. Fills come from the recorded market:
 depth if the recording has it, else top-of-book ticks. Market orders and marketable limits
 walk the book; resting limits fill when the market crosses them, at their price subject to
 --queue-model; stops trigger on the recorded price. The same recording and config always
@@ -49,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-ms", type=float, default=5.0, metavar="MS",
                         help="one-way delay from an intent to the exchange, also for cancels "
                              "and modifies (default: %(default)s)")
+    parser.add_argument("--report-latency-ms", type=float, default=None, metavar="MS",
+                        help="one-way delay of the exchange's reports (fills, order states) "
+                             "back to execution (default: the same as --latency-ms)")
     parser.add_argument("--queue-model", choices=QUEUE_MODELS, default="proportional",
                         help="how a resting limit waits its turn at its price "
                              "(default: %(default)s)")
@@ -99,7 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         end_ns = parse_time(args.end, first) if args.end else None
     except ValueError as exc:
         parser.exit(2, f"ibfleet backtest: {exc}\n")
+    report_latency = args.latency_ms if args.report_latency_ms is None \
+        else args.report_latency_ms
+    if args.latency_ms < 0 or report_latency < 0:
+        parser.exit(2, "ibfleet backtest: latencies cannot be negative\n")
     settings = Settings(latency_ns=int(round(args.latency_ms * 1e6)),
+                        report_latency_ns=int(round(report_latency * 1e6)),
                         queue_model=args.queue_model,
                         commission=CommissionModel(args.commission_per_share,
                                                    args.commission_min))

@@ -1,12 +1,25 @@
-"""The backtest event loop and the second ``StrategyHost``.
+"""The backtest event loop and the second ``StrategyHost``: the live trading path in one
+process, with a simulated venue and the recording's clock.
 
-One clock: the recording's receive times. Recorded market data and scheduled events (an
-intent or cancel arriving at the exchange after the latency, the strategy's timer) are merged
-in time order; an event due at or before a message's receive time runs before it, and ties
-between events keep the order they were scheduled in (a heap keyed by (due, sequence)).
-The strategy's intents go through the real ``RiskEngine`` (whose clock is this one); the
-simulated exchange's updates go to risk and then to the strategy, after the callback that
-caused them returns, as they would arrive from execution live.
+What runs is what runs live: the strategy's intents go through the real ``RiskEngine``
+(single orders through ``check``; bracket/OCA legs sent with ``transmit=False`` are held until
+their group's transmitting leg and decided together by ``check_group``, as
+``services.risk.service`` does), approved intents into the real ``ExecutionEngine``, whose
+``OrderCommand``s go to the simulated venue (``matching.SimulatedVenue``). The venue's
+gateway side answers a place at once with its IB order id (``on_placed``); its exchange side
+acts ``latency_ns`` later and answers with IB's reports (OpenOrder, OrderStatus, Execution,
+Commission, errors), which reach execution's ``on_*`` methods ``report_latency_ns`` after
+that. Execution's frames (``OrderUpdate``, ``StrategyPosition`` on ``ord.update.STRATEGY``)
+go to risk's mirror and then to the strategy (``Strategy.handle_execution``), in order and
+after the callback that caused them returns, as they arrive over the bus live. Positions, PnL
+and commissions are execution's ``Portfolio``.
+
+One clock: the recording's receive times (the strategy's ``now_ns``, risk's ``clock`` and
+``wall_clock``, execution's ``clock``, the venue's execution times). Recorded market data and
+scheduled events (a command reaching the exchange, reports reaching execution, the strategy's
+timer, risk's housekeeping) are merged in time order; an event due at or before a message's
+receive time runs before it, and ties keep the order they were scheduled in (a heap keyed by
+(due, sequence)).
 """
 from __future__ import annotations
 
@@ -19,13 +32,18 @@ from typing import Any, Iterable
 
 import msgspec
 
-from proto.schema import (Bar, DepthUpdate, Message, OrderIntent, OrderUpdate, QuoteTick,
-                          RiskDecision, Tick, TradeTick)
-from services.backtest.ledger import CommissionModel, Ledger
+from proto.schema import (Bar, Commission, DepthUpdate, Execution, GatewayError, GatewayState,
+                          Message, OpenOrder, OrderCommand, OrderIntent, OrderStatus,
+                          OrderUpdate, QuoteTick, RiskDecision, Tick, TradeTick)
+from services.backtest.account import snapshot
+from services.backtest.journal import MemoryJournal
 from services.backtest.market import SymbolMarket
-from services.backtest.matching import SimulatedExchange
+from services.backtest.matching import CLIENT_ID, CommissionModel, SimulatedVenue
+from services.execution.engine import ExecutionEngine, IntentRefused
+from services.model.portfolio import Portfolio
 from services.risk.engine import RiskEngine
 from services.risk.limits import LimitBook, Limits, build_limits
+from services.risk.engine import GROUP_TIMEOUT_S, GroupDesk
 from services.runtime.instruments import Instruments
 from services.strategy.base import Strategy
 from services.strategy.config import StrategyConfig
@@ -34,20 +52,27 @@ log = logging.getLogger("backtest.engine")
 KINDS = {Tick: "tick", QuoteTick: "quote", TradeTick: "trade", DepthUpdate: "depth", Bar: "bar"}
 INCARNATION = "bt"  # client order ids: NAME-bt-N, the same on every run
 SOURCE = "backtest"
+HOUSEKEEPING_NS = 1_000_000_000  # risk's housekeeping, every second as live
+IN_FLIGHT = ("command", "reports")
 
 
 @dataclass(frozen=True)
 class Settings:
-    latency_ns: int = 5_000_000
+    latency_ns: int = 5_000_000  # an intent's command to the exchange
     queue_model: str = "proportional"
     commission: CommissionModel = field(default_factory=CommissionModel)
+    report_latency_ns: int | None = None  # the exchange's reports back; None: latency_ns
+
+    @property
+    def return_latency_ns(self) -> int:
+        return self.latency_ns if self.report_latency_ns is None else self.report_latency_ns
 
 
 @dataclass
 class Sample:
     """The account at one moment, for the equity curve, drawdown and exposure."""
     t_ns: int
-    equity: float  # realized + unrealized - commissions
+    equity: float  # realized net of commissions + unrealized
     gross: float
     positions: dict[str, float]
     mids: dict[str, float]
@@ -62,13 +87,15 @@ class BacktestResult:
     end_ns: int
     messages: int
     intents: list[OrderIntent]
-    fills: list[OrderUpdate]
+    fills: list[OrderUpdate]  # execution's updates that carry a fill, as the strategy got them
+    executions: list[Execution]  # the venue's fills as IB reported them (exec_time_ns: when)
     rejections: Counter
     samples: list[Sample]
-    ledger: Ledger
+    portfolio: Portfolio  # execution's
     mids: dict[str, float]
     callback_errors: int
-    unsent_at_end: int  # events still in flight when the recording ended
+    unsent_at_end: int  # commands and reports still in flight, group legs still held
+    alerts: Counter = field(default_factory=Counter)  # execution's and risk's, by code
 
 
 class BacktestEngine:
@@ -81,16 +108,23 @@ class BacktestEngine:
         self.now = 0
         self._events: list[tuple[int, int, str, Any]] = []
         self._event_seq = 0
-        self._outbox: deque[Message] = deque()
+        self._outbox: deque[Message] = deque()  # to risk and the strategy, in order
         self._subscriptions: set[tuple[str, str]] = set()  # membership only, never iterated
-        self._update_seq = 0
+        self._stamp_seq = 0
         self.markets = {s: SymbolMarket(s) for s in cfg.symbols}
         limits = LimitBook(Limits(), {cfg.name: build_limits(cfg.risk, f"[risk] of {cfg.name}",
-                                                       Limits())})
-        self.risk = RiskEngine(limits, self.instruments, clock=lambda: self.now / 1e9)
+                                                             Limits())})
+        self.risk = RiskEngine(limits, self.instruments, clock=self._seconds,
+                               wall_clock=self.now_ns)
         self.risk.gateway_state = "synchronised"
-        self.exchange = SimulatedExchange(self.markets, self._on_update, settings.queue_model)
-        self.ledger = Ledger(self.instruments, settings.commission)
+        self.groups = GroupDesk()  # bracket legs held until the transmitting one, as live
+        self.journal = MemoryJournal()
+        self.portfolio = Portfolio(self.instruments)
+        self.execution = ExecutionEngine(self.journal, portfolio=self.portfolio,
+                                         clock=self.now_ns)
+        self.execution.on_gateway_state(GatewayState(state="synchronised", client_id=CLIENT_ID))
+        self.venue = SimulatedVenue(self.markets, settings.queue_model, settings.commission,
+                                    clock=self.now_ns)
         cls = strategy_class or cfg.load_class()
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise TypeError(f"{cfg.class_path} is not a Strategy subclass")
@@ -98,7 +132,9 @@ class BacktestEngine:
                                       INCARNATION, cfg.depth_rows)
         self.intents: list[OrderIntent] = []
         self.fills: list[OrderUpdate] = []
+        self.executions: list[Execution] = []
         self.rejections: Counter = Counter()
+        self.alerts: Counter = Counter()
         self.samples: list[Sample] = []
         self.callback_errors = 0
         self.messages = 0
@@ -110,24 +146,7 @@ class BacktestEngine:
     def send_intent(self, intent: OrderIntent) -> None:
         self.intents.append(msgspec.structs.replace(intent, src=SOURCE, seq=len(self.intents) + 1,
                                                     ts=self.now))
-        decision = self.risk.check(intent)
-        self._outbox.append(RiskDecision(strategy=intent.strategy,
-                                         client_order_id=intent.client_order_id,
-                                         approved=decision.approved, reason=decision.reason,
-                                         text=decision.text))
-        if not decision.approved:
-            self.rejections[decision.reason] += 1
-            return
-        self.risk.approved(intent)
-        if intent.action == "new":
-            self.exchange.accept(intent)
-            self._schedule(self.now + self.settings.latency_ns, "arrive", intent.client_order_id)
-        elif intent.action == "cancel":
-            if self.exchange.cancel_sent(intent.client_order_id):
-                self._schedule(self.now + self.settings.latency_ns, "cancel",
-                               intent.client_order_id)
-        else:
-            self._schedule(self.now + self.settings.latency_ns, "modify", intent)
+        self._risk(intent)
 
     def request_data(self, symbol: str, kind: str) -> None:
         if kind not in KINDS.values():
@@ -136,6 +155,169 @@ class BacktestEngine:
 
     def now_ns(self) -> int:
         return self.now
+
+    def _seconds(self) -> float:
+        return self.now / 1e9
+
+    # -- RISK (as services.risk.service does it) ----------------------------------------------
+    def _risk(self, intent: OrderIntent) -> None:
+        if self.groups.wants(intent):
+            self._group_leg(intent)
+            return
+        decision = self.risk.check(intent)
+        if not decision.approved:
+            self._refuse([intent], decision.reason, decision.text)
+            return
+        self.risk.approved(intent)
+        self._to_execution([intent])
+
+    def _group_leg(self, intent: OrderIntent) -> None:
+        """Hold a group's legs until its transmitting leg; then decide the group as one."""
+        held = self.groups.add(intent, None, self._seconds())
+        if held is None:
+            return
+        legs = [leg for leg, _ in held]
+        decision = self.risk.check_group(legs)
+        if not decision.approved:
+            self._refuse(legs, decision.reason, f"group refused as a whole: {decision.text}")
+            return
+        for leg in legs:  # entry first: execution sends the exits once it has its IB id
+            self.risk.approved(leg)
+        self._to_execution(legs)
+
+    def _refuse(self, intents: list[OrderIntent], reason: str, text: str) -> None:
+        for intent in intents:
+            self.rejections[reason] += 1
+            self._outbox.append(_decision(intent, False, reason, text))
+
+    def _to_execution(self, intents: list[OrderIntent]) -> None:
+        """Approved intents into execution; each is approved for the strategy once execution
+        took it, or refused (``execution_refused``) if execution could not act on it."""
+        commands: list[OrderCommand] = []
+        decisions = []
+        for intent in intents:
+            try:
+                commands += self.execution.on_intent(intent)
+            except IntentRefused as exc:
+                self.rejections["execution_refused"] += 1
+                decisions.append(_decision(intent, False, "execution_refused", str(exc)))
+                book = self.risk.book(intent.strategy)
+                pending = book.open_orders.get(intent.client_order_id)
+                if pending is not None and pending.state == "new":
+                    book.set_open(intent.client_order_id, None)
+            else:
+                decisions.append(_decision(intent, True))
+        self._collect()
+        self._outbox.extend(decisions)
+        self._send(commands)
+
+    def _housekeeping(self) -> None:
+        """Risk's periodic work, as the risk service does it every second: the daily loss
+        limit (marks move), and groups whose transmitting leg never came."""
+        for name in list(self.risk.strategies):
+            self.risk.evaluate_loss(name)
+        for strategy, text in self.risk.breaches:
+            self.alerts["daily_loss"] += 1
+            log.warning("daily loss limit breached", extra={"strategy": strategy, "text": text})
+            if self.risk.limits.for_strategy(strategy).flatten_on_loss:
+                self._send(self.execution.cancel_all(strategy))
+        self.risk.breaches.clear()
+        for _strategy, _text in self.risk.notices:
+            self.alerts["daily_loss_reset"] += 1
+        self.risk.notices.clear()
+        for held in self.groups.expired(self._seconds()):
+            self._refuse([leg for leg, _ in held], "incomplete_group",
+                         f"no transmitting leg within {GROUP_TIMEOUT_S:g}s")
+
+    # -- EXECUTION <-> VENUE ------------------------------------------------------------------
+    def _send(self, commands: list[OrderCommand]) -> None:
+        """Commands to the gateway, which answers a place at once with its IB id; each reaches
+        the exchange after the latency."""
+        queue = deque(commands)
+        while queue:
+            cmd = queue.popleft()
+            reply = self.venue.command(cmd)
+            self._schedule(self.now + self.settings.latency_ns, "command", cmd)
+            if reply is not None:
+                queue.extend(self.execution.on_placed(reply))
+        self._collect()
+
+    def _venue_out(self) -> None:
+        """What the exchange said in this step reaches execution after the return latency."""
+        reports = self.venue.reports
+        if not reports:
+            return
+        self.venue.reports = []
+        latency = self.settings.return_latency_ns
+        if latency > 0:
+            self._schedule(self.now + latency, "reports", reports)
+        else:
+            self._reports(reports)
+
+    def _reports(self, reports: list[Message]) -> None:
+        ex = self.execution
+        commands: list[OrderCommand] = []
+        booked = False
+        for msg in reports:
+            if isinstance(msg, OrderStatus):
+                commands += ex.on_status(msg)
+            elif isinstance(msg, OpenOrder):
+                commands += ex.on_open_order(msg)
+            elif isinstance(msg, Execution):
+                self.executions.append(msg)
+                commands += ex.on_execution(msg)
+                booked = True
+            elif isinstance(msg, Commission):
+                ex.on_commission(msg)
+                booked = True
+            elif isinstance(msg, GatewayError):
+                commands += ex.on_order_error(msg)
+        self._collect()
+        if commands:
+            self._send(commands)
+        if booked:
+            self._sample()
+
+    def _collect(self) -> None:
+        """Execution's frames, stamped as its publisher would, queued for risk and the
+        strategy; its alerts counted."""
+        ex = self.execution
+        if ex.frames:
+            for _topic, msgs in ex.frames:
+                for msg in msgs:
+                    self._stamp_seq += 1
+                    msg.src, msg.seq, msg.ts = SOURCE, self._stamp_seq, self.now
+                    if isinstance(msg, OrderUpdate) and msg.exec_id:
+                        self.fills.append(msg)
+                    self._outbox.append(msg)
+            ex.frames.clear()
+        if ex.alerts:
+            for severity, code, text in ex.alerts:
+                self.alerts[code] += 1
+                log.warning("execution alert", extra={"code": code, "severity": severity,
+                                                      "text": text})
+            ex.alerts.clear()
+
+    def _deliver(self) -> None:
+        """Decisions and execution's messages reach risk's mirror and then the strategy, in
+        order, outside the callback that caused them (they come over the bus live); what the
+        strategy sends meanwhile queues behind."""
+        outbox = self._outbox
+        while outbox:
+            msg = outbox.popleft()
+            if isinstance(msg, RiskDecision):
+                self._call(self.strategy.handle_decision, msg)
+                continue
+            self.risk.on_execution_message(msg)
+            if msg.strategy == self.cfg.name:
+                self._call(self.strategy.handle_execution, msg)
+
+    def _call(self, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception:  # as live: a strategy bug is counted and logged, the run goes on
+            self.callback_errors += 1
+            log.exception("strategy callback failed")
 
     # -- THE LOOP -----------------------------------------------------------------------------
     def run(self, messages: Iterable[tuple[int, Message]]) -> BacktestResult:
@@ -147,21 +329,25 @@ class BacktestEngine:
                 continue
             if not self._started:
                 self._start(recv_ns)
-            self._advance(recv_ns)
-            self.now = max(self.now, recv_ns)
+            if self._events[0][0] <= recv_ns:
+                self._advance(recv_ns)
+            if recv_ns > self.now:
+                self.now = recv_ns
             self.messages += 1
             self._market(msg, kind)
         if self._started:
             self._call(self.strategy.on_stop)
             self._deliver()
             self._sample()
+        in_flight = sum(1 for e in self._events if e[2] in IN_FLIGHT)
+        in_flight += self.groups.held()
         return BacktestResult(
             strategy=self.cfg.name, symbols=list(self.cfg.symbols), settings=self.settings,
             start_ns=self.start_ns, end_ns=self.now, messages=self.messages,
-            intents=self.intents, fills=self.fills, rejections=self.rejections,
-            samples=self.samples, ledger=self.ledger, mids=self._mids(),
-            callback_errors=self.callback_errors,
-            unsent_at_end=sum(1 for e in self._events if e[2] != "timer"))
+            intents=self.intents, fills=self.fills, executions=self.executions,
+            rejections=self.rejections, samples=self.samples, portfolio=self.portfolio,
+            mids=self._mids(), callback_errors=self.callback_errors, unsent_at_end=in_flight,
+            alerts=self.alerts)
 
     def _start(self, t_ns: int) -> None:
         self._started = True
@@ -170,6 +356,7 @@ class BacktestEngine:
         self._call(self.strategy.on_start)
         self._deliver()
         self._schedule(t_ns + self._timer_ns(), "timer", None)
+        self._schedule(t_ns + HOUSEKEEPING_NS, "housekeeping", None)
 
     def _timer_ns(self) -> int:
         return max(1, int(self.cfg.timer_s * 1e9))
@@ -179,63 +366,41 @@ class BacktestEngine:
         heapq.heappush(self._events, (due_ns, self._event_seq, kind, payload))
 
     def _advance(self, until_ns: int) -> None:
-        while self._events and self._events[0][0] <= until_ns:
-            due, _, kind, payload = heapq.heappop(self._events)
+        events = self._events
+        while events and events[0][0] <= until_ns:
+            due, _, kind, payload = heapq.heappop(events)
             self.now = max(self.now, due)
-            if kind == "arrive":
-                self.exchange.arrive(payload)
-            elif kind == "cancel":
-                self.exchange.cancel_arrives(payload)
-            elif kind == "modify":
-                self.exchange.modify_arrives(payload)
-            else:  # the strategy's timer, which also samples the account
+            if kind == "command":
+                self.venue.arrive(payload)
+                self._venue_out()
+            elif kind == "reports":
+                self._reports(payload)
+            elif kind == "timer":  # the strategy's timer, which also samples the account
                 self._call(self.strategy.on_timer, self.now)
                 self._sample()
                 self._schedule(due + self._timer_ns(), "timer", None)
+            else:
+                self._housekeeping()
+                self._schedule(due + HOUSEKEEPING_NS, "housekeeping", None)
             self._deliver()
 
     def _market(self, msg: Message, kind: str) -> None:
-        """Fills caused by this data reach the strategy before the data itself does."""
+        """The venue matches on the new market first; the strategy then sees the data (and,
+        with no return latency, the fills it caused before the data itself)."""
         market = self.markets[msg.symbol]
         trades = market.apply(msg)
         book = market.book
         self.risk.on_mark(msg.symbol, book.best_bid_price(), book.best_ask_price())
-        self.exchange.on_market(msg.symbol, trades)
-        self._deliver()
-        if (msg.symbol, kind) in self._subscriptions:
-            self._call(self._to_strategy, msg)
+        venue = self.venue
+        venue.on_market(msg.symbol, trades)
+        if venue.reports:
+            self._venue_out()
+        if self._outbox:
             self._deliver()
-
-    def _to_strategy(self, msg: Message) -> None:
-        self.strategy.handle_market_data(msg)
-
-    # -- UPDATES ------------------------------------------------------------------------------
-    def _on_update(self, update: OrderUpdate) -> None:
-        self._update_seq += 1
-        update = msgspec.structs.replace(update, src=SOURCE, seq=self._update_seq, ts=self.now)
-        self.risk.on_update(update)
-        if update.exec_id:
-            self.fills.append(update)
-            self.ledger.apply(update)
-            self._sample()
-        self._outbox.append(update)
-
-    def _deliver(self) -> None:
-        """Decisions and updates reach the strategy in order, outside the callback that
-        caused them (they come over the bus live); what it sends meanwhile queues behind."""
-        while self._outbox:
-            msg = self._outbox.popleft()
-            if isinstance(msg, RiskDecision):
-                self._call(self.strategy.handle_decision, msg)
-            else:
-                self._call(self.strategy.handle_update, msg)
-
-    def _call(self, fn, *args) -> None:
-        try:
-            fn(*args)
-        except Exception:  # as live: a strategy bug is counted and logged, the run goes on
-            self.callback_errors += 1
-            log.exception("strategy callback failed")
+        if (msg.symbol, kind) in self._subscriptions:
+            self._call(self.strategy.handle_market_data, msg)
+            if self._outbox:
+                self._deliver()
 
     # -- ACCOUNT ------------------------------------------------------------------------------
     def _mids(self) -> dict[str, float]:
@@ -251,7 +416,12 @@ class BacktestEngine:
 
     def _sample(self) -> None:
         mids = self._mids()
-        ledger = self.ledger
-        equity = ledger.realized() + ledger.unrealized(mids) - ledger.commissions
-        self.samples.append(Sample(self.now, equity, ledger.gross_exposure(mids),
-                                   {s: ledger.position(s) for s in self.cfg.symbols}, mids))
+        account = snapshot(self.portfolio, self.cfg.name, self.cfg.symbols, mids)
+        self.samples.append(Sample(self.now, account.equity, account.gross_exposure,
+                                   account.positions, mids))
+
+
+def _decision(intent: OrderIntent, approved: bool, reason: str = "",
+              text: str = "") -> RiskDecision:
+    return RiskDecision(strategy=intent.strategy, client_order_id=intent.client_order_id,
+                        approved=approved, reason=reason, text=text)

@@ -29,9 +29,9 @@ def plot(result: BacktestResult, path: str | Path) -> Path:
             ax.plot([p[0] for p in points], [p[1] for p in points], color="0.35", lw=0.9,
                     label=f"{symbol} mid")
         for side, marker, colour in (("BUY", "^", "tab:green"), ("SELL", "v", "tab:red")):
-            fills = [f for f in result.fills if f.symbol == symbol and f.side == side]
+            fills = [f for f in result.executions if f.symbol == symbol and f.side == side]
             if fills:
-                ax.scatter(_times([f.ts for f in fills]), [f.last_fill_price for f in fills],
+                ax.scatter(_times([f.exec_time_ns for f in fills]), [f.price for f in fills],
                            marker=marker, color=colour, s=28, zorder=3,
                            label=f"{side.lower()} fills ({len(fills)})")
         ax.set_ylabel("price")
@@ -58,8 +58,10 @@ def plot(result: BacktestResult, path: str | Path) -> Path:
     ax_eq.legend(loc="upper left", fontsize=8)
     ax_eq.grid(alpha=0.3)
     ax_eq.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M:%S"))
-    fig.suptitle(f"backtest {result.strategy}: latency {result.settings.latency_ns / 1e6:g} ms, "
-                 f"queue {result.settings.queue_model}")
+    settings = result.settings
+    fig.suptitle(f"backtest {result.strategy}: latency {settings.latency_ns / 1e6:g} ms "
+                 f"(reports {settings.return_latency_ns / 1e6:g} ms), "
+                 f"queue {settings.queue_model}")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=110, metadata={"Software": None})

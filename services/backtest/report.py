@@ -6,15 +6,16 @@ from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
+from services.backtest.account import snapshot, trading
 from services.backtest.engine import BacktestResult, Sample
 
 
 def summarize(result: BacktestResult) -> dict[str, Any]:
-    ledger = result.ledger
-    realized = ledger.realized()
-    unrealized = ledger.unrealized(result.mids)
+    """Every figure from execution's ``Portfolio`` (positions, realized PnL net of
+    commissions, commissions, fills) and the run's samples."""
+    account = snapshot(result.portfolio, result.strategy, result.symbols, result.mids)
+    stats = trading(result.portfolio, result.strategy)
     actions = Counter(i.action for i in result.intents)
-    filled_orders = len({f.client_order_id for f in result.fills})
     return {
         "strategy": result.strategy,
         "symbols": list(result.symbols),
@@ -23,32 +24,34 @@ def summarize(result: BacktestResult) -> dict[str, Any]:
         "duration_s": _r((result.end_ns - result.start_ns) / 1e9),
         "market_messages": result.messages,
         "latency_ms": _r(result.settings.latency_ns / 1e6),
+        "report_latency_ms": _r(result.settings.return_latency_ns / 1e6),
         "queue_model": result.settings.queue_model,
         "pnl": {
-            "realized": _r(realized),
-            "unrealized": _r(unrealized),
-            "gross": _r(realized + unrealized),
-            "commissions": _r(ledger.commissions),
-            "total": _r(realized + unrealized - ledger.commissions),
+            "realized_gross": _r(account.realized_gross),
+            "commissions": _r(account.commissions),
+            "realized": _r(account.realized),  # net of commissions, as the Portfolio's
+            "unrealized": _r(account.unrealized),
+            "total": _r(account.equity),
         },
         "trading": {
-            "fills": ledger.fills,
-            "filled_orders": filled_orders,
-            "round_trips": ledger.round_trips,
-            "shares": _r(ledger.shares),
-            "notional": _r(ledger.notional),
+            "fills": stats.fills,
+            "filled_orders": stats.filled_orders,
+            "round_trips": stats.round_trips,
+            "shares": _r(stats.shares),
+            "notional": _r(stats.notional),
         },
         "max_drawdown": _r(max_drawdown(result.samples)),
         "exposure": {
             "max_gross": _r(max((s.gross for s in result.samples), default=0.0)),
             "time_weighted_gross": _r(time_weighted(result.samples, result.end_ns)),
         },
-        "final_positions": {s: _r(ledger.position(s)) for s in result.symbols},
+        "final_positions": {s: _r(q) for s, q in account.positions.items()},
         "intents": {"total": len(result.intents),
                     **{a: actions[a] for a in ("new", "modify", "cancel")}},
         "rejected": {"total": sum(result.rejections.values()),
                      "by_reason": dict(sorted(result.rejections.items()))},
         "callback_errors": result.callback_errors,
+        "alerts": dict(sorted(result.alerts.items())),
         "in_flight_at_end": result.unsent_at_end,
     }
 
@@ -86,13 +89,14 @@ def to_text(summary: dict[str, Any]) -> str:
         f"backtest of {summary['strategy']} on {', '.join(summary['symbols'])}",
         f"  period         {summary['start']} .. {summary['end']} ({summary['duration_s']:g} s, "
         f"{summary['market_messages']} market messages)",
-        f"  execution      latency {summary['latency_ms']:g} ms, queue model "
-        f"{summary['queue_model']}",
+        f"  execution      latency {summary['latency_ms']:g} ms to the exchange, "
+        f"{summary['report_latency_ms']:g} ms back; queue model {summary['queue_model']}",
         "",
         "PnL",
-        f"  realized       {p['realized']:>14,.2f}",
-        f"  unrealized     {p['unrealized']:>14,.2f}",
+        f"  realized gross {p['realized_gross']:>14,.2f}",
         f"  commissions    {-p['commissions']:>14,.2f}",
+        f"  realized (net) {p['realized']:>14,.2f}",
+        f"  unrealized     {p['unrealized']:>14,.2f}",
         f"  total (net)    {p['total']:>14,.2f}",
         f"  max drawdown   {-summary['max_drawdown']:>14,.2f}",
         "",
@@ -116,6 +120,8 @@ def to_text(summary: dict[str, Any]) -> str:
     ]
     for reason, count in summary["rejected"]["by_reason"].items():
         lines.append(f"    {reason:<28}{count:>6d}")
+    for code, count in summary["alerts"].items():
+        lines.append(f"  alert {code:<22}{count:>6d}")
     if summary["callback_errors"]:
         lines.append(f"  strategy callback errors: {summary['callback_errors']} (see the log)")
     if summary["in_flight_at_end"]:

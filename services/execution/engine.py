@@ -297,7 +297,7 @@ class ExecutionEngine:
             order.perm_id = status.perm_id
         if status.status == "Filled":
             # quantities come from executions (by execId); the status only says "done"
-            if order.filled + EPSILON >= self._quantity(order):
+            if order.state is not S.FILLED and order.filled + EPSILON >= self._quantity(order):
                 self._transition(order, E.FILL)
             return self._release(order)
         event = IB_STATUS_EVENTS.get(status.status)

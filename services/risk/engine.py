@@ -24,6 +24,7 @@ from services.runtime.instruments import Instruments, UnknownInstrument
 
 log = logging.getLogger("risk.engine")
 ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
+GROUP_TIMEOUT_S = 10.0  # a group whose transmitting leg never comes is refused as a whole
 
 
 @dataclass
@@ -59,6 +60,40 @@ def _working(order: OrderUpdate) -> float:
         return 0.0
     left = order.quantity - order.filled
     return left if order.side == "BUY" else -left
+
+
+class GroupDesk:
+    """The legs of a bracket or OCA group (``transmit=False``) held until the group's
+    transmitting leg, so risk decides the group as one (``RiskEngine.check_group``). Each leg
+    carries the caller's token (the live service's request token; nothing in a backtest)."""
+
+    def __init__(self) -> None:
+        self.legs: dict[str, list[tuple[OrderIntent, object]]] = {}
+        self.started: dict[str, float] = {}
+
+    def wants(self, intent: OrderIntent) -> bool:
+        return intent.action == "new" and (not intent.transmit or intent.parent_id in self.legs)
+
+    def add(self, intent: OrderIntent, token: object, now: float
+            ) -> list[tuple[OrderIntent, object]] | None:
+        """Hold a leg; the whole group (entry first) once its transmitting leg is here."""
+        key = intent.parent_id or intent.client_order_id
+        self.legs.setdefault(key, []).append((intent, token))
+        self.started.setdefault(key, now)
+        if not intent.transmit:
+            return None
+        self.started.pop(key, None)
+        return self.legs.pop(key)
+
+    def expired(self, now: float, timeout: float = GROUP_TIMEOUT_S
+                ) -> list[list[tuple[OrderIntent, object]]]:
+        keys = [k for k, t in self.started.items() if now - t > timeout]
+        for key in keys:
+            self.started.pop(key)
+        return [self.legs.pop(key, []) for key in keys]
+
+    def held(self) -> int:
+        return sum(len(legs) for legs in self.legs.values())
 
 
 @dataclass

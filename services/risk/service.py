@@ -26,7 +26,7 @@ from services.bus import snapshot
 from services.bus.reliable import DEFER, Refused, ReliableClient, ReliableServer, Token
 from services.bus.snapshot import SnapshotServer, SnapshotTimeout
 from services.bus.subscriber import Subscriber
-from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
+from services.risk.engine import ACTIVE, GROUP_TIMEOUT_S, HALTED, REDUCING, GroupDesk, RiskEngine
 from services.model.trading_day import TradingDay
 from services.risk.limits import LimitBook
 from services.runtime.cli import add_common_args, load_config
@@ -38,7 +38,6 @@ from services.runtime.service import Service
 TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state")
 CONTROL_STATES = {"kill": HALTED, "resume_all": ACTIVE, "pause": HALTED, "resume": ACTIVE}
 FROM_EXECUTION = (OrderUpdate, StrategyPosition, StrategyDigest)
-GROUP_TIMEOUT_S = 10.0  # a group whose transmitting leg never comes is refused as a whole
 
 
 class RiskService(Service):
@@ -62,9 +61,7 @@ class RiskService(Service):
         self.strategies_seen = _listing(strategies_dir)
         self.watched: set[str] = set(_strategy_symbols(strategies_dir))
         self.waiting: dict[int, tuple[Token, RiskDecision]] = {}  # execution seq -> strategy
-        # legs of a group (transmit=False) held until its transmitting leg: group -> legs
-        self.groups: dict[str, list[tuple[OrderIntent, Token]]] = {}
-        self.group_started: dict[str, float] = {}
+        self.groups = GroupDesk()  # bracket legs held until the group's transmitting leg
         self.resync_wanted: dict[str, str] = {}  # strategy -> why its mirror must re-join
         self.on_socket(self.server.socket, self.server.process_ready)
         self.on_socket(self.execution.socket, self._on_execution_reply)
@@ -175,7 +172,7 @@ class RiskService(Service):
         if msg.symbol and msg.symbol not in self.watched and msg.symbol in self.engine.instruments:
             self.watched.add(msg.symbol)
             self._subscribe_marks()
-        if msg.action == "new" and (not msg.transmit or msg.parent_id in self.groups):
+        if self.groups.wants(msg):
             return self._group_leg(msg)
         decision = self.engine.check(msg)
         reply = self._decision(msg, decision.approved, decision.reason, decision.text)
@@ -196,14 +193,9 @@ class RiskService(Service):
 
     def _group_leg(self, msg: OrderIntent):
         """Hold a group's legs until its transmitting leg; then decide the group as one."""
-        key = msg.parent_id or msg.client_order_id
-        legs = self.groups.setdefault(key, [])
-        self.group_started.setdefault(key, time.monotonic())
-        legs.append((msg, self.server.current))
-        if not msg.transmit:
+        legs = self.groups.add(msg, self.server.current, time.monotonic())
+        if legs is None:
             return DEFER
-        del self.groups[key]
-        self.group_started.pop(key, None)
         intents = [leg for leg, _ in legs]
         decision = self.engine.check_group(intents)
         if not decision.approved:
@@ -296,11 +288,9 @@ class RiskService(Service):
                                          text=f"{strategy}: {text}"))
             self._save_trading_state()
         self.engine.notices.clear()
-        now = time.monotonic()
-        for key in [k for k, t in self.group_started.items() if now - t > GROUP_TIMEOUT_S]:
-            self.group_started.pop(key)
+        for legs in self.groups.expired(time.monotonic()):
             self.counters["rejected_incomplete_group"] += 1
-            self._refuse_legs(self.groups.pop(key, []), "incomplete_group",
+            self._refuse_legs(legs, "incomplete_group",
                               f"no transmitting leg within {GROUP_TIMEOUT_S:g}s")
         self._maybe_resync()
         for name in self.engine.strategies:

@@ -95,16 +95,31 @@ class Scripted(Strategy):
         self.rejected.append(decision)
 
 
-def run_script(tmp_path: Path, tape: Tape, script: list, risk: dict | None = None,
-               **settings) -> tuple[BacktestResult, Scripted]:
-    cls = type("Script", (Scripted,), {"SCRIPT": script})
+def run_engine(tmp_path: Path, tape: Tape, script: list, risk: dict | None = None,
+               strategy: type[Strategy] = Scripted, **settings
+               ) -> tuple[BacktestEngine, BacktestResult]:
+    """Run ``script`` over ``tape``; the engine is returned too, for its execution engine,
+    risk engine, venue and journal."""
+    cls = type("Script", (strategy,), {"SCRIPT": script})
     cfg = StrategyConfig(name="t1", class_path="tests.backtest.helpers:Scripted",
                          symbols=[tape.symbol], risk=risk or {}, timer_s=1.0)
     engine = BacktestEngine(cfg, Settings(**settings), strategy_class=cls)
     recording = tape.write(tmp_path / "rec")
     result = engine.run((r.recv_ns, m) for r, m in recording.messages())
+    return engine, result
+
+
+def run_script(tmp_path: Path, tape: Tape, script: list, risk: dict | None = None,
+               **settings) -> tuple[BacktestResult, Scripted]:
+    engine, result = run_engine(tmp_path, tape, script, risk, **settings)
     return result, engine.strategy
 
 
 def fill_times_ms(result: BacktestResult) -> list[float]:
+    """When the venue filled (the executions' times), in ms after the tape's start."""
+    return [(e.exec_time_ns - START_NS) / MS for e in result.executions]
+
+
+def seen_times_ms(result: BacktestResult) -> list[float]:
+    """When execution learned of each fill (its updates' stamps), in ms after the start."""
     return [(f.ts - START_NS) / MS for f in result.fills]

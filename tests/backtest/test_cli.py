@@ -80,12 +80,14 @@ def test_the_report_matches_a_recomputation_from_fills_bin(runs):
     report = json.loads((out / "report.json").read_text())
     assert report["trading"]["fills"] == len(fills)
     assert report["trading"]["filled_orders"] == len(per_order)
-    assert report["pnl"]["realized"] == pytest.approx(realized, abs=1e-6)
+    assert report["pnl"]["realized_gross"] == pytest.approx(realized, abs=1e-6)
     assert report["pnl"]["commissions"] == pytest.approx(commissions, abs=1e-6)
+    # realized PnL is reported net of commissions, as the Portfolio (and IB) report it
+    assert report["pnl"]["realized"] == pytest.approx(realized - commissions, abs=1e-6)
     assert report["final_positions"]["AAPL"] == qty
     assert report["intents"]["total"] == len(intents)
     text = (out / "report.txt").read_text()
-    assert f"{realized:,.2f}" in text and f"{len(fills):d}" in text
+    assert f"{realized - commissions:,.2f}" in text and f"{len(fills):d}" in text
 
 
 def test_the_plot_is_a_real_png(runs):
@@ -99,7 +101,8 @@ def test_help():
     proc = subprocess.run([sys.executable, "-m", "services.cli", "backtest", "--help"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
-    for option in ("--latency-ms", "--queue-model", "--from", "--to", "--out", "RECORDING"):
+    for option in ("--latency-ms", "--report-latency-ms", "--queue-model", "--from", "--to",
+                   "--out", "RECORDING"):
         assert option in proc.stdout
 
 

@@ -30,7 +30,10 @@ def test_example_strategy_trades(recording, example, queue_model):
     assert result.callback_errors == 0
     assert len(result.fills) >= 1
     assert {f.side for f in result.fills} == {"BUY", "SELL"}
-    # the strategy's own books agree with the backtest's ledger
-    assert engine.strategy.position("AAPL") == result.ledger.position("AAPL")
+    # the strategy's mirror and risk's hold execution's positions (one Portfolio)
+    held = result.portfolio.quantity("ex1", "AAPL")
+    assert engine.strategy.position("AAPL") == held
+    assert engine.risk.book("ex1").held("AAPL") == held
+    assert engine.strategy.mirror.agrees(engine.execution.digest("ex1"))
     if example == "mean_reversion":  # its exits are bracket children
         assert any(f.parent_id for f in result.fills)

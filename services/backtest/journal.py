@@ -1,0 +1,43 @@
+"""A journal for the ``ExecutionEngine`` of a backtest: the interface of
+``services.runtime.journal.Journal`` that execution uses, in memory, never touching the disk.
+
+Live, execution journals every intent, state change, fill and commission and fsyncs before it
+acknowledges anything; a backtest has nothing to survive, so appends are counted (``records``)
+and, with ``keep=True``, kept in order so that ``replay()`` gives them back as the file would
+(a second ``ExecutionEngine`` over the same journal restores the same orders and positions).
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+from proto.schema import Message
+
+
+class MemoryJournal:
+    def __init__(self, keep: bool = False) -> None:
+        self.keep = keep
+        self.entries: list[Message] = []
+        self.records = 0  # appended by this instance
+        self.syncs = 0
+        self.torn_bytes = 0  # nothing is ever torn in memory
+        self.closed = False
+
+    def append(self, msg: Message) -> None:
+        if self.closed:
+            raise ValueError("append to a closed journal")
+        self.records += 1
+        if self.keep:
+            self.entries.append(msg)
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+    def replay(self) -> Iterator[Message]:
+        """What was appended, in order (nothing unless ``keep``)."""
+        return iter(list(self.entries))
+
+    def stats(self) -> dict[str, int]:
+        return {"records": self.records, "syncs": self.syncs, "torn_bytes": self.torn_bytes}
+
+    def close(self) -> None:
+        self.closed = True
