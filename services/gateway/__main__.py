@@ -29,13 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--depth-subscriptions", type=int, dest="depth_subscriptions")
     t.add_argument("--no-account-updates", action="store_false", dest="account_updates",
                    default=None)
+    t.add_argument("--completed-timeout", type=float, dest="completed_timeout",
+                   help="how long a reconciliation waits for completedOrdersEnd, s")
     args = parser.parse_args(argv)
     faulthandler.register(signal.SIGUSR1)  # thread dump on demand: kill -USR1 PID
     config = load_config(parser, args)
     overrides = {k: getattr(args, k) for k in (
         "host", "port", "client_id", "backoff_base", "backoff_cap", "connect_timeout",
         "probe_interval", "probe_timeout", "rate", "mkt_data_lines", "depth_subscriptions",
-        "account_updates")}
+        "account_updates", "completed_timeout")}
     options = GatewayOptions.from_config(config, **overrides)
     if options.port in LIVE_PORTS and not options.live:
         parser.exit(2, f"{parser.prog}: port {options.port} is a LIVE trading port; set "

@@ -1,13 +1,28 @@
-"""The connection's state machine and the policies that drive it: backoff and the hang probe.
+"""The connection: its state machine, the policies that drive it, and ``Connection``, its owner.
 
-Pure logic, no sockets and no clocks of its own (callers pass ``now``), so it is unit-tested
-directly. The service owns the transitions; this module only says which ones are legal.
+``ConnState``, ``TRANSITIONS``, ``StateMachine``, ``Backoff`` and ``HangProbe`` are pure logic,
+no sockets and no clocks of their own (callers pass ``now``), unit-tested directly.
+``Connection`` owns the one TWS socket's life with them: a ``Session`` per attempt, the
+handshake deadline, the hang probe, reconnects with backoff, and IB's own link state (1100 /
+1101 / 1102, market data farms) as reported through errors. Every state change goes out as a
+``GatewayState``. What a connect or a loss means for orders and data is not decided here: the
+gateway is told (``on_up``, ``on_down``) and tells each concern.
 """
 from __future__ import annotations
 
 import enum
+import logging
 import random
+import time
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from proto.schema import GatewayError, GatewayState
+from services.gateway.client import Session
+from services.gateway.options import GatewayOptions
+from services.gateway.outbox import Outbox
+from services.gateway.wrapper import EventQueue
 
 
 class ConnState(str, enum.Enum):
@@ -111,3 +126,198 @@ class HangProbe:
 
     def timed_out(self, now: float) -> bool:
         return self.sent_at is not None and now - self.sent_at >= self.timeout
+
+
+class Connection:
+    """The one TWS socket: connect, handshake, probe, reconnect; IB's link and farm state."""
+
+    def __init__(self, opts: GatewayOptions, events: EventQueue, outbox: Outbox,
+                 publisher: Any, counters: Counter, log: logging.Logger,
+                 on_up: Callable[[], None], on_down: Callable[[], None]) -> None:
+        self.opts = opts
+        self.events = events
+        self.outbox = outbox
+        self.publisher = publisher
+        self.counters = counters
+        self.log = log
+        self.on_up = on_up        # handshake done: the gateway re-synchronises
+        self.on_down = on_down    # session gone: the gateway tells every concern
+        self.sm = StateMachine()
+        self.backoff = Backoff(opts.backoff_base, opts.backoff_cap)
+        self.probe = HangProbe(opts.probe_interval, opts.probe_timeout)
+        self.session: Session | None = None
+        #: connection attempt number; events from an older attempt are stale
+        self.generation = 0
+        self.server_version = 0
+        self.reconnects = 0
+        self.reconnect_at: float | None = time.monotonic()
+        self.connect_deadline: float | None = None
+        self.link_lost = False     # 1100 seen, not yet 1101/1102
+        self.farm_down = False     # 2103 seen, not yet 2104
+        self.close_reason = ""     # why IB is about to close us (326), added to the loss reason
+        self.last_connection_error = ""  # a long outage repeats one error: published once
+
+    # -- QUERIES ---------------------------------------------------------------------------
+    @property
+    def state(self) -> ConnState:
+        return self.sm.state
+
+    @property
+    def socket_up(self) -> bool:
+        return self.sm.socket_up
+
+    @property
+    def can_send_orders(self) -> bool:
+        """Synchronised, or degraded by a market data farm only (orders still work)."""
+        return self.sm.state == S.SYNCHRONISED or (self.sm.state == S.DEGRADED
+                                                   and not self.link_lost)
+
+    @property
+    def client(self) -> Any:
+        """The ibapi client of the live session, or None."""
+        if self.session is None or not self.sm.socket_up:
+            return None
+        return self.session.client
+
+    # -- STATE -----------------------------------------------------------------------------
+    def move(self, to: ConnState, reason: str) -> None:
+        if self.sm.move(to, reason):
+            self.log.info("state", extra={"state": to.value, "reason": reason})
+            self.publish_state()
+
+    def publish_state(self) -> None:
+        self.publisher.publish(GatewayState(state=self.sm.state.value, reason=self.sm.reason,
+                                            server_version=self.server_version,
+                                            client_id=self.opts.client_id,
+                                            reconnects=self.reconnects))
+
+    def synchronised(self, reason: str) -> None:
+        """Trusted again: the backoff starts over and a new outage's errors are news."""
+        self.backoff.reset()
+        self.last_connection_error = ""
+        self.move(S.SYNCHRONISED, reason)
+
+    # -- TIMERS ----------------------------------------------------------------------------
+    def tick(self, now: float) -> None:
+        """Reconnect when the backoff has elapsed, give up on a slow handshake, probe a
+        silent socket and drop it if the probe goes unanswered."""
+        state = self.sm.state
+        if state == S.DISCONNECTED and self.reconnect_at is not None and now >= self.reconnect_at:
+            self._connect()
+        elif state == S.CONNECTING and self.connect_deadline is not None \
+                and now > self.connect_deadline:
+            self.lost(f"no handshake/nextValidId within {self.opts.connect_timeout:g}s")
+        elif self.sm.socket_up:
+            if self.probe.timed_out(now):
+                self.lost(f"no answer to the liveness probe within {self.probe.timeout:g}s "
+                          f"(silent hang)")
+            elif self.probe.should_probe(now):
+                self.probe.probed(now)
+                self.outbox.submit("probe", lambda c: c.reqCurrentTime(), urgent=True)
+
+    def inbound(self, now: float) -> None:
+        """Anything from IB proves the socket alive (the probe's answer included)."""
+        self.probe.inbound(now)
+
+    # -- SESSIONS --------------------------------------------------------------------------
+    def _connect(self) -> None:
+        self.reconnect_at = None
+        self.generation += 1
+        self.move(S.CONNECTING, f"attempt {self.backoff.attempts + 1} to "
+                                f"{self.opts.host}:{self.opts.port} as client "
+                                f"{self.opts.client_id}")
+        self.connect_deadline = time.monotonic() + self.opts.connect_timeout
+        self.session = Session(self.events, self.generation, self.opts.host, self.opts.port,
+                               self.opts.client_id)
+        self.session.start()
+
+    def lost(self, reason: str) -> None:
+        """The session is gone (or we gave up on it): clean up, schedule the next attempt."""
+        if self.session is not None:
+            self.session.abort()
+            self.session = None
+        self.generation += 1  # every event still queued from that session is now stale
+        was_up = self.sm.socket_up
+        if self.close_reason:
+            reason = f"{reason}; {self.close_reason}"
+            self.close_reason = ""
+        self.on_down()
+        self.link_lost = self.farm_down = False
+        self.connect_deadline = None
+        delay = self.backoff.next_delay()
+        self.reconnect_at = time.monotonic() + delay
+        if was_up:
+            self.reconnects += 1
+        self.counters["disconnects"] += 1
+        self.move(S.DISCONNECTED, f"{reason}; retry in {delay:.2f}s")
+
+    def abort(self) -> None:
+        """The service is stopping."""
+        if self.session is not None:
+            self.session.abort()
+
+    # -- CALLBACKS (ibapi, and the session thread's own two) -------------------------------
+    def on_connect_ack(self) -> None:
+        if self.session is not None:
+            self.server_version = self.session.server_version
+
+    def on_next_valid_id(self, order_id: int) -> None:
+        """The handshake's last step (also sent again later, e.g. after reqIds)."""
+        if self.sm.state != S.CONNECTING:
+            return
+        self.connect_deadline = None
+        self.probe.reset(time.monotonic())
+        if self.session is not None:
+            self.server_version = self.session.server_version
+        self.move(S.CONNECTED, f"handshake done (server version {self.server_version}), "
+                               f"nextValidId {order_id}")
+        self.on_up()
+
+    def on_connection_closed(self) -> None:
+        if self.sm.state != S.DISCONNECTED:
+            self.lost("connection closed by IB")
+
+    def on_session_ended(self, detail: str) -> None:
+        if self.sm.state != S.DISCONNECTED:
+            self.lost(f"session ended: {detail}")
+
+    def on_bad_frame(self, detail: str) -> None:
+        """An undecodable frame costs that frame, not the session."""
+        self.counters["bad_frames"] += 1
+        self.log.warning("undecodable frame from IB", extra={"detail": detail})
+        self.publisher.publish(GatewayError(code=0, text=f"undecodable frame from IB: {detail}",
+                                            scope="connection"))
+
+    # -- IB'S LINK (its errors, routed here by the error router) ---------------------------
+    def ib_link_lost(self, reason: str) -> None:
+        """1100: TWS lost IB; our socket is up but nothing reaches the market."""
+        self.link_lost = True
+        if self.sm.state in (S.CONNECTED, S.SYNCHRONISED):
+            self.move(S.DEGRADED, reason)
+
+    def ib_link_restored(self) -> None:
+        """1101 / 1102: IB reports the link and its farms back together."""
+        self.link_lost = False
+        self.farm_down = False
+
+    def ib_farm_down(self, reason: str) -> None:
+        self.farm_down = True
+        if self.sm.state in (S.CONNECTED, S.SYNCHRONISED):
+            self.move(S.DEGRADED, reason)
+
+    def ib_farm_up(self) -> bool:
+        """2104; True if a farm was down (IB also sends 2104 as plain news)."""
+        was_down, self.farm_down = self.farm_down, False
+        return was_down
+
+    def client_id_in_use(self) -> None:
+        """326: IB closes the socket next; the loss reason says why."""
+        self.close_reason = f"client id {self.opts.client_id} in use (326)"
+        self.counters["client_id_in_use"] += 1
+
+    def connection_error_is_news(self, text: str) -> bool:
+        """A long outage repeats one socket error every attempt: publish it once."""
+        if text == self.last_connection_error:
+            return False
+        self.last_connection_error = text
+        return True

@@ -6,12 +6,19 @@ Bus symbols:
 - ``ESZ6@CME``        a future (or anything else) by IB local symbol on an exchange.
 Every symbol is resolved once with reqContractDetails; requests then use the conId, so a
 contract is never ambiguous after resolution. The cache outlives reconnects (conIds are stable).
+
+``ContractBook`` is the cache (pure); ``ContractResolver`` asks IB and tells the concerns
+waiting on a symbol (market data, history, held orders) when it is resolved or unknown.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ibapi.contract import Contract
+
+from services.gateway import translate
+from services.gateway.outbox import Outbox
 
 
 def query_for(symbol: str) -> Contract:
@@ -105,3 +112,59 @@ class ContractBook:
         symbols = sorted({p.symbol for p in self.pending.values()})
         self.pending.clear()
         return symbols
+
+
+class ContractResolver:
+    """Resolves bus symbols at IB, once; names IB's contracts with our bus symbols."""
+
+    def __init__(self, outbox: Outbox, socket_up: Callable[[], bool],
+                 on_resolved: Callable[[str], None],
+                 on_failed: Callable[[str, str], None]) -> None:
+        self.outbox = outbox
+        self.socket_up = socket_up
+        self.on_resolved = on_resolved   # (symbol)
+        self.on_failed = on_failed       # (symbol, text)
+        self.book = ContractBook()
+        self.known_symbols: dict[int, str] = {}  # conId -> bus symbol
+
+    def get(self, symbol: str) -> Contract | None:
+        return self.book.get(symbol)
+
+    def resolve(self, symbol: str) -> None:
+        """Ask IB (once at a time) unless known; without a socket the next connect asks."""
+        if self.book.get(symbol) is not None or self.book.in_flight(symbol):
+            return
+        if not self.socket_up():
+            return
+        rid = self.outbox.req_id()
+        query = self.book.start(rid, symbol)
+        self.outbox.submit("contract", lambda c: c.reqContractDetails(rid, query))
+
+    def symbol_of(self, contract: Contract) -> str:
+        return translate.symbol_of(contract, self.known_symbols)
+
+    def on_lost(self) -> None:
+        self.book.abandon_in_flight()  # asked again by the re-synchronisation
+
+    # -- CALLBACKS -------------------------------------------------------------------------
+    def on_contract_details(self, req_id: int, details) -> None:
+        self.book.details(req_id, details.contract)
+
+    def on_contract_details_end(self, req_id: int) -> None:
+        result = self.book.end(req_id)
+        if result is None:
+            return
+        symbol, contract, text = result
+        if contract is None:
+            self.on_failed(symbol, text)
+            return
+        self.known_symbols[contract.conId] = symbol
+        self.on_resolved(symbol)
+
+    def request_error(self, req_id: int, code: int, text: str) -> bool:
+        """An IB error for a resolution request: True if it was one (the waiters are told)."""
+        symbol = self.book.fail(req_id, f"{code}: {text}")
+        if symbol is None:
+            return False
+        self.on_failed(symbol, f"cannot resolve {symbol!r}: {code} {text}")
+        return True

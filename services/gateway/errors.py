@@ -1,7 +1,9 @@
-"""IB's error codes, classified once: who owns an error and what it does to the connection.
+"""IB's error codes, classified once: what an error means for the connection.
 
-``classify(code)`` answers with a ``Kind``; the service routes by it. The req_id tells *which*
-owner (a subscription by request id, an order by order id); the code tells what it means.
+``classify(code)`` answers with a ``Kind``; ``error_router`` routes by it. The req_id tells
+*which* owner (a subscription by request id, an order by order id); the code tells what it
+means. No code says what became of an order (IB refuses a modify with 110 and the order keeps
+working): order errors are reported, never acted on.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ FARM_UP_CODES = frozenset({2104})
 FARM_INFO_CODES = frozenset({2105, 2106, 2107, 2108, 2157, 2158, 2119})
 INFO_CODES = frozenset({2100, 2150, 2168, 2169, 2109, 2137, 2170, 399, 10167, 10197})
 CONNECTION_CODES = frozenset({502, 503, 504, 507, 509, 1300, 2110})
-#: order errors that end an order (IB does not always follow up with an orderStatus)
-ORDER_FINAL_CODES = frozenset({103, 110, 135, 161, 200, 201, 202, 203, 321, 10147, 10148})
+#: codes about an order: published with scope "order" even when the id is not one of ours
+ORDER_ERROR_CODES = frozenset({103, 110, 135, 161, 200, 201, 202, 203, 321, 10147, 10148})
 #: errors for a market data request that mean the subscription is dead at IB
 SUBSCRIPTION_DEAD_CODES = frozenset({101, 200, 300, 309, 310, 321, 322, 354, 10090, 10190, 10168})
 

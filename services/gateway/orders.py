@@ -2,22 +2,48 @@
 
 Both are durable in the gateway's state directory, written before the order leaves:
 - ``order_ids.json`` holds the highest id *reserved*. Ids are handed out from blocks; a block
-  is reserved (fsync'd) before its first id is used, so a restart (even after SIGKILL)
-  continues above the block and never reuses an id. IB accepts gaps.
-- ``orders.jsonl`` maps execution's client order id to the IB order id. A place for a client
-  order id already in the map is not placed again; the existing mapping is the answer.
+  is reserved (an atomic document, fsync'd) before its first id is used, so a restart (even
+  after SIGKILL) continues above the block and never reuses an id. IB accepts gaps.
+- ``orders.journal`` (a ``services.runtime.journal`` journal of plain records) maps
+  execution's client order id to the IB order id. A place for a client order id already in
+  the map is not placed again; the existing mapping is the answer. An ``orders.jsonl`` of an
+  older build is migrated into it once, then renamed ``orders.jsonl.migrated``.
+
+Records in ``orders.journal`` (``w`` is the wall-clock time journalled, ns):
+- a place: ``{"coid", "ib", "symbol", "side", "qty", "parent", "cmd", "w"}`` before sending;
+- ``{"sent": ib}`` once it went to IB (a place with ``cmd`` and no ``sent`` is resent after a
+  restart);
+- a learned order (an older run's, found by reconciliation): ``{"coid", "ib", ..., "learned"}``;
+- ``{"final": [ib, ...], "w"}``: orders that ended (written at close, from what IB reported);
+- after compaction, one record per order kept: no ``cmd`` once sent, ``"final": true`` if it
+  ended.
+
+Compaction (on open, when the journal holds more than ``COMPACT_MIN_RECORDS`` and more than
+twice the records kept) drops an order only if it was sent, is known to have ended, *and* was
+journalled more than ``ORDER_KEEP_DAYS`` ago: a resent place (execution retrying after a crash)
+is recognised for that long, and an order still working at IB is never dropped (nor would it be
+lost: reconciliation relearns it from its ``orderRef``).
 """
 from __future__ import annotations
 
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import msgspec
 from ibapi.order import Order
 
 from proto.schema import OrderCommand
-from services.gateway.durable import Journal, read_json, write_json
+from services.runtime.journal import JournalError, RecordJournal, read_json, write_json
+
+log = logging.getLogger("gateway.orders")
+
+ORDER_KEEP_DAYS = 7
+COMPACT_MIN_RECORDS = 1000
+_DAY_NS = 86_400 * 10**9
 
 
 class OrderIdSequence:
@@ -33,10 +59,13 @@ class OrderIdSequence:
             self.next_id = ib_next
 
     def allocate(self) -> int:
+        """The next id; a new block is durable before its first id is handed out (if that
+        write fails, JournalError and nothing changes)."""
         order_id = self.next_id
         if order_id > self.reserved_through:
-            self.reserved_through = order_id + self.block - 1
-            write_json(self.path, {"reserved_through": self.reserved_through})
+            through = order_id + self.block - 1
+            write_json(self.path, {"reserved_through": through})
+            self.reserved_through = through
         self.next_id += 1
         return order_id
 
@@ -58,20 +87,75 @@ class OrderRecord:
     live_this_run: bool = False  # sent, or reported by IB, since this process started
 
 
+@dataclass
+class _Entry:
+    """What the journal says about one IB order id (for compaction)."""
+    record: dict
+    sent: bool = False
+    final: bool = False
+
+
 class OrderMap:
     """client_order_id <-> ib_order_id, journalled before the order is sent."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.journal = Journal(Path(state_dir) / "orders.jsonl")
+    def __init__(self, state_dir: Path, keep_days: float = ORDER_KEEP_DAYS,
+                 compact_min_records: int = COMPACT_MIN_RECORDS) -> None:
+        state_dir = Path(state_dir)
+        now = time.time_ns()
+        self.keep_days = keep_days
+        self.journal = RecordJournal(state_dir / "orders.journal",
+                                     legacy_jsonl=state_dir / "orders.jsonl",
+                                     transform=lambda r: r if "w" in r else {**r, "w": now})
         self.by_client: dict[str, OrderRecord] = {}
         self.by_ib: dict[int, OrderRecord] = {}
+        self._entries: dict[int, _Entry] = {}
         for rec in self.journal.records():
-            if "coid" not in rec:  # a "sent" marker
+            if "coid" in rec:
+                ib = int(rec["ib"])
+                self._index(OrderRecord(rec["coid"], ib, rec.get("symbol", ""),
+                                        rec.get("side", ""), float(rec.get("qty", 0.0)),
+                                        remaining=float(rec.get("qty", 0.0)),
+                                        parent_id=int(rec.get("parent", 0))))
+                self._entries[ib] = _Entry(rec, sent="cmd" not in rec,
+                                           final=bool(rec.get("final")))
+            elif "sent" in rec:
+                entry = self._entries.get(int(rec["sent"]))
+                if entry is not None:
+                    entry.sent = True
+            elif "final" in rec:
+                for ib in rec["final"]:
+                    entry = self._entries.get(int(ib))
+                    if entry is not None:
+                        entry.final = True
+        kept = {ib for ib, _ in self._kept(now)}
+        files = self.journal.journal.file_records
+        if files > compact_min_records and files > 2 * len(kept):
+            self.journal.compact(self._snapshot(now))
+            for ib in [ib for ib in self._entries if ib not in kept]:  # memory = disk
+                rec = self.by_ib.pop(ib, None)
+                del self._entries[ib]
+                if rec is not None and self.by_client.get(rec.client_order_id) is rec:
+                    del self.by_client[rec.client_order_id]
+
+    def _kept(self, now: int) -> Iterator[tuple[int, _Entry]]:
+        horizon = now - int(self.keep_days * _DAY_NS)
+        for ib, entry in self._entries.items():
+            final = entry.final or (ib in self.by_ib and self.by_ib[ib].final)
+            if entry.sent and final and int(entry.record.get("w", now)) < horizon:
                 continue
-            self._index(OrderRecord(rec["coid"], int(rec["ib"]), rec.get("symbol", ""),
-                                    rec.get("side", ""), float(rec.get("qty", 0.0)),
-                                    remaining=float(rec.get("qty", 0.0)),
-                                    parent_id=int(rec.get("parent", 0))))
+            yield ib, entry
+
+    def _snapshot(self, now: int) -> Iterator[dict]:
+        """One record per order kept: the command only while unsent, the end if known."""
+        for ib, entry in self._kept(now):
+            rec = dict(entry.record)
+            if entry.sent:
+                rec.pop("cmd", None)
+            if entry.final:
+                rec["final"] = True
+            else:
+                rec.pop("final", None)
+            yield rec
 
     def _index(self, rec: OrderRecord) -> None:
         self.by_client[rec.client_order_id] = rec
@@ -84,11 +168,14 @@ class OrderMap:
         return self.by_ib.get(ib_order_id)
 
     def add(self, cmd: OrderCommand, ib_order_id: int) -> OrderRecord:
+        """Journal (durable) then map; a JournalError leaves the map unchanged."""
         rec = OrderRecord(cmd.client_order_id, ib_order_id, cmd.symbol, cmd.side, cmd.quantity,
                           remaining=cmd.quantity, parent_id=cmd.parent_ib_id)
-        self.journal.append({"coid": rec.client_order_id, "ib": ib_order_id, "symbol": cmd.symbol,
-                             "side": cmd.side, "qty": cmd.quantity, "parent": cmd.parent_ib_id,
-                             "cmd": msgspec.to_builtins(cmd)})
+        record = {"coid": rec.client_order_id, "ib": ib_order_id, "symbol": cmd.symbol,
+                  "side": cmd.side, "qty": cmd.quantity, "parent": cmd.parent_ib_id,
+                  "cmd": msgspec.to_builtins(cmd), "w": time.time_ns()}
+        self.journal.append(record)
+        self._entries[ib_order_id] = _Entry(record)
         self._index(rec)
         return rec
 
@@ -100,42 +187,43 @@ class OrderMap:
             rec = OrderRecord(client_order_id, ib_order_id, symbol, side, quantity,
                               remaining=quantity)
             if client_order_id and client_order_id not in self.by_client:
-                self.journal.append({"coid": client_order_id, "ib": ib_order_id,
-                                     "symbol": symbol, "side": side, "qty": quantity,
-                                     "learned": True})
+                record = {"coid": client_order_id, "ib": ib_order_id, "symbol": symbol,
+                          "side": side, "qty": quantity, "learned": True, "w": time.time_ns()}
+                self.journal.append(record)
+                self._entries[ib_order_id] = _Entry(record, sent=True)
             self.by_ib[ib_order_id] = rec
             if client_order_id:
                 self.by_client.setdefault(client_order_id, rec)
         return rec
 
+    def mark_sent(self, ib_order_id: int) -> None:
+        """Journal (durably) that a journalled place went to IB: it is not resent after a
+        restart. The same record as ``journal.append({"sent": ib_order_id})``."""
+        self.journal.append({"sent": ib_order_id})
+        entry = self._entries.get(ib_order_id)
+        if entry is not None:
+            entry.sent = True
+
+    def unsent_places(self) -> dict[int, dict]:
+        """The journalled command (as builtins) of every place not marked sent, by IB id."""
+        return {ib: e.record["cmd"] for ib, e in self._entries.items()
+                if not e.sent and "cmd" in e.record}
+
+    def stats(self) -> dict[str, int]:
+        """The journal's counters (records, syncs, torn_bytes, write_errors...)."""
+        return self.journal.stats()
+
     def close(self) -> None:
-        self.journal.close()
+        """Journal which orders ended (IB said so this run) for the next compaction; close."""
+        ended = [ib for ib, rec in self.by_ib.items()
+                 if rec.final and ib in self._entries and not self._entries[ib].final]
+        try:
+            if ended:
+                self.journal.append({"final": ended, "w": time.time_ns()})
+                for ib in ended:
+                    self._entries[ib].final = True
+        except JournalError as exc:  # only delays compaction of those orders
+            log.warning("order map: ended orders not journalled", extra={"error": str(exc)})
+        finally:
+            self.journal.close()
 
-
-def _price(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else value
-
-
-def build_order(cmd: OrderCommand, ib_order_id: int) -> Order:
-    """An ibapi Order from execution's command; ``orderRef`` carries the client order id."""
-    o = Order()
-    o.orderId = ib_order_id
-    o.action = cmd.side
-    o.totalQuantity = cmd.quantity
-    o.orderType = cmd.order_type
-    o.tif = cmd.tif
-    lmt, stp = _price(cmd.limit_price), _price(cmd.stop_price)
-    if cmd.order_type in ("LMT", "STP LMT") and lmt is not None:
-        o.lmtPrice = lmt
-    if cmd.order_type in ("STP", "STP LMT") and stp is not None:
-        o.auxPrice = stp
-    o.orderRef = cmd.client_order_id
-    o.parentId = cmd.parent_ib_id
-    if cmd.oca_group:
-        o.ocaGroup = cmd.oca_group
-        o.ocaType = 1  # cancel the others on fill, with block
-    o.transmit = cmd.transmit
-    # attributes ibapi still sends but TWS rejects at their defaults (error 10268/10269)
-    o.eTradeOnly = False
-    o.firmQuoteOnly = False
-    return o

@@ -1,98 +1,96 @@
-"""Reconciliation after every (re)connect, and the memory of what was already published.
+"""The memory of what was already published: ``ExecutionLedger``.
 
-``Reconciliation`` tracks one run: open orders, executions and positions are requested, and the
-run is complete only when all three end markers have arrived. An empty answer is therefore
-never mistaken for "no orders": silence is "not yet", and a dropped socket abandons the run.
+It remembers every execId (and commission) the gateway has published, on disk, so a replayed
+execution (reqExecutions after a reconnect, or after our own restart) is not published twice.
+The last execution time seen narrows the next reqExecutions. (The reconciliation run itself
+is in ``reports``; IB's time parsing in ``translate``.)
 
-``ExecutionLedger`` remembers every execId (and commission) the gateway has published, on disk,
-so a replayed execution (reqExecutions after a reconnect, or after our own restart) is not
-published twice. The last execution time seen narrows the next reqExecutions.
+Its journal, ``executions.journal`` (``services.runtime.journal``; an ``executions.jsonl`` of an
+older build is migrated once), holds ``{"k": "e", "id", "t", "w"}`` per execution and
+``{"k": "c", "id", "w"}`` per commission report (``t`` IB's execution time, ``w`` the time
+journalled, both ns). IB replays the executions of the current day (at most the last 7 days,
+as TWS is configured), so compaction (on open, when the journal holds more than
+``COMPACT_MIN_RECORDS`` and more than twice the records kept) keeps every execId and
+commission journalled in the last ``EXEC_KEEP_DAYS`` (8: 7 days and one of margin for time
+zones), and the execution with the latest time, so ``last_exec_ns`` survives.
 """
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
-from services.gateway.durable import Journal
+from services.runtime.journal import RecordJournal
 
-PARTS = ("open_orders", "executions", "positions")
-
-
-class Reconciliation:
-    def __init__(self, reason: str, exec_req_id: int, started: float) -> None:
-        self.reason = reason
-        self.exec_req_id = exec_req_id
-        self.started = started
-        self.waiting: set[str] = set(PARTS)
-        self.counts: dict[str, int] = {p: 0 for p in PARTS}
-        self.open_ids: set[int] = set()  # our orders IB reported open in this run
-
-    def saw(self, part: str) -> None:
-        self.counts[part] += 1
-
-    def ended(self, part: str) -> None:
-        self.waiting.discard(part)
-
-    @property
-    def done(self) -> bool:
-        return not self.waiting
-
-
-def parse_ib_time(text: str) -> int:
-    """IB's execution time ('yyyymmdd hh:mm:ss [zone]' or 'yyyymmdd-hh:mm:ss') -> ns since epoch.
-
-    Zones other than UTC/GMT are read as UTC: the result is used for ordering and filtering
-    only, with a margin, never for accounting. Unparseable -> 0.
-    """
-    text = text.strip()
-    parts = text.replace("-", " ", 1).split()
-    if len(parts) < 2:
-        return 0
-    try:
-        dt = datetime.strptime(parts[0] + " " + parts[1], "%Y%m%d %H:%M:%S")
-    except ValueError:
-        return 0
-    return int(dt.replace(tzinfo=timezone.utc).timestamp() * 1e9)
-
-
-def filter_time(exec_time_ns: int, margin_s: float = 60.0) -> str:
-    """The reqExecutions filter 'yyyymmdd-hh:mm:ss' (UTC) a margin before the last seen fill."""
-    if exec_time_ns <= 0:
-        return ""
-    t = exec_time_ns / 1e9 - margin_s
-    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(t))
+EXEC_KEEP_DAYS = 8
+COMPACT_MIN_RECORDS = 1000
+_DAY_NS = 86_400 * 10**9
 
 
 class ExecutionLedger:
-    def __init__(self, state_dir: Path) -> None:
-        self.journal = Journal(Path(state_dir) / "executions.jsonl")
+    def __init__(self, state_dir: Path, keep_days: float = EXEC_KEEP_DAYS,
+                 compact_min_records: int = COMPACT_MIN_RECORDS) -> None:
+        state_dir = Path(state_dir)
+        now = time.time_ns()
+        self.keep_days = keep_days
+        self.journal = RecordJournal(state_dir / "executions.journal",
+                                     legacy_jsonl=state_dir / "executions.jsonl",
+                                     transform=lambda r: r if "w" in r else {**r, "w": now})
         self.execs: set[str] = set()
         self.commissions: set[str] = set()
         self.last_exec_ns = 0
+        self._exec_seen: dict[str, tuple[int, int]] = {}  # execId -> (exec time, journalled)
+        self._comm_seen: dict[str, int] = {}
         for rec in self.journal.records():
             if rec.get("k") == "c":
                 self.commissions.add(rec["id"])
+                self._comm_seen[rec["id"]] = int(rec.get("w", now))
             else:
+                t = int(rec.get("t", 0))
                 self.execs.add(rec["id"])
-                self.last_exec_ns = max(self.last_exec_ns, int(rec.get("t", 0)))
+                self.last_exec_ns = max(self.last_exec_ns, t)
+                self._exec_seen[rec["id"]] = (t, int(rec.get("w", t or now)))
+        snapshot = list(self._snapshot(now))
+        files = self.journal.journal.file_records
+        if files > compact_min_records and files > 2 * len(snapshot):
+            self.journal.compact(snapshot)
+
+    def _snapshot(self, now: int) -> Iterator[dict]:
+        """What compaction keeps (see the module docstring)."""
+        horizon = now - int(self.keep_days * _DAY_NS)
+        latest = max(self._exec_seen, key=lambda i: self._exec_seen[i][0], default=None)
+        for exec_id, (t, w) in self._exec_seen.items():
+            if w >= horizon or exec_id == latest:
+                yield {"k": "e", "id": exec_id, "t": t, "w": w}
+        for exec_id, w in self._comm_seen.items():
+            if w >= horizon:
+                yield {"k": "c", "id": exec_id, "w": w}
 
     def is_new_exec(self, exec_id: str) -> bool:
         return exec_id not in self.execs
 
     def record_exec(self, exec_id: str, exec_ns: int) -> None:
         """Call right after publishing. A crash between the two republishes that one fill after
-        the restart (consumers dedupe on exec_id); the other order would risk losing it."""
+        the restart (consumers dedupe on exec_id); the other order would risk losing it.
+        Journalled first: a JournalError leaves the ledger as it was."""
+        w = time.time_ns()
+        self.journal.append({"k": "e", "id": exec_id, "t": exec_ns, "w": w})
         self.execs.add(exec_id)
         self.last_exec_ns = max(self.last_exec_ns, exec_ns)
-        self.journal.append({"k": "e", "id": exec_id, "t": exec_ns})
+        self._exec_seen[exec_id] = (exec_ns, w)
 
     def is_new_commission(self, exec_id: str) -> bool:
         return exec_id not in self.commissions
 
     def record_commission(self, exec_id: str) -> None:
+        w = time.time_ns()
+        self.journal.append({"k": "c", "id": exec_id, "w": w})
         self.commissions.add(exec_id)
-        self.journal.append({"k": "c", "id": exec_id})
+        self._comm_seen[exec_id] = w
+
+    def stats(self) -> dict[str, int]:
+        """The journal's counters (records, syncs, torn_bytes, write_errors...)."""
+        return self.journal.stats()
 
     def close(self) -> None:
         self.journal.close()

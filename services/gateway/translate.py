@@ -1,20 +1,21 @@
 """ibapi callback arguments -> bus messages. Pure functions and small per-stream state.
 
 IB's sentinels become NaN (prices) or 0 (sizes); Decimal sizes become floats; BOT/SLD become
-BUY/SELL; the client order id comes back from ``orderRef``.
+BUY/SELL; the client order id comes back from ``orderRef``; IB's times become ns since epoch.
 """
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from decimal import Decimal
 
-from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE
+from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_INTEGER
 from ibapi.contract import Contract
 
-from proto.schema import (Bar, Commission, DepthUpdate, Execution, OpenOrder, OrderStatus,
-                          Position, QuoteTick, Tick, TradeTick)
-from services.gateway.reconcile import parse_ib_time
+from proto.schema import (Bar, Commission, CompletedOrder, DepthUpdate, Execution, GatewayError,
+                          OpenOrder, OrderStatus, Position, QuoteTick, Tick, TradeTick)
 
 NAN = float("nan")
 SIDES = {"BOT": "BUY", "SLD": "SELL", "BUY": "BUY", "SELL": "SELL"}
@@ -34,6 +35,37 @@ def size(value) -> float:
         return float(value)
     value = float(value)
     return 0.0 if value == UNSET_DOUBLE else value
+
+
+def parse_ib_time(text: str) -> int:
+    """IB's execution time ('yyyymmdd hh:mm:ss [zone]' or 'yyyymmdd-hh:mm:ss') -> ns since epoch.
+
+    Zones other than UTC/GMT are read as UTC: the result is used for ordering and filtering
+    only, with a margin, never for accounting. Unparseable -> 0.
+    """
+    text = text.strip()
+    parts = text.replace("-", " ", 1).split()
+    if len(parts) < 2:
+        return 0
+    try:
+        dt = datetime.strptime(parts[0] + " " + parts[1], "%Y%m%d %H:%M:%S")
+    except ValueError:
+        return 0
+    return int(dt.replace(tzinfo=timezone.utc).timestamp() * 1e9)
+
+
+def filter_time(exec_time_ns: int, margin_s: float = 60.0) -> str:
+    """The reqExecutions filter 'yyyymmdd-hh:mm:ss' (UTC) a margin before the last seen fill."""
+    if exec_time_ns <= 0:
+        return ""
+    t = exec_time_ns / 1e9 - margin_s
+    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(t))
+
+
+def gateway_error(code: int, text: str, req_id: int = -1, scope: str = "",
+                  ref: str = "") -> GatewayError:
+    """An IB error (or one of the gateway's own refusals), as published on ``gw.error``."""
+    return GatewayError(code=int(code), text=text, req_id=int(req_id), scope=scope, ref=ref)
 
 
 def symbol_of(contract: Contract, known: dict[int, str]) -> str:
@@ -165,3 +197,22 @@ def commission(report) -> Commission:
 
 def position(account: str, contract: Contract, qty, avg_cost, symbol: str) -> Position:
     return Position(account=account, symbol=symbol, quantity=size(qty), avg_cost=price(avg_cost))
+
+
+def _int(value) -> int:
+    return 0 if value is None or value == UNSET_INTEGER else int(value)
+
+
+def completed_order(contract: Contract, order, state, symbol: str,
+                    ib_order_id: int = 0) -> CompletedOrder:
+    """reqCompletedOrders' answer for one order. IB's classic wire message carries neither the
+    order id nor the client id (both 0 then): ``ib_order_id`` is the caller's, found by orderRef
+    in the gateway's own map, when IB's is missing."""
+    return CompletedOrder(ib_order_id=_int(order.orderId) or int(ib_order_id),
+                          client_order_id=order.orderRef or "", perm_id=_int(order.permId),
+                          symbol=symbol, side=SIDES.get(order.action, "BUY"),
+                          quantity=size(order.totalQuantity), filled=size(order.filledQuantity),
+                          status=getattr(state, "status", "") or "",
+                          completed_status=getattr(state, "completedStatus", "") or "",
+                          completed_time=getattr(state, "completedTime", "") or "",
+                          client_id=_int(order.clientId))

@@ -81,17 +81,32 @@ class EventQueue:
                 pass
 
 
-# callbacks forwarded as-is; the names are EWrapper's
+# callbacks forwarded as-is; the names are EWrapper's. Everything IB sends us for a request we
+# make is here, so all inbound traffic reaches the loop (counted, and proof of life for the hang
+# probe); the gateway's dispatch table handles each one or lists it as deliberately ignored.
+# Not forwarded: callbacks for requests we never make (their EWrapper defaults only log, and
+# ibapi's loggers are muted), and the ``...ProtoBuf`` twins ibapi calls besides the plain
+# callback at newer server versions.
 FORWARDED = (
+    # connection
     "connectAck", "connectionClosed", "nextValidId", "managedAccounts", "currentTime",
+    # contracts
     "contractDetails", "contractDetailsEnd",
-    "tickPrice", "tickSize", "tickByTickAllLast", "tickByTickBidAsk",
-    "updateMktDepth", "updateMktDepthL2", "realtimeBar",
+    # market data (reqMktData also sends tickString, tickGeneric, tickReqParams, marketDataType)
+    "tickPrice", "tickSize", "tickString", "tickGeneric", "tickReqParams", "marketDataType",
+    "tickByTickAllLast", "tickByTickBidAsk", "updateMktDepth", "updateMktDepthL2",
+    "realtimeBar", "historicalData", "historicalDataEnd",
+    # orders and fills
     "openOrder", "openOrderEnd", "orderStatus", "execDetails", "execDetailsEnd",
-    "commissionAndFeesReport", "position", "positionEnd",
-    "updateAccountValue", "accountDownloadEnd", "pnl", "pnlSingle",
-    "historicalData", "historicalDataEnd",
+    "commissionAndFeesReport", "completedOrder", "completedOrdersEnd",
+    # account (reqAccountUpdates also sends updatePortfolio, updateAccountTime)
+    "position", "positionEnd", "updateAccountValue", "updatePortfolio", "updateAccountTime",
+    "accountDownloadEnd", "pnl", "pnlSingle",
 )
+
+#: every event name the queue can carry: the forwarded callbacks, ``error`` (reshaped: ibapi's
+#: errorTime is dropped) and the two the session thread reports itself
+EVENT_NAMES = FORWARDED + ("error", "bad_frame", "session_ended")
 
 
 class QueueWrapper(EWrapper):

@@ -14,9 +14,11 @@ from proto.schema import OrderCommand
 from services.gateway.connection import (TRANSITIONS, Backoff, ConnState, HangProbe,
                                          IllegalTransition, StateMachine)
 from services.gateway.errors import Kind, classify
-from services.gateway.orders import OrderIdSequence, OrderMap, build_order
+from services.gateway.order_desk import build_order
+from services.gateway.orders import OrderIdSequence, OrderMap
 from services.gateway.pacing import HistoricalPacer, RateLimiter
-from services.gateway.reconcile import ExecutionLedger, filter_time, parse_ib_time
+from services.gateway.reconcile import ExecutionLedger
+from services.gateway.translate import filter_time, parse_ib_time
 from services.gateway.subscriptions import Outcome, SubscriptionBook
 from services.gateway.wrapper import Event, EventQueue
 

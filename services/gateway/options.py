@@ -1,0 +1,34 @@
+"""The gateway's tuning: defaults suit a real TWS / IB Gateway; tests make them fast."""
+from __future__ import annotations
+
+import dataclasses
+
+from services.runtime.config import FleetConfig
+
+
+@dataclasses.dataclass
+class GatewayOptions:
+    host: str = "127.0.0.1"
+    port: int = 7497
+    client_id: int = 1
+    live: bool = False
+    backoff_base: float = 1.0
+    backoff_cap: float = 30.0
+    connect_timeout: float = 10.0   # TCP + handshake + nextValidId
+    probe_interval: float = 10.0    # inbound silence before a reqCurrentTime probe
+    probe_timeout: float = 5.0
+    rate: float = 45.0              # outgoing messages per second (IB: 50)
+    depth_rows: int = 10
+    mkt_data_lines: int = 100
+    depth_subscriptions: int = 3
+    tick_by_tick_subscriptions: int = 5
+    account_updates: bool = True
+    #: a reconciliation waits this long for completedOrdersEnd (older servers never send
+    #: it), then ends with ``completed_included=False``; counted from the request's send
+    completed_timeout: float = 10.0
+
+    @classmethod
+    def from_config(cls, cfg: FleetConfig, **overrides) -> "GatewayOptions":
+        g = cfg.gateway
+        base = cls(host=g.host, port=g.port, client_id=g.client_id, live=g.live)
+        return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
