@@ -76,11 +76,12 @@ class Probe(Strategy):
                 self.submit(tick.symbol, self.params.get("side", "BUY"), missing, "LMT",
                             tick.ask + tick_size)
         elif self.mode == "modify_off_tick":
-            mid = round((tick.bid + tick.ask) / 2 / tick_size) * tick_size
+            grid = float(self.params.get("grid", tick_size))  # IB's tick, maybe not ours
+            mid = round((tick.bid + tick.ask) / 2 / grid) * grid
             if not self.rest_sent:
                 self.rest_sent = 1
                 coid = self.submit(tick.symbol, "BUY", 10, "LMT",
-                                   mid - int(self.params.get("below", 20)) * tick_size)
+                                   round(mid - int(self.params.get("below", 20)) * grid, 6))
                 self.specs[coid] = {}
         elif self.mode == "bracket" and not self.bracket_sent:
             mid = round((tick.bid + tick.ask) / 2 / tick_size) * tick_size

@@ -36,7 +36,7 @@ def test_a_modify_ib_refuses_leaves_the_order_working_and_the_kill_switch_cancel
     try:
         fleet.start_core()
         fleet.add_strategy("mod", PROBE, ["AAPL"], {"mode": "modify_off_tick",
-                                                    "modify_by": 0.005})
+                                                    "grid": 0.01, "modify_by": 0.005})
         fleet.start_strategy("mod")
         refused = fleet.wait(lambda: [u for u in _updates(fleet)
                                       if "modify refused" in u.reason], deadline=90,
