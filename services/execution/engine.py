@@ -603,8 +603,14 @@ class ExecutionEngine:
         """After a reconnect: finish what a crash or a drop left uncertain."""
         previous, self.gateway_state = self.gateway_state, state.state
         self.client_id = state.client_id or self.client_id
+        if state.state in ("disconnected", "connecting", "connected") \
+                and previous != state.state:
+            self.broker_positions.clear()  # the next run reports them afresh (flat: none)
         if state.state != "synchronised" or previous == "synchronised":
             return []
+        if not self._was_synchronised:
+            # execution may have joined after the gateway's run ended: ask for one of its own
+            self.reconcile_wanted = "execution started"
         out: list[OrderCommand] = []
         if self.cancel_on_reconnect and self._was_synchronised:
             out.extend(self.cancel_all())
