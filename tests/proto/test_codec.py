@@ -27,6 +27,9 @@ def _strategy_for(tp) -> st.SearchStrategy:
         return st.floats(allow_nan=True, allow_infinity=True)
     if tp is str:
         return st.text(max_size=20)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return st.lists(_strategy_for(item), max_size=4)
     if origin is dict:
         key, value = typing.get_args(tp)
         return st.dictionaries(_strategy_for(key), _strategy_for(value), max_size=4)
