@@ -375,9 +375,8 @@ class ExecutionEngine:
         if self.portfolio.has_fill(fill.exec_id):
             return []  # IB replays executions: the same execId is the same fill
         order = self._find(fill.client_order_id, fill.ib_order_id, fill.perm_id)
-        base = exec_base(fill.exec_id)[0]
-        known = self.portfolio.fill(self._current_exec_id(base) or "")
-        if known is None and exec_base(fill.exec_id)[1] > 1 and order is None:
+        if order is None and exec_base(fill.exec_id)[1] > 1 \
+                and not self.portfolio.knows_execution(fill.exec_id):
             self.errors["correction_of_unknown_execution"] += 1
         self.journal.append(fill)
         result = self._book(fill)
@@ -387,15 +386,6 @@ class ExecutionEngine:
         if order is None:
             return []
         return self._release(order)
-
-    def _current_exec_id(self, base: str) -> str | None:
-        entry = self.portfolio._by_base.get(base)
-        if entry is None:
-            return None
-        for f in self.portfolio.books[entry[0]].fills:
-            if exec_base(f.exec_id)[0] == base:
-                return f.exec_id
-        return None
 
     def _book(self, fill: Execution) -> Booked:
         """Book a fill into the portfolio and its order (journal replay too)."""
@@ -758,12 +748,11 @@ class ExecutionEngine:
                                    status=order.state.value, filled=order.filled,
                                    remaining=order.intent.quantity - order.filled,
                                    why_held=order.reason))
-        booked = self.portfolio._fill_of
-        for exec_id, fill in self._executions.items():
-            if exec_id in booked:
-                out.append(fill)
-        for exec_id, amount in self.portfolio._commission.items():
-            out.append(Commission(exec_id=exec_id, commission=amount))
+        # in the order IB reported them: a replay books each correction where it stood
+        out += [fill for exec_id, fill in self._executions.items()
+                if self.portfolio.has_fill(exec_id)]
+        out += [Commission(exec_id=exec_id, commission=amount)
+                for exec_id, amount in self.portfolio.commissions().items()]
         return out
 
     def stuck_cancels(self, now: float, timeout: float) -> list[OrderCommand]:

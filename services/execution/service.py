@@ -69,7 +69,7 @@ class ExecutionService(Service):
         if self.journal.maybe_compact(self.engine.compaction, COMPACT_AFTER_RECORDS):
             self.log.info("journal compacted", extra={"records": self.journal.file_records})
         self.log.info("journal restored", extra={"orders": len(self.engine.orders),
-                                                 "fills": len(self.engine.portfolio._fill_of),
+                                                 "fills": len(self.engine.portfolio.booked_fills()),
                                                  "torn_bytes": self.journal.torn_bytes})
 
     # -- REQUESTS FROM RISK -------------------------------------------------------------------

@@ -195,15 +195,25 @@ class Portfolio:
     def has_fill(self, exec_id: str) -> bool:
         return exec_id in self._fill_of
 
+    def knows_execution(self, exec_id: str) -> bool:
+        """Has any version of this execution (its execId without the correction number)
+        been booked?"""
+        return exec_base(exec_id)[0] in self._by_base
+
+    def booked_fills(self) -> list[Fill]:
+        """Every booked fill, current versions only."""
+        return list(self._fill_of.values())
+
+    def commissions(self) -> dict[str, float]:
+        """Commission by execId, including those whose fill has not come yet."""
+        return dict(self._commission)
+
     def fill(self, exec_id: str) -> Fill | None:
         return self._fill_of.get(exec_id)
 
     def quantity(self, owner: str, symbol: str) -> float:
         book = self.books.get((owner, symbol))
         return book.holding.quantity if book else 0.0
-
-    def fills_of(self, owner: str) -> int:
-        return sum(len(b.fills) for (o, _), b in self.books.items() if o == owner)
 
     def owners(self) -> set[str]:
         return {o for o, _ in self.books}

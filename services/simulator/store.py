@@ -30,6 +30,8 @@ from typing import Any
 
 import msgpack
 
+from services.runtime.journal import fsync_dir
+
 _HEAD = struct.Struct("<II")
 FORMAT = 1
 
@@ -61,14 +63,6 @@ def _records(data: bytes) -> list[tuple[dict[str, Any], int]]:
         out.append((obj, end))
         pos = end
     return out
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StateStore:
@@ -172,7 +166,7 @@ class StateStore:
         finally:
             os.close(fd)
         os.replace(tmp, self.snapshot_path)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             os.fsync(self._fd)
