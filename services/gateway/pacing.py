@@ -76,12 +76,18 @@ class HistoricalPacer:
     - at most ``burst_count - 1`` requests for one contract/tick type in ``burst_s`` (6 in 2 s
       is a violation, so 5 may go),
     - at most ``total_count`` requests in ``total_s`` (60 in 10 min).
+
+    IB times requests when they arrive, not when we send them: an early request delayed on the
+    way and a later one that is not arrive closer together than they left. Each window is
+    therefore widened by ``margin_s`` (source: IB's "Historical Data Limitations" page).
     """
 
     def __init__(self, identical_s: float = 15.0, burst_count: int = 6, burst_s: float = 2.0,
-                 total_count: int = 60, total_s: float = 600.0) -> None:
-        self.identical_s, self.burst_count, self.burst_s = identical_s, burst_count, burst_s
-        self.total_count, self.total_s = total_count, total_s
+                 total_count: int = 60, total_s: float = 600.0, margin_s: float = 0.5) -> None:
+        self.burst_count, self.total_count = burst_count, total_count
+        self.identical_s = identical_s + margin_s
+        self.burst_s = burst_s + margin_s
+        self.total_s = total_s + margin_s
         self.log: deque[tuple[float, Hashable, Hashable]] = deque()
 
     def _forget(self, now: float) -> None:

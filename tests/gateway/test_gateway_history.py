@@ -42,5 +42,6 @@ def test_a_burst_for_one_contract_is_paced_and_never_violates_ibs_rules(fleet):
                           count=len(durations), deadline=90)
     # the simulator refuses a sixth request for one contract within 2 s with error 162, as
     # IB does: every request answered without one means the gateway held the sixth back
-    assert all(e.error == "" and e.count > 0 for e in ends)
+    assert all(e.error == "" and e.count > 0 for e in ends), \
+        [(e.request, e.error, e.count) for e in ends]
     assert not fleet.bus.of(GatewayError, lambda m: m.code == 162)

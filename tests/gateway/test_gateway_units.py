@@ -87,7 +87,7 @@ def test_rate_limiter_queues_never_drops_and_cancels_jump():
 
 
 def test_historical_pacer_rules():
-    p = HistoricalPacer()
+    p = HistoricalPacer(margin_s=0.0)
     assert p.delay(0.0, "AAPL", ("AAPL", "1 D")) == 0.0
     p.record(0.0, "AAPL", ("AAPL", "1 D"))
     assert p.delay(1.0, "AAPL", ("AAPL", "1 D")) == pytest.approx(14.0)  # identical: 15 s
@@ -96,10 +96,21 @@ def test_historical_pacer_rules():
     assert p.delay(0.5, "MSFT", ("MSFT", 9)) == 0.0       # the 5th in 2 s is fine
     p.record(0.5, "MSFT", ("MSFT", 9))
     assert p.delay(0.6, "MSFT", ("MSFT", 10)) == pytest.approx(1.4)  # the 6th waits
-    q = HistoricalPacer(total_count=3, total_s=600)
+    q = HistoricalPacer(total_count=3, total_s=600, margin_s=0.0)
     for i in range(3):
         q.record(float(i * 10), f"C{i}", i)
     assert q.delay(40.0, "C9", 9) == pytest.approx(560.0)
+
+
+def test_historical_pacer_widens_each_window_by_its_margin():
+    # IB times a request on arrival: a 6th request sent exactly 2 s after the 1st may arrive
+    # within 2 s of it if the 1st was delayed, so the default keeps a half-second margin
+    p = HistoricalPacer()
+    for i in range(5):
+        p.record(0.0, "MSFT", ("MSFT", i))
+    assert p.delay(0.0, "MSFT", ("MSFT", 9)) == pytest.approx(2.5)
+    p.record(0.0, "AAPL", ("AAPL", "1 D"))
+    assert p.delay(15.0, "AAPL", ("AAPL", "1 D")) == pytest.approx(0.5)
 
 
 def test_subscriptions_ref_count_dedupe_and_limit():

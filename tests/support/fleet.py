@@ -10,8 +10,8 @@ from pathlib import Path
 import tomli_w
 import zmq
 
-from proto.schema import (Alert, GatewayState, Heartbeat, Message, OrderUpdate, PnL,
-                          RiskDecision)
+from proto.schema import (Alert, GatewayState, Heartbeat, Message, OrderUpdate, RiskDecision,
+                          StrategyPosition)
 from services.bus import snapshot
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
@@ -194,9 +194,9 @@ def execution_positions(fleet: Fleet) -> dict[str, float]:
         sub.close()
     out: dict[str, float] = {}
     for _, msg in state:
-        if isinstance(msg, PnL) and msg.position:
-            out[msg.symbol] = out.get(msg.symbol, 0.0) + msg.position
-    return out
+        if isinstance(msg, StrategyPosition) and msg.quantity:
+            out[msg.symbol] = out.get(msg.symbol, 0.0) + msg.quantity
+    return {s: q for s, q in out.items() if q}
 
 
 def assert_books_match_the_simulator(fleet: Fleet, deadline: float = 60.0) -> dict[str, float]:
