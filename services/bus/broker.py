@@ -54,6 +54,8 @@ class LastValueCache:
 
 
 class Broker(Service):
+    PUBLISHER_READY_TIMEOUT = 0.0  # its own frontend is not bound yet when the base starts
+
     def __init__(self, config: fleet_config.FleetConfig) -> None:
         super().__init__("bus", config)
         bus = config.bus

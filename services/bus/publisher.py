@@ -35,15 +35,36 @@ class Stamper:
 
 
 class Publisher:
+    """Publishes stamped messages to the bus broker's frontend.
+
+    ZeroMQ's "slow joiner": a PUB filters by the subscriptions its peer has sent, so whatever
+    it sends before they arrive is dropped unseen (ZeroMQ Guide, ch. 1 "Getting the Message
+    Out"). A service that starts and publishes at once (execution closing orders IB cancelled
+    while it was down) would lose those messages. So the socket is an XPUB, which *sees* the
+    subscriptions arrive, and the constructor waits (up to ``ready_timeout`` seconds) for the
+    first of them: the broker always subscribes to the state topics, so this takes one round
+    trip. ``ready`` says whether it came.
+    """
+
     def __init__(self, ctx: zmq.Context, endpoint: str, source: str,
-                 hwm: int = sockets.MARKET_DATA_HWM) -> None:
+                 hwm: int = sockets.MARKET_DATA_HWM, ready_timeout: float = 5.0) -> None:
         self.stamper = Stamper(source)
         self.source = source
-        self.socket = ctx.socket(zmq.PUB)
+        self.socket = ctx.socket(zmq.XPUB)
         self.socket.sndhwm = hwm
         self.socket.linger = 1000
         sockets.connect(self.socket, endpoint)
         self.sent = 0
+        self.ready = self.socket.poll(int(ready_timeout * 1000), zmq.POLLIN) != 0
+        self._drain_subscriptions()
+
+    def _drain_subscriptions(self) -> None:
+        """Read the subscription messages the XPUB queues for us (we only needed the first)."""
+        while True:
+            try:
+                self.socket.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
 
     def publish(self, msg: Message, topic: str | None = None) -> Message:
         """Send one message on its own topic (or ``topic``)."""
@@ -52,6 +73,8 @@ class Publisher:
         self.stamper.stamp(msg, wire_topic)
         self.socket.send_multipart((wire_topic.encode(), codec.encode((msg,))), copy=False)
         self.sent += 1
+        if not self.sent & 0xFFF:
+            self._drain_subscriptions()
         return msg
 
     def publish_batch(self, msgs: Sequence[Message], topic: str, lose: int = -1) -> None:
@@ -67,7 +90,9 @@ class Publisher:
         if 0 <= lose < len(msgs):
             msgs = [m for i, m in enumerate(msgs) if i != lose]
         self.socket.send_multipart((topic.encode(), codec.encode(msgs)), copy=False)
-        self.sent += len(msgs)
+        before, self.sent = self.sent, self.sent + len(msgs)
+        if (before ^ self.sent) >> 12:
+            self._drain_subscriptions()
 
     def close(self) -> None:
         self.socket.close()

@@ -31,6 +31,9 @@ class Subscriber:
     def subscribe(self, topic: str) -> None:
         self.socket.subscribe(topic.encode())
 
+    def unsubscribe(self, topic: str) -> None:
+        self.socket.unsubscribe(topic.encode())
+
     def recv(self, timeout_ms: int | None = None) -> tuple[str, list[Message]] | None:
         """One frame's messages, or None on timeout. Bad frames are counted, logged, skipped."""
         while True:

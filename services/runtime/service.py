@@ -25,6 +25,9 @@ from services.runtime.config import FleetConfig, ensure_private_dir
 class Service:
     """Base of every bus service. Subclasses override ``on_start`` / ``on_stop``."""
 
+    # seconds the publisher waits at start for the broker's subscriptions (see Publisher)
+    PUBLISHER_READY_TIMEOUT = 5.0
+
     def __init__(self, name: str, config: FleetConfig, instance: str = "1") -> None:
         self.name = name
         self.source = f"{name}.{instance}"
@@ -36,7 +39,8 @@ class Service:
         if config.bus.curve_dir is not None:  # listening beyond loopback: CURVE + ZAP
             from services.bus.sockets import start_authenticator
             self.authenticator = start_authenticator(self.ctx, config.bus.curve_dir)
-        self.publisher = Publisher(self.ctx, config.bus.endpoint("bus-in"), self.source)
+        self.publisher = Publisher(self.ctx, config.bus.endpoint("bus-in"), self.source,
+                                   ready_timeout=self.PUBLISHER_READY_TIMEOUT)
         self.poller = zmq.Poller()
         self.handlers: dict[zmq.Socket, Callable[[], None]] = {}
         self._timers: list[tuple[float, int, float, Callable[[], None]]] = []

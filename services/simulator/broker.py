@@ -372,8 +372,8 @@ class Broker:
                 for o in self.engine.orders.values()]
 
     # ---- broker-side events (control socket)
-    def broker_cancel(self, order_id: int, client_id: int = 0) -> dict[str, Any]:
-        order = self.engine.broker_cancel(client_id, order_id)
+    def broker_cancel(self, order_id: int, client_id: int = 0, by: str = "system") -> dict[str, Any]:
+        order = self.engine.broker_cancel(client_id, order_id, by=by)
         log("broker_cancel", client_id=client_id, order_id=order_id, perm_id=order.perm_id,
             notified=client_id in self.sessions)
         return {"order_id": order_id, "client_id": client_id, "perm_id": order.perm_id,

@@ -109,7 +109,8 @@ class ControlServer:
         log("control", cmd=cmd, args=args)
         # broker-side account events
         if cmd == "broker_cancel":
-            return b.broker_cancel(int(args["order_id"]), int(args.get("client_id", 0)))
+            return b.broker_cancel(int(args["order_id"]), int(args.get("client_id", 0)),
+                                   str(args.get("by", "system")))
         if cmd == "expire_day_orders":
             return b.expire_day_orders()
         if cmd == "correct_execution":
@@ -192,10 +193,11 @@ class SimControl:
     def completed_orders(self) -> list[dict]: return self.call("completed_orders")
 
     # ---- broker-side account events
-    def broker_cancel(self, order_id: int, client_id: int = 0) -> dict:
-        """Cancel a working order at the broker (TWS user / IB system): 202 + Cancelled to its
-        owner if connected; completedStatus "Cancelled by System". Error if unknown or not working."""
-        return self.call("broker_cancel", order_id=order_id, client_id=client_id)
+    def broker_cancel(self, order_id: int, client_id: int = 0, by: str = "system") -> dict:
+        """Cancel a working order at the broker: 202 + Cancelled to its owner if connected;
+        completedStatus "Cancelled by Trader" (``by="trader"``: the TWS user) or "Cancelled by
+        System" (IB). Error if unknown or not working."""
+        return self.call("broker_cancel", order_id=order_id, client_id=client_id, by=by)
 
     def expire_day_orders(self) -> dict:
         """The close: every working DAY order is cancelled by the system. {"expired": [...]}"""

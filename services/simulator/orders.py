@@ -213,15 +213,19 @@ class OrderEngine:
                 self._cancel(order, "", completed_status=BY_TRADER)
 
     # ---- broker-side events (the control socket's)
-    def broker_cancel(self, client_id: int, order_id: int, reason: str = "") -> SimOrder:
-        """Cancelled at the broker, as by the TWS user or IB's system: the owner hears 202 and
-        Cancelled if connected; either way reqOpenOrders/reqCompletedOrders show it cancelled."""
+    def broker_cancel(self, client_id: int, order_id: int, reason: str = "",
+                      by: str = "system") -> SimOrder:
+        """Cancelled at the broker, by the TWS user (``by="trader"``) or IB's system: the owner
+        hears 202 and Cancelled if connected; either way reqOpenOrders/reqCompletedOrders show
+        it cancelled, with completedStatus "Cancelled by Trader" or "Cancelled by System"."""
+        if by not in ("trader", "system"):
+            raise ValueError(f"by must be 'trader' or 'system', not {by!r}")
         order = self.orders.get((client_id, order_id))
         if order is None:
             raise KeyError(f"no order {order_id} of clientId {client_id}")
         if not order.live:
             raise ValueError(f"order {order_id} of clientId {client_id} is {order.status}, not working")
-        self._cancel(order, reason, completed_status=BY_SYSTEM)
+        self._cancel(order, reason, completed_status=BY_TRADER if by == "trader" else BY_SYSTEM)
         return order
 
     def expire_day_orders(self) -> list[SimOrder]:

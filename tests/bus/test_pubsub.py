@@ -79,3 +79,45 @@ def test_tap_prints_every_message_as_a_json_line(procs):
     assert [t["symbol"] for t in ticks] == ["MSFT"] * 5
     assert [t["tseq"] for t in ticks] == [1, 2, 3, 4, 5]
     assert all(t["topic"] == "md.tick.MSFT" and t["src"] == "loadgen.1" for t in ticks)
+
+
+def test_a_publishers_first_message_is_not_lost_to_the_slow_joiner(procs):
+    """A service that publishes the moment it starts (execution closing orders IB cancelled
+    while it was down) must not lose those messages to ZeroMQ's slow joiner: each of 20 new
+    publishers sends one message at once, and the subscriber gets all 20."""
+    import zmq
+
+    from proto.schema import Alert
+    from services.bus.publisher import Publisher
+    from services.bus.subscriber import Subscriber
+
+    run_dir = short_run_dir()
+    _, cfg = start_broker(procs, run_dir)
+    ctx = zmq.Context()
+    sub = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["alert"])
+    try:
+        # the subscription has reached the broker once a marker published in a loop arrives
+        marker = Publisher(ctx, cfg.bus.endpoint("bus-in"), "marker.1")
+        wait_for(lambda: marker.publish(Alert(severity="info", code="marker", text="")) and sub.recv(50), deadline=60,
+                 what="the subscription to reach the broker")
+        marker.close()
+        got: list = []
+        for i in range(20):
+            pub_ctx = zmq.Context()
+            pub = Publisher(pub_ctx, cfg.bus.endpoint("bus-in"), f"starter.{i}")
+            assert pub.ready
+            pub.publish(Alert(severity="info", code="first", text=str(i)))
+            pub.close()
+            pub_ctx.term()  # linger: the frame is handed over before the context ends
+
+        def collect():
+            frame = sub.recv(50)
+            while frame:
+                got.extend(m.text for m in frame[1] if m.code == "first")
+                frame = sub.recv(0)
+            return len(got) >= 20
+        wait_for(collect, deadline=30, what="the 20 first messages")
+        assert sorted(got, key=int) == [str(i) for i in range(20)]
+    finally:
+        sub.close()
+        ctx.destroy(0)

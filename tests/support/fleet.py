@@ -106,6 +106,12 @@ class Fleet:
         self.wait_gateway("synchronised")
 
     # -- observation --------------------------------------------------------------------------
+    def ignore_market_data(self) -> None:
+        """Stop watching ``md.*`` (a test that floods market data must not drown in it)."""
+        self.watch.unsubscribe("")
+        for prefix in NOT_MARKET_DATA:
+            self.watch.subscribe(prefix)
+
     def pump(self, timeout_ms: int = 50) -> None:
         got = self.watch.recv(timeout_ms)
         while got:
@@ -233,6 +239,10 @@ def duplicate_orders(fleet: Fleet) -> dict[str, set[int]]:
             by_ref.setdefault(order["order_ref"], set()).add(order["order_id"])
     return {ref: ids for ref, ids in by_ref.items() if len(ids) > 1}
 
+
+# every topic prefix but market data (``md.``): see proto/schema.py's TOPICs
+NOT_MARKET_DATA = ("acct.", "ack", "alert", "ctl", "fleet.", "gw.", "hb", "hist", "ord.",
+                   "snap.", "sub.")
 
 LIVE_STATUSES = {"PendingSubmit", "PreSubmitted", "Submitted", "ApiPending"}
 

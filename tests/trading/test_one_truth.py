@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import datetime as dt
 import signal
-
-import pytest
-import threading
+import sys
 import time
 
-from proto.schema import (Bar, GatewayError, GatewayState, OrderCommand, OrderStatus,
+import pytest
+
+from proto.schema import (GatewayError, GatewayState, OrderCommand, OrderStatus,
                           OrderUpdate, StrategyPosition)
 from tests.support.audit import views
-from services.bus.publisher import Publisher
 from services.bus.reliable import ReliableClient
 from tests.support.audit import assert_audit
 from tests.support.fleet import Fleet, live_orders, sim_positions
@@ -69,20 +68,21 @@ def test_orders_cancelled_or_expired_while_the_fleet_was_down_are_closed_after_u
     by_name = {p.name: p for p in fleet.procs.procs}
     for name in ("strategy-rest", "risk", "execution", "gateway"):  # the fleet goes down
         fleet.procs.terminate(by_name[name] if name != "strategy-rest" else strategy)
-    cancelled, expired, kept = sorted(_working_at_sim(fleet), key=lambda o: o["order_id"])
-    fleet.sim.broker_cancel(cancelled["order_id"], client_id=1)
+    cancelled, expired, expired_too = sorted(_working_at_sim(fleet), key=lambda o: o["order_id"])
+    fleet.sim.broker_cancel(cancelled["order_id"], client_id=1, by="trader")  # in TWS
     fleet.sim.call("expire_day_orders")  # every DAY order: the other two
     assert not _working_at_sim(fleet)
     fleet.start_gateway()
     fleet.start_execution()
     fleet.start_risk()
     fleet.start_strategy("rest", "strategy-rest-2")
-    for o in (cancelled, expired, kept):
+    for o in (cancelled, expired, expired_too):
         fleet.wait(lambda o=o: [u for u in _updates(fleet, o["order_ref"])
                                 if u.state in ("cancelled", "expired")],
                    deadline=90, what=f"execution to close {o['order_ref']}")
     assert _updates(fleet, cancelled["order_ref"])[-1].state == "cancelled"
     assert _updates(fleet, expired["order_ref"])[-1].state == "expired"
+    assert _updates(fleet, expired_too["order_ref"])[-1].state == "expired"
     # the strategy, free of its stale orders, rests three new ones; the audit holds
     fleet.wait(lambda: len(_working_at_sim(fleet)) == 3, deadline=90,
                what="the strategy to rest new orders")
@@ -121,30 +121,21 @@ def test_a_fill_update_dropped_at_a_strategys_high_water_mark_is_recovered(fleet
     fleet.wait(lambda: sim_positions(fleet).get("AAPL") == 100, deadline=90, what="a fill")
     assert_audit(fleet, ["slow"])
     [fill] = fleet.sim.fills()
+    fleet.ignore_market_data()
     strategy.send_signal(signal.SIGSTOP)  # a strategy too slow to read: its queues fill up
-    stop = threading.Event()
-    flooded = [0]
-
-    def flood() -> None:
-        pub = Publisher(fleet.ctx, fleet.config.bus.endpoint("bus-in"), "flood.1")
-        bar = Bar(symbol="AAPL", start_ns=0, seconds=5, open=1, high=1, low=1, close=1,
-                  volume=0)
-        while not stop.is_set():
-            pub.publish(bar)
-            flooded[0] += 1
-        pub.close()
-    thread = threading.Thread(target=flood, daemon=True)
-    thread.start()
     try:
-        fleet.wait(lambda: flooded[0] > 600_000, deadline=120, what="the flood")
+        # more bars than the broker's and the strategy's queues hold (2 x 200,000)
+        flood = fleet.procs.start("flood", [sys.executable, "-m", "tests.support.flooder",
+                                            fleet.config.bus.endpoint("bus-in"), "AAPL",
+                                            "600000"])
+        assert flood.wait(180) == 0
         # IB corrects the fill meanwhile: execution's update for it meets a full queue
         fleet.sim.correct_execution(fill["exec_id"], quantity=150)
         fleet.wait(lambda: sim_positions(fleet).get("AAPL") == 150, what="the correction")
-        start = flooded[0]
-        fleet.wait(lambda: flooded[0] > start + 300_000, deadline=120, what="more flood")
+        fleet.wait(lambda: [p for p in fleet.messages(StrategyPosition)
+                            if p.strategy == "slow" and p.quantity == 150],
+                   what="execution to book the correction")
     finally:
-        stop.set()
-        thread.join(30)
         strategy.send_signal(signal.SIGCONT)
     assert_audit(fleet, ["slow"], deadline=180)
     log = fleet.procs.log("strategy-slow")
@@ -263,12 +254,16 @@ def test_daily_loss_is_net_of_commissions_and_rolls_with_the_trading_day(procs, 
         assert sum(f["commission"] for f in ledger["fills"]) > 0
         fleet.wait(lambda: fleet.alerts("daily_loss_reset"), deadline=150,
                    what="the next trading day")
-        n = len(fleet.fills("loser"))
-        fleet.wait(lambda: len(fleet.fills("loser")) > n + 2, deadline=90,
-                   what="trading again on the new day")
-        day = [m for m in fleet.messages(StrategyPosition) if m.strategy == "loser"][-1]
-        assert day.trading_day != [m for m in fleet.messages(StrategyPosition)
-                                   if m.strategy == "loser"][0].trading_day
+        # the new day starts with a new budget: the strategy trades again, its fills are booked
+        # on the new trading day, and that day's own losses trip the limit again
+        first_day = [m for m in fleet.messages(StrategyPosition) if m.strategy == "loser"][0]
+        fresh = fleet.wait(lambda: [m for m in fleet.messages(StrategyPosition)
+                                    if m.strategy == "loser"
+                                    and m.trading_day != first_day.trading_day],
+                           deadline=90, what="a fill booked on the new trading day")
+        new_day = fresh[0].trading_day
+        fleet.wait(lambda: [a for a in fleet.alerts("daily_loss") if new_day in a.text],
+                   deadline=90, what=f"the daily loss limit tripped again on {new_day}")
     finally:
         fleet.close()
 
