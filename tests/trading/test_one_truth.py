@@ -8,7 +8,6 @@ import signal
 import sys
 import time
 
-import pytest
 
 from proto.schema import (GatewayError, GatewayState, OrderCommand, OrderStatus,
                           OrderUpdate, StrategyPosition)
@@ -58,7 +57,6 @@ def test_a_modify_ib_refuses_leaves_the_order_working_and_the_kill_switch_cancel
 
 
 # 2 ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(reason="execution closes the orders (0 open at the end) but the expected OrderUpdates were not seen in time in the last run: not yet understood (issue 11 stays open)", strict=False)
 def test_orders_cancelled_or_expired_while_the_fleet_was_down_are_closed_after_up(fleet):
     fleet.start_core()
     fleet.add_strategy("rest", PROBE, ["AAPL"], {"mode": "rest", "count": 3},
@@ -112,7 +110,6 @@ def test_an_execution_correction_replaces_the_fill_it_corrects(fleet):
 
 
 # 4 ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(reason="the audit before the flood did not converge in the last run: not yet understood (issue 11 stays open)", strict=False)
 def test_a_fill_update_dropped_at_a_strategys_high_water_mark_is_recovered(fleet):
     fleet.start_core()
     fleet.add_strategy("slow", PROBE, ["AAPL"], {"mode": "target", "target": 100,
@@ -143,7 +140,6 @@ def test_a_fill_update_dropped_at_a_strategys_high_water_mark_is_recovered(fleet
 
 
 # 5 ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(reason="adoption of a reset account fixed (broker positions cleared per run) but not yet seen passing end to end (issue 11 stays open)", strict=False)
 def test_a_restarted_fleet_and_a_reset_paper_account_converge_and_trade(fleet, tmp_path):
     fleet.start_core()
     fleet.add_strategy("tgt", PROBE, ["MSFT"], {"mode": "target", "target": 100})
@@ -227,7 +223,6 @@ def test_a_lower_case_side_is_a_buy_live(fleet):
 
 
 # 8 ---------------------------------------------------------------------------------------------
-@pytest.mark.xfail(reason="the day-roll half not yet seen passing end to end (issue 11 stays open)", strict=False)
 def test_daily_loss_is_net_of_commissions_and_rolls_with_the_trading_day(procs, tmp_path):
     roll = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=75)).time()
     fleet = Fleet(procs, tmp_path, {"trading": {"zone": "UTC",
