@@ -59,14 +59,15 @@ class ManagedOrder:
     def strategy(self) -> str:
         return self.intent.strategy
 
-    @property
-    def filled(self) -> float:
-        return sum(q for q, _ in self.fills.values())
+    filled: float = 0.0  # the sum of ``fills``' quantities (kept by ``record_fill``)
+    avg_fill_price: float = 0.0
 
-    @property
-    def avg_fill_price(self) -> float:
-        filled = self.filled
-        return sum(q * p for q, p in self.fills.values()) / filled if filled else 0.0
+    def record_fill(self, exec_base_id: str, quantity: float, price: float) -> None:
+        """Book (or, for a correction, replace) one execution's quantity and price."""
+        self.fills[exec_base_id] = (quantity, price)
+        self.filled = sum(q for q, _ in self.fills.values())
+        self.avg_fill_price = sum(q * p for q, p in self.fills.values()) / self.filled \
+            if self.filled else 0.0
 
 
 class ExecutionEngine:
@@ -140,8 +141,10 @@ class ExecutionEngine:
             self._validate_new(intent)
             self.journal.append(intent)
             order = self._accept(intent)
-            self._emit(order)
-            return self._send_place(order)
+            commands = self._send_place(order)
+            if order.state is S.NEW:  # held for its parent's IB id: say so now
+                self._emit(order)
+            return commands
         if order is None:
             self.errors[f"{intent.action}_unknown_order"] += 1
             raise IntentRefused(f"{intent.action} of unknown order {intent.client_order_id!r}")
@@ -416,7 +419,7 @@ class ExecutionEngine:
                                     f"booked to {EXTERNAL}"))
             self._emit_position(EXTERNAL, fill.symbol)
             return booked
-        order.fills[exec_base(fill.exec_id)[0]] = (fill.quantity, fill.price)
+        order.record_fill(exec_base(fill.exec_id)[0], fill.quantity, fill.price)
         done = order.filled + EPSILON >= self._quantity(order)
         event = E.FILL if done else E.PARTIAL_FILL
         try:

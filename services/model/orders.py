@@ -26,6 +26,9 @@ class _Parsed(str, Enum):
         Raises ``InvalidOrder`` naming the field and the allowed values."""
         if isinstance(value, cls):
             return value
+        member = cls._value2member_map_.get(value)  # the common case: already canonical
+        if member is not None:
+            return member
         if isinstance(value, str):
             text = " ".join(value.split()).upper()
             for member in cls:

@@ -209,7 +209,7 @@ def test_a_modify_is_confirmed_by_ib_then_fills(tmp_path):
     assert fill_times_ms(result) == [35.0]
     assert [(e.quantity, e.price) for e in result.executions] == [(100.0, 100.01)]
     states = [u.state for u in engine.strategy.updates]
-    assert states == ["new", "pending_submit", "submitted", "pending_modify", "submitted",
+    assert states == ["pending_submit", "submitted", "pending_modify", "submitted",
                       "filled"]
     assert engine.execution.orders[ids[0]].intent.limit_price == 100.01
 

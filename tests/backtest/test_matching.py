@@ -34,7 +34,7 @@ def test_a_resting_limit_fills_only_when_crossed(tmp_path):
     assert [(f.last_fill_qty, f.last_fill_price, f.state) for f in result.fills] == \
         [(100.0, 100.00, "filled")]
     states = [u.state for u in strategy.updates]
-    assert states == ["new", "pending_submit", "submitted", "filled"]
+    assert states == ["pending_submit", "submitted", "filled"]
 
 
 def test_latency_delays_a_fill_past_a_price_move(tmp_path):
