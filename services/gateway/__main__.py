@@ -1,5 +1,8 @@
 """``python -m services.gateway --run-dir DIR --state-dir DIR [--config F] [--host H --port P
---client-id N] [tuning options]``: the bridge between the bus and TWS / IB Gateway."""
+--client-id N] [tuning options]``: the bridge between the bus and TWS / IB Gateway.
+
+Every tuning option can also be set in the config's [gateway] (same name, with underscores);
+the command line wins."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +11,7 @@ import signal
 
 from services.gateway.service import Gateway, GatewayOptions
 from services.runtime.cli import add_common_args, load_config
-from services.runtime.config import LIVE_PORTS
+from services.runtime.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         "probe_interval", "probe_timeout", "rate", "mkt_data_lines", "depth_subscriptions",
         "account_updates", "completed_timeout")}
     options = GatewayOptions.from_config(config, **overrides)
-    if options.port in LIVE_PORTS and not options.live:
-        parser.exit(2, f"{parser.prog}: port {options.port} is a LIVE trading port; set "
-                       f"gateway.live = true in the config to use it\n")
-    if options.host not in ("127.0.0.1", "localhost", "::1"):
-        parser.exit(2, f"{parser.prog}: gateway host {options.host!r} is not loopback\n")
+    try:  # --host / --port / tuning can override the file: the file's rules still hold
+        options.validate()
+    except ConfigError as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     return Gateway(config, options).run()
 
 

@@ -1,9 +1,16 @@
-"""The gateway's tuning: defaults suit a real TWS / IB Gateway; tests make them fast."""
+"""The gateway's tuning: defaults suit a real TWS / IB Gateway; tests make them fast.
+
+Precedence: the command line, then the fleet config's ``[gateway]`` (host, port, client_id,
+live and the tuning keys of services.runtime.settings.GatewayConfig.TUNING, which are this
+class's fields), then the defaults below. ``validate`` holds the result to the config file's
+rules: types and ranges, loopback only, a live port only with ``gateway.live = true``.
+"""
 from __future__ import annotations
 
 import dataclasses
 
-from services.runtime.config import FleetConfig
+from services.runtime.config import ConfigError, FleetConfig, GatewayConfig
+from services.runtime.decoding import decode
 
 
 @dataclasses.dataclass
@@ -29,6 +36,17 @@ class GatewayOptions:
 
     @classmethod
     def from_config(cls, cfg: FleetConfig, **overrides) -> "GatewayOptions":
+        """The config's [gateway] (tuning included), then the ``overrides`` that are not None."""
         g = cfg.gateway
-        base = cls(host=g.host, port=g.port, client_id=g.client_id, live=g.live)
+        base = cls(host=g.host, port=g.port, client_id=g.client_id, live=g.live, **g.tuning())
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    def validate(self, source: str = "gateway options (config file and command line)"
+                 ) -> "GatewayOptions":
+        """These options, or ConfigError: the config file's rules applied to the result."""
+        checked = decode(dataclasses.asdict(self), GatewayConfig, source=source, at="gateway")
+        try:
+            checked.validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        return self

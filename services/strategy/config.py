@@ -12,19 +12,39 @@ window = 60
 [risk]                                        # read by risk from this file (see risk.limits)
 max_position = 500
 ```
+
+Decoded strictly (``StrategyFile``; services.runtime.decoding): an unknown key, a misspelt
+risk limit (``max_postion``), a quoted number or a bad name refuses this file with a
+``ConfigError`` naming it and the key; other strategies' files are read on their own.
 """
 from __future__ import annotations
 
 import importlib
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
+from msgspec import Meta
+
+from services.risk.limits import Limits, build_limits
 from services.runtime.config import ConfigError
+from services.runtime.decoding import PositiveFloat, PositiveInt, decode, read_toml
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,31}$")
+
+
+class StrategyFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """The file's shape, decoded strictly (services.runtime.decoding)."""
+
+    name: str
+    class_path: str = msgspec.field(name="class")
+    symbols: Annotated[list[Annotated[str, Meta(min_length=1)]], Meta(min_length=1)]
+    params: dict[str, Any] = {}  # the strategy's own: it checks them
+    risk: dict[str, Any] = {}  # a table of risk limits: services.risk.limits.LimitsTable
+    timer_s: PositiveFloat = 1.0  # seconds between on_timer calls
+    depth_rows: PositiveInt = 10  # order-book rows a depth subscription asks for
 
 
 @dataclass
@@ -43,35 +63,22 @@ class StrategyConfig:
         try:
             module = importlib.import_module(module_name)
             return getattr(module, attr)
-        except (ImportError, AttributeError) as exc:
+        except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigError(f"strategy class {self.class_path!r} cannot be loaded: {exc}; "
                               f"write it as 'package.module:ClassName'") from None
 
 
 def load(path: str | Path) -> StrategyConfig:
+    """The strategy's config, or ConfigError naming the file and the key: an unknown or
+    misspelt key (in ``[risk]`` too), a wrong type, a bad name or an empty symbol list."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"strategy config {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"strategy config {path} is not valid TOML: {exc}") from None
-    known = {"name", "class", "symbols", "params", "risk", "timer_s", "depth_rows"}
-    unknown = set(raw) - known
-    if unknown:
-        raise ConfigError(f"{path.name}: unknown key(s) {', '.join(sorted(unknown))}; "
-                          f"known: {', '.join(sorted(known))}")
-    for key in ("name", "class", "symbols"):
-        if key not in raw:
-            raise ConfigError(f"{path.name}: '{key}' is required")
-    if not isinstance(raw["name"], str) or not NAME.match(raw["name"]):
-        raise ConfigError(f"{path.name}: name must be 1-32 letters, digits, _ or -, "
-                          f"starting with a letter")
-    symbols = raw["symbols"]
-    if not isinstance(symbols, list) or not symbols or not all(isinstance(s, str)
-                                                               for s in symbols):
-        raise ConfigError(f"{path.name}: symbols must be a non-empty list of strings")
-    return StrategyConfig(name=raw["name"], class_path=raw["class"], symbols=symbols,
-                          params=dict(raw.get("params", {})), risk=dict(raw.get("risk", {})),
-                          timer_s=float(raw.get("timer_s", 1.0)),
-                          depth_rows=int(raw.get("depth_rows", 10)), path=path)
+    source = f"strategy config {path}"
+    parsed = decode(read_toml(path, "strategy config"), StrategyFile, source=source)
+    if not NAME.match(parsed.name):
+        raise ConfigError(f"{source}: name {parsed.name!r} must be 1-32 letters, digits, _ or "
+                          f"-, starting with a letter")
+    build_limits(parsed.risk, source, Limits())  # refuse a bad budget here, not in risk
+    return StrategyConfig(name=parsed.name, class_path=parsed.class_path,
+                          symbols=list(parsed.symbols), params=dict(parsed.params),
+                          risk=dict(parsed.risk), timer_s=parsed.timer_s,
+                          depth_rows=parsed.depth_rows, path=path)

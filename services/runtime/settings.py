@@ -1,0 +1,162 @@
+"""The fleet config file's shape: one msgspec Struct per section, decoded strictly.
+
+```toml
+[bus]          # BusConfig: where the bus lives
+[gateway]      # GatewayConfig: TWS / IB Gateway address, the live opt-in, the bridge's tuning
+[fleet]        # FleetSection: state_dir
+[risk]         # global limits + [risk.strategies.NAME]; shape in services/risk/limits.py
+[instruments.SYMBOL]  # InstrumentSettings: reference data (services/runtime/instruments.py)
+[trading]      # TradingSettings: the trading day (services/model/trading_day.py)
+```
+
+Every section and key is optional; an unknown one is refused (``forbid_unknown_fields``),
+as is a value of the wrong type (see ``services.runtime.decoding``). The rules that are not
+about types (the live-port opt-in, loopback only, CURVE beyond loopback) are the
+``validate`` methods, raising ``ConfigError`` with the key and what to do.
+"""
+from __future__ import annotations
+
+import ipaddress
+from datetime import time
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import msgspec
+from msgspec import UNSET, Meta, Struct, UnsetType
+
+from services.runtime.decoding import (ConfigError, NonNegativeInt, Port, PositiveFloat,
+                                       PositiveInt)
+
+LIVE_PORTS = frozenset({7496, 4001})  # TWS live, IB Gateway live
+
+#: the tcp port offsets from ``bus.base_port`` of each named socket
+TCP_OFFSETS = {"bus-in": 0, "bus-out": 1, "bus-snap": 2, "risk": 3, "execution": 4,
+               "gateway": 5, "execution-snap": 6, "risk-snap": 7, "recorder": 8}
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, or an address the ``ipaddress`` module calls loopback (127.0.0.0/8,
+    ``::1``; IPv6 may be written in brackets). A name is not an address: ``127.x.example``
+    is not loopback however it starts."""
+    if host == "localhost":
+        return True
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BusConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """Where the bus lives. ipc:// under the private run directory by default.
+
+    ``run_dir`` is always set by ``config.load`` (argument, file, environment, default)."""
+
+    run_dir: Union[Path, None] = None
+    transport: str = "ipc"  # "ipc" or "tcp"
+    host: str = "127.0.0.1"
+    #: tcp only: the sockets of TCP_OFFSETS at base_port + offset
+    base_port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    curve_dir: Union[Path, None] = None  # needed for any tcp host that is not loopback
+    heartbeat_ms: Annotated[int, Meta(ge=50)] = 1000  # every service's heartbeat interval
+
+    def endpoint(self, name: str) -> str:
+        """The endpoint of a named socket: ``bus-in``, ``bus-out``, ``bus-snap``, ``risk``..."""
+        if self.transport == "ipc":
+            return f"ipc://{self.run_dir / name}"
+        if name not in TCP_OFFSETS:
+            raise ConfigError(f"no tcp port is assigned to endpoint {name!r}")
+        return f"tcp://{self.host}:{self.base_port + TCP_OFFSETS[name]}"
+
+    def validate(self) -> None:
+        if self.transport not in ("ipc", "tcp"):
+            raise ConfigError(f"bus.transport must be 'ipc' or 'tcp', not {self.transport!r}")
+        if self.transport == "tcp":
+            if not 1024 <= self.base_port <= 65000:
+                raise ConfigError("bus.base_port must be set (1024..65000) for tcp transport")
+            if not is_loopback(self.host) and self.curve_dir is None:
+                raise ConfigError(f"bus.host {self.host!r} is not loopback: listening beyond "
+                                  f"loopback requires CURVE keys (set bus.curve_dir)")
+
+
+class GatewayConfig(Struct, forbid_unknown_fields=True, kw_only=True):
+    """TWS / IB Gateway: loopback only, the paper port by default, live only by opt-in.
+
+    The tuning keys (``TUNING``) are ``services.gateway.options.GatewayOptions`` fields, set
+    here or on the gateway's command line (which wins); unset, GatewayOptions' defaults."""
+
+    host: str = "127.0.0.1"
+    port: Port = 7497  # the paper port; the simulator's default
+    client_id: Annotated[int, Meta(ge=-2**31, le=2**31 - 1)] = 1  # IB's client id: an int32
+    live: bool = False  # explicit opt-in to talk to a live account
+    # -- tuning (seconds unless said otherwise)
+    backoff_base: Union[PositiveFloat, UnsetType] = UNSET     # first reconnect delay
+    backoff_cap: Union[PositiveFloat, UnsetType] = UNSET      # longest reconnect delay
+    connect_timeout: Union[PositiveFloat, UnsetType] = UNSET  # TCP + handshake + nextValidId
+    probe_interval: Union[PositiveFloat, UnsetType] = UNSET   # silence before a probe
+    probe_timeout: Union[PositiveFloat, UnsetType] = UNSET
+    #: outgoing messages per second: IB disconnects a client above 50 (TWS API, "Message
+    #: rate limitations")
+    rate: Union[Annotated[float, Meta(gt=0, le=50)], UnsetType] = UNSET
+    depth_rows: Union[PositiveInt, UnsetType] = UNSET
+    mkt_data_lines: Union[PositiveInt, UnsetType] = UNSET  # the account's market data lines
+    depth_subscriptions: Union[NonNegativeInt, UnsetType] = UNSET
+    tick_by_tick_subscriptions: Union[NonNegativeInt, UnsetType] = UNSET
+    account_updates: Union[bool, UnsetType] = UNSET
+    completed_timeout: Union[PositiveFloat, UnsetType] = UNSET  # wait for completedOrdersEnd
+
+    TUNING = ("backoff_base", "backoff_cap", "connect_timeout", "probe_interval",
+              "probe_timeout", "rate", "depth_rows", "mkt_data_lines", "depth_subscriptions",
+              "tick_by_tick_subscriptions", "account_updates", "completed_timeout")
+
+    def tuning(self) -> dict[str, Any]:
+        """The tuning keys the file sets, by GatewayOptions field name."""
+        return {k: v for k in self.TUNING if (v := getattr(self, k)) is not UNSET}
+
+    def validate(self) -> None:
+        if self.port in LIVE_PORTS and not self.live:
+            raise ConfigError(f"gateway.port {self.port} is a LIVE trading port; set "
+                              f"gateway.live = true in the config (and pass --live) to use it")
+        if not is_loopback(self.host):
+            raise ConfigError(f"gateway.host {self.host!r} is not loopback; ibfleet only talks "
+                              f"to a gateway on this machine (127.0.0.1, ::1 or localhost)")
+
+
+class FleetSection(Struct, forbid_unknown_fields=True):
+    """``[fleet]``: durable state (journals, the IB order-id sequence), kept across reboots."""
+
+    state_dir: str = ""  # empty: IBFLEET_STATE_DIR, else $XDG_STATE_HOME/ibfleet
+
+
+class InstrumentSettings(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[instruments.SYMBOL]``: the fields of runtime.instruments.InstrumentInfo."""
+
+    min_tick: PositiveFloat  # price increment
+    lot_size: PositiveFloat = 1.0  # quantity increment
+    multiplier: PositiveFloat = 1.0  # contract multiplier (ES: 50)
+    currency: Annotated[str, Meta(min_length=1)] = "USD"
+
+
+class TradingSettings(Struct, forbid_unknown_fields=True):
+    """``[trading]``: ``day_roll`` a time ("17:00" or a TOML time), ``zone`` an IANA zone;
+    their meaning is checked by services.model.trading_day.TradingDay.from_config."""
+
+    day_roll: Any = "17:00"
+    zone: str = "America/New_York"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.day_roll, (str, time)):
+            raise TypeError('day_roll must be a time such as "17:00" (a string or a TOML time)')
+
+
+class FleetFile(Struct, forbid_unknown_fields=True):
+    """The whole file. ``risk`` and ``instruments`` are tables decoded by their owners (a
+    named table at a time, so an error names the strategy or the symbol)."""
+
+    bus: BusConfig = msgspec.field(default_factory=BusConfig)
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
+    fleet: FleetSection = msgspec.field(default_factory=FleetSection)
+    risk: dict[str, Any] = {}
+    instruments: dict[str, Any] = {}
+    trading: TradingSettings = msgspec.field(default_factory=TradingSettings)
