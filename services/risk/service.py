@@ -45,6 +45,7 @@ class RiskService(Service):
         self.engine = RiskEngine(LimitBook.from_config(config.raw, strategies_dir),
                                  Instruments(config.raw.get("instruments")),
                                  trading_day=TradingDay.from_config(config.raw))
+        self._report_refused(list(self.engine.limits.refused.values()))
         self.state_file = config.service_state_dir("risk") / "trading_state.json"
         self._load_trading_state()
         bus = config.bus
@@ -59,7 +60,8 @@ class RiskService(Service):
         self.strategies_dir = strategies_dir
         self.strategies_seen = _listing(strategies_dir)
         self.watched: set[str] = set(_strategy_symbols(strategies_dir))
-        self.waiting: dict[int, tuple[Token, RiskDecision]] = {}  # execution seq -> strategy
+        # execution seq -> (the strategy's request, its decision, the intent)
+        self.waiting: dict[int, tuple[Token, RiskDecision, OrderIntent]] = {}
         self.groups = GroupDesk()  # bracket legs held until the group's transmitting leg
         self.resync_wanted: dict[str, str] = {}  # strategy -> why its mirror must re-join
         self.on_socket(self.server.socket, self.server.process_ready)
@@ -75,15 +77,19 @@ class RiskService(Service):
         listing = _listing(self.strategies_dir)
         if listing != self.strategies_seen:
             self.strategies_seen = listing
-            try:
-                self.engine.limits.load_strategy_budgets(self.strategies_dir)
-            except ConfigError as exc:
-                self.log.error("strategy risk budget refused", extra={"error": str(exc)})
+            self._report_refused(self.engine.limits.load_strategy_budgets(self.strategies_dir))
             self.watched |= set(_strategy_symbols(self.strategies_dir))
             self.log.info("strategy budgets reloaded", extra={"symbols": sorted(self.watched)})
         for symbol in sorted(self.watched):
             self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
                                                     kind="tick"))
+
+    def _report_refused(self, refusals: list[str]) -> None:
+        """Strategy files whose budget risk cannot use (the others still apply): the engine
+        refuses those strategies' new orders; the operator is told what to fix."""
+        for text in refusals:
+            self.log.error("strategy risk budget refused", extra={"error": text})
+            self.publisher.publish(Alert(severity="critical", code="budget_refused", text=text))
 
     def on_start(self) -> None:
         self._restore_from_execution()
@@ -181,7 +187,7 @@ class RiskService(Service):
             return [reply]
         self.engine.approved(msg)
         seq = self.execution.send(msg)
-        self.waiting[seq] = (self.server.current, reply)
+        self.waiting[seq] = (self.server.current, reply, msg)
         return DEFER
 
     @staticmethod
@@ -205,7 +211,7 @@ class RiskService(Service):
         for leg, token in legs:  # entry first: execution sends the exits once it has its id
             self.engine.approved(leg)
             seq = self.execution.send(leg)
-            self.waiting[seq] = (token, self._decision(leg, True))
+            self.waiting[seq] = (token, self._decision(leg, True), leg)
         return DEFER
 
     def _refuse_legs(self, legs, reason: str, text: str) -> None:
@@ -238,16 +244,14 @@ class RiskService(Service):
             waiting = self.waiting.pop(msg.ref_seq, None)
             if waiting is None:
                 continue
-            token, reply = waiting
+            token, reply, intent = waiting
             if msg.ok:
                 self.counters["approved"] += 1
             else:
                 reply.approved, reply.reason, reply.text = (False, "execution_refused",
                                                             msg.error)
-                book = self.engine.book(reply.strategy)
-                if book.open_orders.get(reply.client_order_id) is not None \
-                        and book.open_orders[reply.client_order_id].state == "new":
-                    book.set_open(reply.client_order_id, None)
+                self.counters["rejected_execution_refused"] += 1
+                self.engine.execution_refused(intent)
             self.publisher.publish(reply)
             self.server.complete(token, [reply])
         self.execution.nacked.clear()

@@ -1,4 +1,5 @@
-"""Reference data the trading processes need about an instrument: tick, lot, multiplier.
+"""Reference data the trading processes need about an instrument: tick, size increment,
+multiplier.
 
 The defaults match the simulator's default universe; a fleet config can add or override
 instruments under ``[instruments.SYMBOL]``. An unknown symbol is an error the caller reports.
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 
 from services.runtime.config import ConfigError
 
@@ -15,6 +17,8 @@ from services.runtime.config import ConfigError
 class InstrumentInfo:
     symbol: str
     min_tick: float
+    #: the size increment (IB's ``ContractDetails.sizeIncrement``): an order's quantity is a
+    #: whole number of these; 1 share for a stock
     lot_size: float = 1.0
     multiplier: float = 1.0
     currency: str = "USD"
@@ -26,6 +30,21 @@ class InstrumentInfo:
     def round_price(self, price: float) -> float:
         decimals = max(0, -int(math.floor(math.log10(self.min_tick))) + 1)
         return round(round(price / self.min_tick) * self.min_tick, decimals)
+
+    @property
+    def size_increment(self) -> float:
+        return self.lot_size
+
+    def on_size_increment(self, quantity: float) -> bool:
+        """Is ``quantity`` a positive whole number of size increments, exactly as it goes to
+        the broker (its shortest decimal form)? 5e-10 and 10.0000000001 shares are not."""
+        if not (math.isfinite(quantity) and quantity > 0
+                and math.isfinite(self.lot_size) and self.lot_size > 0):
+            return False
+        try:
+            return Decimal(repr(float(quantity))) % Decimal(repr(float(self.lot_size))) == 0
+        except InvalidOperation:  # too many increments to count exactly: not an order size
+            return False
 
     def round_lot(self, quantity: float) -> float:
         return math.floor(quantity / self.lot_size + 1e-9) * self.lot_size

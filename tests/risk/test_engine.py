@@ -73,7 +73,7 @@ def test_a_sound_intent_is_approved():
     ({"max_order_notional": 5_000}, _intent(qty=100), "max_order_notional"),
     ({}, _intent(price=100.005), "min_tick"),
     ({}, _intent(qty=0), "bad_quantity"),
-    ({}, _intent(qty=1500, symbol="EUR.USD", price=1.1), "lot_size"),
+    ({}, _intent(qty=1500, symbol="EUR.USD", price=1.1), "size_increment"),
     ({}, _intent(symbol="NOPE"), "unknown_symbol"),
     ({"price_band": 0.05}, _intent(price=120.0), "price_band"),
     ({"max_position": 50}, _intent(qty=100), "max_position"),
@@ -97,15 +97,17 @@ def test_stale_market_data_blocks_new_orders():
 
 def test_a_gateway_that_is_not_synchronised_blocks_new_orders_but_not_cancels():
     engine, _ = _engine()
+    engine.approved(_intent())
     engine.gateway_state = "degraded"
-    assert engine.check(_intent()).reason == "gateway_not_synchronised"
+    assert engine.check(_intent(coid="s-2")).reason == "gateway_not_synchronised"
     assert engine.check(_intent(action="cancel")).approved
 
 
 def test_the_kill_switch_halts_everything_but_cancels():
     engine, _ = _engine()
+    engine.approved(_intent())
     engine.set_state("", HALTED)
-    assert engine.check(_intent()).reason == "halted"
+    assert engine.check(_intent(coid="s-2")).reason == "halted"
     assert engine.check(_intent(action="cancel")).approved
     engine.set_state("", ACTIVE)
     assert engine.check(_intent()).approved

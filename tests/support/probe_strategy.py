@@ -14,6 +14,8 @@ class Probe(Strategy):
     - "churn": keep trading: every timer, cross the spread with a small order (alternating
       sides) so fills keep coming; cancel anything working for more than 2 s.
     - "rest": on the first tick, rest params.count buy orders a few ticks under the bid.
+    - "rest_far": on the first tick, rest params.count buys of params.quantity (10) a fraction
+      params.below (0.01) under the mid: far enough never to fill while a test runs.
     - "echo": log the z-score of the mid and the side it would take for every tick, and
       never trade (to compare a live run with a replay of it).
     - "target": hold params.target shares, buying whatever is missing (from its recovered
@@ -90,6 +92,13 @@ class Probe(Strategy):
                                        mid - 60 * tick_size, mid + 30 * tick_size)
             for coid in legs or ():
                 self.specs[coid] = {"bracket": True}
+        elif self.mode == "rest_far":  # as "rest", far from the market
+            if self.rest_sent < int(self.params.get("count", 1)):
+                mid = (tick.bid + tick.ask) / 2
+                coid = self.submit(tick.symbol, "BUY", float(self.params.get("quantity", 10)),
+                                   "LMT", mid * (1 - float(self.params.get("below", 0.01))))
+                self.specs[coid] = {}
+                self.rest_sent += 1
         elif self.mode == "rest":  # rest `count` orders (one refused for a passing reason: again)
             if self.rest_sent < int(self.params.get("count", 3)):
                 coid = self.submit(tick.symbol, "BUY", 10, "LMT",
@@ -129,6 +138,8 @@ class Probe(Strategy):
             self.rest_sent = 0
             return
         if self.mode == "rest":
+            self.rest_sent -= 1
+        elif self.mode == "rest_far":
             self.rest_sent -= 1
         else:
             self.todo.append(spec)
