@@ -201,10 +201,7 @@ class BacktestEngine:
             except IntentRefused as exc:
                 self.rejections["execution_refused"] += 1
                 decisions.append(_decision(intent, False, "execution_refused", str(exc)))
-                book = self.risk.book(intent.strategy)
-                pending = book.open_orders.get(intent.client_order_id)
-                if pending is not None and pending.state == "new":
-                    book.set_open(intent.client_order_id, None)
+                self.risk.execution_refused(intent)  # as the risk service does
             else:
                 decisions.append(_decision(intent, True))
         self._collect()

@@ -473,14 +473,13 @@ class RiskEngine:
                                                      f"number")
         if order is not None:
             return None
-        for name, kind, value in (("side", OrderSide, intent.side),
+        for name, enum, value in (("side", OrderSide, intent.side),
                                   ("order type", OrderType, intent.order_type),
                                   ("time in force", TimeInForce, intent.tif)):
-            allowed = [m.value for m in kind]
-            if value not in allowed:
+            if value not in enum._value2member_map_:  # IB's exact spelling only
                 return Decision(False, "bad_terms", f"{name} {value!r} is not one of "
-                                                    f"{', '.join(allowed)}")
-        kind = OrderType(intent.order_type)
+                                                    f"{', '.join(m.value for m in enum)}")
+        kind = OrderType._value2member_map_[intent.order_type]
         if kind.needs_limit and math.isnan(intent.limit_price):
             return Decision(False, "missing_price", f"a {kind.value} order needs a limit price")
         if kind.needs_stop and math.isnan(intent.stop_price):
