@@ -185,7 +185,10 @@ class Strategy:
         return self.mirror.orders.get(client_order_id) or self.submitted.get(client_order_id)
 
     def open_orders(self, symbol: str | None = None) -> list[OrderUpdate]:
-        return [o for o in self.orders.values()
+        """Open orders (of ``symbol``), as ``orders``; called per event by strategies, so it
+        merges only when intents are still unreported."""
+        orders = self.orders if self.submitted else self.mirror.orders
+        return [o for o in orders.values()
                 if o.state not in TERMINAL and (symbol is None or o.symbol == symbol)]
 
     def pnl(self) -> tuple[float, float]:
