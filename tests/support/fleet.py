@@ -221,6 +221,14 @@ def assert_books_match_the_simulator(fleet: Fleet, deadline: float = 60.0) -> di
     return truth
 
 
+def unapproved_orders(fleet: Fleet) -> list[dict]:
+    """Orders at the simulator whose client order id risk never approved (by its published
+    decisions): an order that went around risk. Orders without an order ref (placed by another
+    client, not by the fleet) are not the fleet's and are left out."""
+    approved = {d.client_order_id for d in fleet.decisions() if d.approved}
+    return [o for o in fleet.sim.orders() if o["order_ref"] and o["order_ref"] not in approved]
+
+
 def positions_from_fills(fills) -> dict[str, float]:
     out: dict[str, float] = {}
     for u in fills:

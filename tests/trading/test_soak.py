@@ -14,7 +14,7 @@ import pytest
 
 from proto.schema import GatewayState
 from tests.support.audit import assert_audit
-from tests.support.fleet import assert_books_match_the_simulator
+from tests.support.fleet import assert_books_match_the_simulator, unapproved_orders
 
 PROBE = "tests.support.probe_strategy:Probe"
 MR = "services.strategy.examples.mean_reversion:MeanReversion"
@@ -59,6 +59,8 @@ def test_the_fleet_trades_through_repeated_gateway_faults(fleet):
     fleet.kill_switch()
     truth = assert_books_match_the_simulator(fleet, deadline=120)
     assert_audit(fleet, ["churn", "mr", "imb"], deadline=180)
+    unapproved = unapproved_orders(fleet)
+    assert not unapproved, unapproved
     fills, orders = len(fleet.sim.fills()), len({o["order_ref"] for o in fleet.sim.orders()})
     recovery.sort()
     print(f"soak: {(time.monotonic() - started) / 60:.1f} min, {round_} faults, {fills} fills, "
