@@ -456,10 +456,11 @@ class ProcessState(Message, kw_only=True):
 
 
 class Control(Message, kw_only=True):
-    """Fleet control: kill switch, pause/resume a strategy."""
+    """Fleet control: kill switch, pause/resume a strategy. ``orders`` (to the gateway only)
+    asks what is working at the broker; the gateway answers with ``BrokerOrders``."""
 
     TOPIC: ClassVar[str] = "ctl"
-    command: Literal["kill", "resume_all", "pause", "resume", "flatten"]
+    command: Literal["kill", "resume_all", "pause", "resume", "flatten", "orders"]
     target: str = ""  # a strategy name, or "" for all
     reason: str = ""
 
@@ -473,6 +474,18 @@ class Ack(Message, kw_only=True):
     ok: bool = True
     error: str = ""
     duplicate: bool = False  # the request was seen before; it was not processed twice
+
+
+class BrokerOrders(Message, kw_only=True):
+    """The gateway's answer to an operator's ``kill`` or ``orders`` control: the orders of
+    every client of the account that IB lists working (reqAllOpenOrders) after the cancels."""
+
+    TOPIC: ClassVar[str] = "gw.orders"
+    connected: bool  # False: IB could not be asked; ``working`` is then unknown (-1)
+    working: int
+    orders: list[str] = []  # one line per working order, for the operator
+    global_cancel: bool = False  # a reqGlobalCancel went out for this request
+    text: str = ""
 
 
 class Alert(Message, kw_only=True):
@@ -500,7 +513,7 @@ ALL_TYPES: tuple[type[Message], ...] = (
     Commission, StrategyPosition, StrategyDigest, CompletedOrder, ReconcileEnd,
     Position, AccountValue, PnL,
     GatewayState, GatewayError,
-    Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd,
+    Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd, BrokerOrders,
 )
 TYPES_BY_NAME: dict[str, type[Message]] = {t.__name__: t for t in ALL_TYPES}
 AnyMessage = Union[ALL_TYPES]  # type: ignore[valid-type]

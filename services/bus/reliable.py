@@ -102,7 +102,13 @@ class ReliableServer:
             self._handle(parts)
         outgoing, self._outgoing = self._outgoing, None
         if outgoing and self.on_commit is not None:
-            self.on_commit()
+            try:
+                self.on_commit()
+            except Refused as exc:  # nothing of the batch was made durable: refuse it all
+                self.counters["commit_refused"] += 1
+                log.error("batch refused: its commit failed", extra={"reason": str(exc)})
+                outgoing = [(identity, _refused(messages, str(exc)))
+                            for identity, messages in outgoing]
         for identity, messages in outgoing:
             self._send(identity, messages)
         return done
@@ -181,6 +187,19 @@ class ReliableServer:
 
     def close(self) -> None:
         self.socket.close()
+
+
+def _refused(messages: list[Message], reason: str) -> list[Message]:
+    """A batch's replies once its commit failed: every positive ack becomes a refusal (the
+    other replies described what was not kept, and are dropped)."""
+    out: list[Message] = []
+    for msg in messages:
+        if isinstance(msg, Ack):
+            if msg.ok and not msg.duplicate:
+                msg = Ack(ref_src=msg.ref_src, ref_seq=msg.ref_seq, ok=False,
+                          error=f"refused: {reason}")
+            out.append(msg)
+    return out
 
 
 @dataclass

@@ -19,6 +19,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import msgspec
+
 from proto.schema import (Commission, CompletedOrder, Execution, GatewayError, GatewayState,
                           Message, OpenOrder, OrderCommand, OrderIntent, OrderStatus, OrderUpdate,
                           Position, ReconcileEnd, StrategyDigest, StrategyPosition)
@@ -33,6 +35,8 @@ log = logging.getLogger("execution.engine")
 E, S = OrderEvent, OrderState
 EXTERNAL = "external"  # the owner of orders and positions execution did not make
 ADJUSTMENT_PREFIX = "adjust:"  # exec ids of bookings that adopt the broker's positions
+FLATTEN_PREFIX = "flatten-"  # client order ids of the market orders a flatten sends
+FLATTEN_WAIT_S = 5.0  # s a flatten waits for its target's cancels before closing anyway
 
 
 class IntentRefused(ValueError):
@@ -94,14 +98,21 @@ class ExecutionEngine:
         self._replaying = False
         self._adjustments = 0
         self._executions: dict[str, Execution] = {}  # as IB reported them, for compaction
+        #: flatten controls not acted on yet: target ("" all) -> monotonic time asked
+        self.flatten_wanted: dict[str, float] = {}
+        self._lenient_journal = False  # the kill switch: a failed write never stops a cancel
+        self._flatten_seq = 0
         self._restore()
 
     # -- RESTORE ------------------------------------------------------------------------------
     def _restore(self) -> None:
         self._replaying = True
         try:
-            for record in self.journal.replay():
-                self._replay(record)
+            for record in self.journal.entries():
+                if isinstance(record, dict):
+                    self._replay_record(record)
+                else:
+                    self._replay(record)
         finally:
             self._replaying = False
             self.frames.clear()
@@ -129,6 +140,30 @@ class ExecutionEngine:
             self._book(record)
         elif isinstance(record, Commission):
             self.portfolio.book_commission(record.exec_id, record.commission)
+
+    def _replay_record(self, record: dict) -> None:
+        """Plain records: ``{"waiting": coid, "intents": [...]}`` is the whole list of
+        modifies/cancels an order holds for IB (the last one journalled is in force)."""
+        coid = record.get("waiting")
+        if not coid:
+            return  # another kind (a probe written while the disk was failing)
+        order = self.orders.get(coid)
+        if order is None:
+            return
+        try:
+            order.waiting = [msgspec.convert(i, OrderIntent) for i in record.get("intents", ())]
+        except (msgspec.ValidationError, TypeError) as exc:
+            self.errors["unreadable_waiting"] += 1
+            log.error("journalled held intents unreadable", extra={"client_order_id": coid,
+                                                                   "detail": str(exc)})
+
+    def _set_waiting(self, order: ManagedOrder, waiting: list[OrderIntent]) -> None:
+        """Journal then hold: a held modify/cancel is acknowledged only once it is journalled,
+        so it survives a crash of execution (replayed with the order, released once)."""
+        if not self._replaying:
+            self.journal.append_record({"waiting": order.client_order_id,
+                                        "intents": [msgspec.to_builtins(i) for i in waiting]})
+        order.waiting = waiting
 
     # -- INTENTS ------------------------------------------------------------------------------
     def on_intent(self, intent: OrderIntent) -> list[OrderCommand]:
@@ -162,7 +197,8 @@ class ExecutionEngine:
             self._transition(order, E.CANCELLED, "cancelled before it was sent")
             return []
         if order.state.uncertain or order.waiting:
-            order.waiting.append(intent)  # IB has not said where it stands: wait for it
+            # IB has not said where it stands: wait for it (journalled, see _set_waiting)
+            self._set_waiting(order, [*order.waiting, intent])
             return []
         return self._act(order, intent)
 
@@ -264,9 +300,53 @@ class ExecutionEngine:
                 self._transition(order, E.CANCELLED, "cancelled before it was sent")
             elif order.state.uncertain:
                 if not any(w.action == "cancel" for w in order.waiting):
-                    order.waiting.append(cancel)
+                    self._set_waiting(order, [*order.waiting, cancel])
             else:
                 out.extend(self._act(order, cancel))
+        return out
+
+    def kill(self, strategy: str = "") -> list[OrderCommand]:
+        """``cancel_all`` for the kill switch: a journal write that fails while the cancels
+        are made is alerted (``journal_failed``) and does not stop them."""
+        self._lenient_journal = True
+        try:
+            return self.cancel_all(strategy)
+        finally:
+            self._lenient_journal = False
+
+    def want_flatten(self, strategy: str = "") -> None:
+        self.flatten_wanted.setdefault(strategy, time.monotonic())
+
+    def flatten_due(self, now: float | None = None,
+                    wait_for_cancels: float = FLATTEN_WAIT_S) -> list[OrderCommand]:
+        """The market orders that close the positions of each flatten target whose orders
+        are all done (cancelled or filled), or that waited ``wait_for_cancels`` seconds for
+        them: one per (owner, symbol) not flat, ``external`` included for the whole account.
+        Journalled like any order (a journal error raises: nothing is sent unjournalled)."""
+        now = time.monotonic() if now is None else now
+        out: list[OrderCommand] = []
+        for target, asked in list(self.flatten_wanted.items()):
+            working = [o for o in self.open_orders(target)
+                       if not o.client_order_id.startswith(FLATTEN_PREFIX)]
+            if working and now - asked < wait_for_cancels:
+                continue
+            del self.flatten_wanted[target]
+            closing = {(o.strategy, o.intent.symbol) for o in self.open_orders(target)
+                       if o.client_order_id.startswith(FLATTEN_PREFIX)}
+            for view in self.portfolio.views(self.clock(), target or None):
+                if abs(view.quantity) <= EPSILON or (view.owner, view.symbol) in closing:
+                    continue
+                self._flatten_seq += 1
+                intent = OrderIntent(
+                    strategy=view.owner, action="new", symbol=view.symbol,
+                    client_order_id=f"{FLATTEN_PREFIX}{view.owner}-{view.symbol}-"
+                                    f"{self.clock()}-{self._flatten_seq}",
+                    side="SELL" if view.quantity > 0 else "BUY",
+                    quantity=abs(view.quantity), order_type="MKT")
+                out.extend(self.on_intent(intent))
+                self.alerts.append(("warning", "flatten_order",
+                                    f"flatten: {intent.side} {intent.quantity:g} "
+                                    f"{view.symbol} at market for {view.owner}"))
         return out
 
     # -- GATEWAY REPORTS ----------------------------------------------------------------------
@@ -487,7 +567,8 @@ class ExecutionEngine:
                              msg.completed_status or msg.status)
         elif msg.status == "Inactive":
             self._transition(order, E.INACTIVE, msg.completed_status or msg.status)
-        order.waiting.clear()
+        if order.waiting:
+            self._set_waiting(order, [])
         return []
 
     def on_broker_position(self, msg: Position) -> None:
@@ -620,12 +701,17 @@ class ExecutionEngine:
     def _release(self, order: ManagedOrder) -> list[OrderCommand]:
         """Act on a held modify/cancel once IB has said where the order stands."""
         out: list[OrderCommand] = []
+        released = False
         while order.waiting and not order.state.uncertain:
-            intent = order.waiting.pop(0)
+            released = True
             if order.state.done:
-                order.waiting.clear()
+                order.waiting = []
                 break
+            intent = order.waiting[0]
+            order.waiting = order.waiting[1:]
             out.extend(self._act(order, intent))
+        if released:
+            self._set_waiting(order, order.waiting)
         return out
 
     def _learn_ib_id(self, order: ManagedOrder, ib_order_id: int) -> None:
@@ -664,11 +750,23 @@ class ExecutionEngine:
     def _journal_state(self, order: ManagedOrder) -> None:
         if self._replaying:
             return
-        self.journal.append(OrderStatus(ib_order_id=order.ib_order_id,
-                                        client_order_id=order.client_order_id,
-                                        status=order.state.value, filled=order.filled,
-                                        remaining=order.intent.quantity - order.filled,
-                                        why_held=order.reason))
+        record = OrderStatus(ib_order_id=order.ib_order_id,
+                             client_order_id=order.client_order_id,
+                             status=order.state.value, filled=order.filled,
+                             remaining=order.intent.quantity - order.filled,
+                             why_held=order.reason)
+        if not self._lenient_journal:
+            self.journal.append(record)
+            return
+        try:
+            self.journal.append(record)
+        except OSError as exc:  # the kill switch: the cancel goes out all the same; IB's
+            # answer (or the next reconciliation) brings the order's state back
+            self.errors["journal_failed"] += 1
+            if not any(code == "journal_failed" for _, code, _ in self.alerts):
+                self.alerts.append(("critical", "journal_failed",
+                                    f"execution could not journal a kill-switch cancel "
+                                    f"(sent anyway): {exc}"))
 
     def _emit(self, order: ManagedOrder, exec_id: str = "", last_qty: float = 0.0,
               last_price: float = 0.0, with_position: bool = False) -> None:
@@ -751,6 +849,9 @@ class ExecutionEngine:
                                    status=order.state.value, filled=order.filled,
                                    remaining=order.intent.quantity - order.filled,
                                    why_held=order.reason))
+            if order.waiting:
+                out.append({"waiting": order.client_order_id,  # type: ignore[arg-type]
+                            "intents": [msgspec.to_builtins(i) for i in order.waiting]})
         # in the order IB reported them: a replay books each correction where it stood
         out += [fill for exec_id, fill in self._executions.items()
                 if self.portfolio.has_fill(exec_id)]

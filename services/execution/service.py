@@ -16,6 +16,8 @@ Sockets:
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import time
 
 from proto.schema import (Alert, Commission, CompletedOrder, Control, Execution, GatewayError,
@@ -37,6 +39,22 @@ EVENT_TOPICS = ("ord.status", "ord.open", "ord.exec", "ord.comm", "ord.completed
                 "gw.state", "gw.error", "acct.pos")
 RECONCILE_MIN_INTERVAL = 2.0  # s between reconciliations execution asks for
 COMPACT_AFTER_RECORDS = 20_000  # journal records on top of the last snapshot
+JOURNAL_ALERT_EVERY = 30.0  # s between repeated critical alerts while the journal cannot write
+MAX_DEFERRED = 200_000  # gateway reports kept while the journal cannot write (then: reconcile)
+
+
+def journal_reason(exc: OSError) -> str:
+    """``ENOSPC (No space left on device): ...`` for a refusal or an alert."""
+    code = exc.errno or errno.EIO
+    return f"{errno.errorcode.get(code, str(code))} ({os.strerror(code)}): {exc}"
+
+
+class _Reply:
+    """The gateway's synchronous reply to a place (not a bus event: ``on_placed``)."""
+    __slots__ = ("status",)
+
+    def __init__(self, status: OrderStatus) -> None:
+        self.status = status
 
 
 class ExecutionService(Service):
@@ -49,9 +67,16 @@ class ExecutionService(Service):
         # group commit: records are made durable once per batch, before anything acts on them
         self.journal = Journal(state_dir / "journal.bin", fsync=False)
         self.outbox: list[OrderCommand] = []
-        portfolio = Portfolio(Instruments(config.raw.get("instruments")),
-                              TradingDay.from_config(config.raw))
-        self.engine = ExecutionEngine(self.journal, cancel_on_reconnect, portfolio)
+        self.cancel_on_reconnect = cancel_on_reconnect
+        #: why the journal cannot write ("" while it can); new intents are refused meanwhile
+        self.journal_error = ""
+        self._journal_alerted = 0.0
+        #: gateway reports that arrived while the journal could not write, in order: applied
+        #: once it can (IB does not tell a fill twice: the gateway publishes each execId once)
+        self.deferred: list[Message] = []
+        #: reports applied since the last good sync: kept again if that sync fails
+        self._batch: list[Message] = []
+        self.engine = self._new_engine()
         bus = config.bus
         self.server = ReliableServer(self.ctx, bus.endpoint("execution"), self.source,
                                      self._on_request)
@@ -72,12 +97,96 @@ class ExecutionService(Service):
                                                  "fills": len(self.engine.portfolio.booked_fills()),
                                                  "torn_bytes": self.journal.torn_bytes})
 
+    def _new_engine(self) -> ExecutionEngine:
+        portfolio = Portfolio(Instruments(self.config.raw.get("instruments")),
+                              TradingDay.from_config(self.config.raw))
+        return ExecutionEngine(self.journal, self.cancel_on_reconnect, portfolio)
+
+    # -- JOURNAL FAILURES (fail closed, resume when the disk works again) ---------------------
+    def _journal_failed(self, exc: OSError, where: str) -> str:
+        """A journal write or sync failed: what is in memory may be ahead of the journal, so
+        the engine is rebuilt from the journal (nothing that was not journalled acts), IB's
+        view is asked for again, a critical alert goes out. Returns the reason."""
+        reason = journal_reason(exc)
+        self.counters["journal_failures"] += 1
+        first = not self.journal_error
+        self.journal_error = reason
+        self.log.error("journal cannot write: state rebuilt from the journal, new orders "
+                       "refused until it can", extra={"where": where, "error": reason})
+        now = time.monotonic()
+        if first or now - self._journal_alerted > JOURNAL_ALERT_EVERY:
+            self._journal_alerted = now
+            self.counters["alert_journal_write_failed"] += 1
+            self.publisher.publish(Alert(
+                severity="critical", code="journal_write_failed",
+                text=f"execution journal cannot write ({where}): {reason}; new orders are "
+                     f"refused until it can"))
+        self._rebuild_engine()
+        return reason
+
+    def _rebuild_engine(self) -> None:
+        old = self.engine
+        try:
+            engine = self._new_engine()
+        except OSError as exc:  # cannot even read it back: keep what we have, fail closed
+            self.counters["journal_rebuild_failures"] += 1
+            self.log.error("journal unreadable after a failed write", extra={"error": str(exc)})
+            return
+        engine.gateway_state, engine.client_id = old.gateway_state, old.client_id
+        engine._was_synchronised = old._was_synchronised
+        engine.broker_positions = dict(old.broker_positions)
+        # a flatten asked for and not yet done is not in the journal: it stays asked for
+        engine.flatten_wanted = dict(getattr(old, "flatten_wanted", {}))
+        # what IB said that could not be journalled: have it said again
+        engine.reconcile_wanted = "execution journal failed a write; state rebuilt"
+        self.engine = engine
+        self.counters["engine_rebuilds"] += 1
+
+    def _probe_journal(self) -> None:
+        """While the journal cannot write: try one record; if it is durable, trading resumes."""
+        try:
+            self.journal.append_record({"probe": time.time_ns()})
+            self.journal.sync()
+        except OSError as exc:
+            self.journal_error = journal_reason(exc)
+            self.counters["journal_probe_failures"] += 1
+            now = time.monotonic()
+            if now - self._journal_alerted > JOURNAL_ALERT_EVERY:
+                self._journal_alerted = now
+                self.publisher.publish(Alert(severity="critical", code="journal_write_failed",
+                                             text=f"execution journal still cannot write: "
+                                                  f"{self.journal_error}"))
+            return
+        self.log.warning("journal writes again: trading resumes",
+                         extra={"was": self.journal_error, "deferred": len(self.deferred)})
+        self.journal_error = ""
+        self.counters["journal_recoveries"] += 1
+        deferred, self.deferred = self.deferred, []
+        for msg in deferred:
+            self._apply(self._report, msg)
+        self._commit_quietly()
+        self.engine.reconcile_wanted = self.engine.reconcile_wanted or "execution journal recovered"
+        self.publisher.publish(Alert(severity="info", code="journal_recovered",
+                                     text="execution journal writes again; orders accepted"))
+
     # -- REQUESTS FROM RISK -------------------------------------------------------------------
     def _on_request(self, msg: Message, peer: str) -> list[Message]:
         if not peer.startswith("risk."):
             self.counters["refused"] += 1
             self.log.error("refused a request not from risk", extra={"peer": peer})
             raise Refused(f"execution takes orders only from risk, not from {peer!r}")
+        if self.journal_error and isinstance(msg, OrderIntent):
+            # until a probe write succeeds and the reports that waited are applied
+            self.counters["intents_refused_journal"] += 1
+            raise Refused(f"journal cannot write: {self.journal_error}")
+        try:
+            return self._handle_request(msg)
+        except OSError as exc:
+            self.counters["intents_refused_journal"] += 1
+            reason = self._journal_failed(exc, f"{type(msg).__name__}")
+            raise Refused(f"journal cannot write: {reason}") from None
+
+    def _handle_request(self, msg: Message) -> list[Message]:
         if isinstance(msg, OrderIntent):
             self.counters["intents"] += 1
             try:
@@ -89,28 +198,131 @@ class ExecutionService(Service):
                     "strategy": msg.strategy, "error": str(exc)})
                 raise Refused(str(exc)) from None
         elif isinstance(msg, Control) and msg.command in ("kill", "flatten"):
-            self._send(self.engine.cancel_all(msg.target))
+            self._kill(msg)
         else:
             raise ValueError(f"execution does not handle {type(msg).__name__}")
         return []
+
+    # -- THE KILL SWITCH ------------------------------------------------------------------------
+    def _kill(self, msg: Control) -> None:
+        """Cancel first, persist after: the cancels go to the gateway before any durable
+        write (a journal that cannot be written is alerted, never a reason not to cancel);
+        then, for the whole account, IB's global cancel as the backstop for orders execution
+        does not know (another client's, TWS's, ghosts). ``flatten`` closes the positions at
+        market once the target's orders are done (``engine.flatten_due``)."""
+        commands = self.engine.kill(msg.target)
+        for cmd in commands:
+            self.gateway.send(cmd)
+            self.counters["commands"] += 1
+        if not msg.target:
+            self.gateway.send(OrderCommand(command="global_cancel", client_order_id=""))
+            self.counters["global_cancels"] += 1
+        self.counters[f"control_{msg.command}"] += 1
+        self.log.warning("kill switch: cancels sent", extra={
+            "command": msg.command, "target": msg.target or "*", "cancels": len(commands),
+            "global_cancel": not msg.target})
+        if msg.command == "flatten":
+            self.engine.want_flatten(msg.target)
+        self._journal_sync_quietly("kill")
+
+    def _journal_sync_quietly(self, what: str) -> bool:
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            self.counters["journal_errors"] += 1
+            self.log.error("journal not durable", extra={"during": what, "error": str(exc)})
+            self.publisher.publish(Alert(severity="critical", code="journal_failed",
+                                         text=f"execution could not make its journal durable "
+                                              f"during {what}: {exc}"))
+            return False
+        return True
+
+    def _flatten_if_due(self) -> None:
+        try:
+            commands = self.engine.flatten_due()
+        except OSError as exc:  # the journal: the market orders are not sent unjournalled
+            self.counters["journal_errors"] += 1
+            self.log.error("flatten: could not journal the closing orders",
+                           extra={"error": str(exc)})
+            self.publisher.publish(Alert(severity="critical", code="flatten_failed",
+                                         text=f"flatten: could not journal the closing "
+                                              f"orders: {exc}"))
+            return
+        if commands:
+            self.counters["flatten_orders"] += len(commands)
+            self.log.warning("flatten: closing positions at market",
+                             extra={"orders": [c.client_order_id for c in commands]})
+            self._send(commands)
+            self._commit_quietly()
 
     # -- GATEWAY ------------------------------------------------------------------------------
     def _send(self, commands: list[OrderCommand]) -> None:
         self.outbox.extend(commands)
 
     def _commit(self) -> None:
-        """Journal durable first (one fsync for the batch), then commands and updates out."""
-        self.journal.sync()
+        """Journal durable first (one fsync for the batch), then commands and updates out.
+        If the sync fails, nothing of the batch goes out: the records appended since the last
+        good sync are cut, the engine is rebuilt from what is durable, and the batch's
+        acknowledgements become refusals (``Refused`` for the reliable server)."""
+        try:
+            self.journal.sync()
+        except OSError as exc:
+            self.outbox.clear()
+            # the batch's records are cut: its reports wait for the journal (in order)
+            self.deferred[:0], self._batch = self._batch, []
+            reason = self._journal_failed(exc, "sync")
+            raise Refused(f"journal cannot write: {reason}") from None
+        self._batch.clear()
         for cmd in self.outbox:
             self.gateway.send(cmd)
             self.counters["commands"] += 1
         self.outbox.clear()
         self._publish_updates()
 
+    def _apply(self, fn, msg: Message) -> None:
+        """One gateway report into the engine. While the journal cannot write, reports wait
+        (in order) for it; a journal failure rebuilds the engine from the journal and keeps
+        the report for then: nothing IB said is lost, nothing unjournalled acts."""
+        if self.journal_error:
+            self._defer(msg)
+            return
+        try:
+            result = fn(msg)
+        except OSError as exc:
+            self._journal_failed(exc, type(msg).__name__)
+            self._defer(msg)
+            return
+        self._batch.append(msg)
+        if result:
+            self._send(result)
+
+    def _defer(self, msg: Message) -> None:
+        if len(self.deferred) >= MAX_DEFERRED:  # IB's view is asked for again instead
+            self.counters["deferred_dropped"] += 1
+            self.engine.reconcile_wanted = "reports dropped while the journal could not write"
+            return
+        self.deferred.append(msg)
+        self.counters["reports_deferred"] += 1
+
+    def _report(self, msg: Message) -> list[OrderCommand] | None:
+        """A report of either kind: the gateway's reply (an OrderStatus mapping, or the error
+        a refused command stands for) or an event from the bus."""
+        if isinstance(msg, _Reply):
+            return self.engine.on_placed(msg.status)
+        return self._event(msg)
+
+    def _commit_quietly(self) -> None:
+        """``_commit`` outside the reliable server (reports, timers): a failure is handled
+        (counted, alerted, engine rebuilt) and goes no further."""
+        try:
+            self._commit()
+        except Refused:
+            pass
+
     def _on_gateway_reply(self) -> None:
         for msg in self.gateway.poll():
             if isinstance(msg, OrderStatus):
-                self._send(self.engine.on_placed(msg))
+                self._apply(self._report, _Reply(msg))
         for command, ack in self.gateway.nacked:
             self.counters["gateway_nacks"] += 1
             self.log.error("gateway refused a command",
@@ -118,35 +330,41 @@ class ExecutionService(Service):
                                   "error": ack.error})
             if command.command in ("place", "modify", "cancel"):
                 # the gateway refused it before IB saw it: the same as IB refusing it
-                self._send(self.engine.on_order_error(GatewayError(
+                error = GatewayError(
                     code=201 if command.command == "place" else 10147, text=ack.error,
-                    req_id=command.ib_order_id, scope="order", ref=command.client_order_id)))
+                    req_id=command.ib_order_id, scope="order", ref=command.client_order_id)
+                self._apply(self._report, error)
         self.gateway.nacked.clear()
-        self._commit()
+        self._commit_quietly()
 
     def _on_event(self) -> None:
         for msg in self.events.drain(500):
-            if isinstance(msg, OrderStatus):
-                self._send(self.engine.on_status(msg))
-            elif isinstance(msg, OpenOrder):
-                self._send(self.engine.on_open_order(msg))
-            elif isinstance(msg, Execution):
-                self._send(self.engine.on_execution(msg))
-            elif isinstance(msg, Commission):
-                self.engine.on_commission(msg)
-            elif isinstance(msg, GatewayError):
-                if msg.scope == "order":
-                    self._send(self.engine.on_order_error(msg))
-            elif isinstance(msg, CompletedOrder):
-                self._send(self.engine.on_completed(msg))
-            elif isinstance(msg, Position):
-                self.engine.on_broker_position(msg)
-            elif isinstance(msg, ReconcileEnd):
-                self.counters["reconciliations"] += 1
-                self._send(self.engine.on_reconcile_end(msg))
-            elif isinstance(msg, GatewayState):
-                self._send(self.engine.on_gateway_state(msg))
-        self._commit()
+            self._apply(self._report, msg)
+        self._commit_quietly()
+
+    def _event(self, msg: Message) -> list[OrderCommand] | None:
+        engine = self.engine
+        if isinstance(msg, OrderStatus):
+            return engine.on_status(msg)
+        if isinstance(msg, OpenOrder):
+            return engine.on_open_order(msg)
+        if isinstance(msg, Execution):
+            return engine.on_execution(msg)
+        if isinstance(msg, Commission):
+            engine.on_commission(msg)
+        elif isinstance(msg, GatewayError):
+            if msg.scope == "order":
+                return engine.on_order_error(msg)
+        elif isinstance(msg, CompletedOrder):
+            return engine.on_completed(msg)
+        elif isinstance(msg, Position):
+            engine.on_broker_position(msg)
+        elif isinstance(msg, ReconcileEnd):
+            self.counters["reconciliations"] += 1
+            return engine.on_reconcile_end(msg)
+        elif isinstance(msg, GatewayState):
+            return engine.on_gateway_state(msg)
+        return None
 
     def _publish_updates(self) -> None:
         for topic, msgs in self.engine.frames:
@@ -180,9 +398,17 @@ class ExecutionService(Service):
 
     def _housekeeping(self) -> None:
         self.gateway.resend_stale()
-        if not self.outbox and self.journal.maybe_compact(self.engine.compaction,
-                                                          COMPACT_AFTER_RECORDS):
-            self.counters["journal_compactions"] += 1
+        if self.engine.flatten_wanted:
+            self._flatten_if_due()
+        if self.journal_error:
+            self._probe_journal()
+        try:
+            if not self.outbox and not self.journal_error and self.journal.maybe_compact(
+                    self.engine.compaction, COMPACT_AFTER_RECORDS):
+                self.counters["journal_compactions"] += 1
+        except OSError as exc:  # the old journal is untouched (or reopened on the next write)
+            self.counters["journal_compaction_failures"] += 1
+            self.log.error("journal compaction failed", extra={"error": journal_reason(exc)})
         now = time.monotonic()
         stuck = self.engine.unconfirmed(now, self.ack_timeout)
         if stuck and self.engine.gateway_state == "synchronised" \
@@ -192,7 +418,8 @@ class ExecutionService(Service):
             self.log.warning("orders unconfirmed by IB; querying",
                              extra={"client_order_ids": [o.client_order_id for o in stuck]})
             self.gateway.send(OrderCommand(command="reconcile", client_order_id=""))
-        if self.engine.reconcile_wanted and self.engine.gateway_state == "synchronised" \
+        if self.engine.reconcile_wanted and not self.journal_error \
+                and self.engine.gateway_state == "synchronised" \
                 and now - self.last_query > RECONCILE_MIN_INTERVAL:
             self.last_query = now
             self.counters["reconciles_asked"] += 1
@@ -205,8 +432,9 @@ class ExecutionService(Service):
             if repeats:
                 self.counters["cancels_repeated"] += len(repeats)
                 self._send(repeats)
-                self._commit()
+                self._commit_quietly()
         self.counters["open_orders"] = len(self.engine.open_orders())
+        self.counters["reports_deferred_now"] = len(self.deferred)
         self.counters["pending_commands"] = len(self.gateway.pending)
         if self.events.gaps.counters.gaps > self.counters.get("gaps_alerted", 0):
             self.counters["gaps_alerted"] = self.events.gaps.counters.gaps
@@ -216,8 +444,11 @@ class ExecutionService(Service):
                                          text="execution missed gateway events; reconciling"))
 
     def on_stop(self) -> None:
-        self._commit()
-        self.journal.close()
+        self._commit_quietly()
+        try:
+            self.journal.close()
+        except OSError as exc:
+            self.log.error("journal close failed", extra={"error": journal_reason(exc)})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import zmq
 
-from proto.schema import Ack, Control
+from proto.schema import Ack, BrokerOrders, Control
 from services.bus.reliable import ReliableClient
 from services.fleet import supervisor as sup
 from services.fleet.status import collect, render
@@ -230,8 +231,108 @@ def _control(argv: list[str], command: str, help_: str) -> int:
     return 0
 
 
+RISK_WAIT_S = 3.0  # s the kill waits for risk (and execution behind it) before the gateway
+
+
 def kill(argv: list[str]) -> int:
-    return _control(argv, "kill", "The kill switch: halt every strategy, cancel every order.")
+    """The kill switch, which nothing in the fleet may block: through risk (which halts
+    every strategy and forwards it to execution: execution's cancels, then IB's global
+    cancel); if risk does not acknowledge within a few seconds (risk or execution down),
+    straight to the gateway, which sends IB's global cancel itself. Then the gateway is
+    asked what still works at the broker (every client of the account); the command exits
+    non-zero if anything does after ``--timeout``."""
+    parser = argparse.ArgumentParser(prog="ibfleet kill", description=(
+        "The kill switch: halt every strategy and cancel every order of the account at IB, "
+        "the fleet's and any other client's; with --flatten, then close every position at "
+        "market. Works with risk or execution down (through the gateway)."))
+    _common(parser)
+    parser.add_argument("--flatten", action="store_true",
+                        help="after cancelling, close every position at market (needs execution)")
+    parser.add_argument("--reason", default="operator")
+    parser.add_argument("--timeout", type=float, default=15.0,
+                        help="seconds to wait until no order works at the broker")
+    args = parser.parse_args(argv)
+    config, _ = _load(parser, args)
+    command = "flatten" if args.flatten else "kill"
+    started = time.monotonic()
+    deadline = started + args.timeout
+    source = f"cli.{os.getpid()}"
+    ctx = zmq.Context()
+    try:
+        risk = ReliableClient(ctx, config.bus.endpoint("risk"), source, resend_after=1.0)
+        risk.send(Control(command=command, reason=args.reason))
+        via_risk, risk_error = False, ""
+        risk_deadline = min(deadline, started + RISK_WAIT_S)
+        while risk.pending and time.monotonic() < risk_deadline:
+            for msg in risk.poll(100):
+                if isinstance(msg, Ack) and msg.ref_src == source:
+                    via_risk, risk_error = msg.ok, msg.error
+        if via_risk:
+            print(f"{command}: acknowledged by risk; execution sent its cancels and IB's "
+                  f"global cancel", flush=True)
+        else:
+            why = f"refused: {risk_error}" if risk_error else \
+                f"no answer within {RISK_WAIT_S:g}s"
+            print(f"{command}: risk/execution {why}; sending the kill straight to the "
+                  f"gateway (IB's global cancel)", file=sys.stderr, flush=True)
+        risk.close()
+        report = _broker_orders_after_kill(ctx, config, source, command, via_risk,
+                                           started, deadline)
+    finally:
+        ctx.destroy(linger=0)
+    if report is None:
+        print(f"{command}: the gateway did not answer within {args.timeout:g}s: the orders "
+              f"working at the broker are UNKNOWN; check TWS", file=sys.stderr)
+        return 1
+    if not report.connected:
+        print(f"{command}: {report.text}: the orders working at the broker are UNKNOWN; "
+              f"check TWS", file=sys.stderr)
+        return 1
+    print(f"orders working at the broker: {report.working} "
+          f"({time.monotonic() - started:.1f}s after the command)")
+    for line in report.orders:
+        print(f"  still working: {line}")
+    if report.working:
+        print(f"{command}: {report.working} order(s) still working after {args.timeout:g}s",
+              file=sys.stderr)
+        return 1
+    if args.flatten and not via_risk:
+        print("flatten: positions were NOT closed: execution did not take the flatten "
+              "(only the cancels went through the gateway)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _broker_orders_after_kill(ctx, config, source: str, command: str, via_risk: bool,
+                              started: float, deadline: float) -> BrokerOrders | None:
+    """Ask the gateway until no order works at the broker or the deadline passes; the last
+    answer (None if it never answered). Without risk, every question is a kill (a repeated
+    global cancel); with risk, a question only, until half the time is gone: then the
+    gateway's global cancel too, in case execution's cancels are stuck."""
+    gateway = ReliableClient(ctx, config.bus.endpoint("gateway"), source, resend_after=1.0,
+                             curve_dir=config.bus.curve_dir)
+    escalate_at = started + (deadline - started) / 2
+    last: BrokerOrders | None = None
+    try:
+        while time.monotonic() < deadline:
+            kill_now = not via_risk or time.monotonic() >= escalate_at
+            seq = gateway.send(Control(command=command if kill_now else "orders",
+                                       reason="ibfleet kill"))
+            answered = False
+            while not answered and time.monotonic() < deadline:
+                for msg in gateway.poll(100):
+                    if isinstance(msg, BrokerOrders):
+                        last, answered = msg, True
+                    elif isinstance(msg, Ack) and msg.ref_seq == seq and not msg.ok:
+                        print(f"{command}: the gateway refused: {msg.error}", file=sys.stderr)
+                        answered = True
+            if last is not None and last.connected and last.working == 0:
+                return last
+            gateway.pending.clear()  # a new question replaces an unanswered one
+            time.sleep(0.5)
+    finally:
+        gateway.close()
+    return last
 
 
 def resume(argv: list[str]) -> int:

@@ -13,6 +13,11 @@ Execution owns every order's truth and reconciles it; the desk does only what ne
   never make a second order);
 - places journalled by a previous run but never sent (SIGKILL while holding them): resent
   after the first reconciliation unless IB reported them;
+- modifies and cancels are journalled before they are acknowledged and marked done once they
+  went out: those a previous run acknowledged and never sent follow its places, once;
+- a journal write that fails (a full disk) refuses the command with the reason ("gateway
+  journal cannot write: ENOSPC ..."): nothing refused is ever sent; a critical alert goes out,
+  and the next command tries the disk again (an info alert says when it writes again);
 - untransmitted legs (``transmit=False``): IB says nothing about them until a transmitting leg
   of their group (same parent, or the parent itself) is sent, so until then they are neither
   unacknowledged nor resent; they are *in flight* for the reconciliation's report.
@@ -23,8 +28,11 @@ desk itself refuses before sending (its contract cannot be resolved) goes out as
 """
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
+import time
 from collections import Counter, deque
 from pathlib import Path
 from typing import Any, Callable
@@ -111,6 +119,13 @@ class OrderDesk:
         self.last_error: dict[int, GatewayError] = {}
         #: places sent so far; a reconciliation run notes it when it asks for open orders
         self.sends = 0
+        #: modifies/cancels acknowledged and not yet sent: id(cmd) -> (cmd, journal key)
+        self._hold_keys: dict[int, tuple[OrderCommand, int]] = {}
+        #: modifies/cancels a previous run acknowledged and never sent, in journal order
+        self.unsent_commands: list[tuple[int, OrderCommand]] = self._journalled_commands()
+        #: why the journal cannot write ("" while it can)
+        self.journal_error = ""
+        self._journal_alerted = 0.0
 
     # -- COMMANDS (the reliable server's handler) ------------------------------------------
     def on_command(self, msg: Message, peer_src: str) -> list[Message]:
@@ -143,8 +158,54 @@ class OrderDesk:
             msg.client_order_id = rec.client_order_id
             if not msg.symbol:
                 msg.symbol = rec.symbol
+            try:  # durable before the ack: a kill -9 before it is sent does not lose it
+                key = self.orders.hold(msg)
+            except OSError as exc:
+                raise CommandRefused(self._journal_failed(exc, msg.command)) from None
+            self._journal_ok()
+            self._hold_keys[id(msg)] = (msg, key)
         self._dispatch(msg)
         return []
+
+    # -- JOURNAL FAILURES ------------------------------------------------------------------
+    def _journal_failed(self, exc: OSError, what: str) -> str:
+        """Count, alert (critical; again at most every 30 s), and the refusal's text."""
+        code = exc.errno or errno.EIO
+        reason = (f"gateway journal cannot write: {errno.errorcode.get(code, str(code))} "
+                  f"({os.strerror(code)}): {exc}")
+        self.counters["journal_write_failures"] += 1
+        self.counters[f"{what}s_refused_journal"] += 1
+        first = not self.journal_error
+        self.journal_error = reason
+        self.log.error("command refused: the journal cannot write", extra={
+            "command": what, "error": reason})
+        now = time.monotonic()
+        if first or now - self._journal_alerted > 30.0:
+            self._journal_alerted = now
+            self.publisher.publish(Alert(severity="critical", code="gateway.journal_write_failed",
+                                         text=f"{reason}; order commands are refused until it "
+                                              f"can"))
+        return reason
+
+    def _journal_ok(self) -> None:
+        if self.journal_error:
+            self.log.warning("the journal writes again", extra={"was": self.journal_error})
+            self.journal_error = ""
+            self.counters["journal_recoveries"] += 1
+            self.publisher.publish(Alert(severity="info", code="gateway.journal_recovered",
+                                         text="gateway journal writes again; commands accepted"))
+
+    def _command_sent(self, cmd: OrderCommand) -> None:
+        """A modify/cancel went to IB: journal it done (never raises: it did go out)."""
+        entry = self._hold_keys.pop(id(cmd), None)
+        if entry is None:
+            return
+        try:
+            self.orders.hold_done(entry[1])
+        except OSError as exc:  # after a restart it is sent again: a repeat IB tolerates
+            self.counters["held_done_marker_errors"] += 1
+            self.log.error("could not journal a sent modify/cancel", extra={
+                "ib_order_id": cmd.ib_order_id, "error": str(exc)})
 
     def _place(self, cmd: OrderCommand) -> list[Message]:
         rec = self.orders.get(cmd.client_order_id)
@@ -157,9 +218,14 @@ class OrderDesk:
             raise CommandRefused(f"{cmd.order_type} order needs a limit price")
         if cmd.order_type in ("STP", "STP LMT") and math.isnan(cmd.stop_price):
             raise CommandRefused(f"{cmd.order_type} order needs a stop price")
-        ib_id = self.ids.allocate()          # the block is fsync'd before the id is used
-        cmd.ib_order_id = ib_id
-        self.orders.add(cmd, ib_id)          # journalled (with the command) before sending
+        try:
+            ib_id = self.ids.allocate()      # the block is fsync'd before the id is used
+            cmd.ib_order_id = ib_id
+            self.orders.add(cmd, ib_id)      # journalled (with the command) before sending
+        except OSError as exc:  # nothing was journalled: refused, and never sent later
+            cmd.ib_order_id = 0
+            raise CommandRefused(self._journal_failed(exc, "place")) from None
+        self._journal_ok()
         self._dispatch(cmd)
         # the mapping: IB's own name for "sent by the API, not acknowledged yet"
         return [OrderStatus(ib_order_id=ib_id, client_order_id=cmd.client_order_id,
@@ -188,6 +254,10 @@ class OrderDesk:
         if cmd.symbol:
             self.contracts.resolve(cmd.symbol)
 
+    def send_now(self, cmd: OrderCommand) -> None:
+        """A global cancel: to the outbox's urgent lane now, never behind held commands."""
+        self._send(cmd)
+
     def _send(self, cmd: OrderCommand) -> bool:
         """Queue one command in the outbox; False if its contract is not resolved yet."""
         if cmd.command == "global_cancel":
@@ -201,6 +271,7 @@ class OrderDesk:
                 client.cancelOrder(ib_id, OrderCancel())
                 # IB may never say a word about an untransmitted leg it drops: not in flight
                 self.untransmitted.pop(ib_id, None)
+                self._command_sent(cmd)
             self.outbox.submit(cmd, cancel, urgent=True)
             return True
         contract = self.contracts.get(cmd.symbol)
@@ -211,6 +282,7 @@ class OrderDesk:
         def place(client) -> None:
             client.placeOrder(cmd.ib_order_id, contract, order)
             self._sent(cmd)
+            self._command_sent(cmd)
         self.outbox.submit(cmd, place)
         return True
 
@@ -368,6 +440,15 @@ class OrderDesk:
                 resend.append(cmd)
         for cmd in resend:
             self.resent.add(cmd.ib_order_id)
+        # then the modifies/cancels a previous run acknowledged and never sent, in order
+        for key, cmd in self.unsent_commands:
+            self.counters["held_commands_replayed"] += 1
+            self.log.warning("sending a modify/cancel journalled before a crash", extra={
+                "command": cmd.command, "ib_order_id": cmd.ib_order_id,
+                "client_order_id": cmd.client_order_id})
+            self._hold_keys[id(cmd)] = (cmd, key)
+            resend.append(cmd)
+        self.unsent_commands = []
         self.requeue(resend)
 
     def in_flight_ids(self) -> list[int]:
@@ -390,6 +471,16 @@ class OrderDesk:
             self.counters["sent_marker_errors"] += 1
             self.log.error("could not journal a sent place", extra={
                 "ib_order_id": ib_order_id, "error": str(exc)})
+
+    def _journalled_commands(self) -> list[tuple[int, OrderCommand]]:
+        out: list[tuple[int, OrderCommand]] = []
+        for key, rec in sorted(self.orders.pending_cmds.items()):
+            try:
+                out.append((key, msgspec.convert(rec["cmd"], OrderCommand)))
+            except (msgspec.ValidationError, ValueError, TypeError, KeyError) as exc:
+                self.log.error("a journalled modify/cancel this build cannot read is not sent",
+                               extra={"key": key, "error": str(exc)})
+        return out
 
     def _journalled_unsent(self) -> dict[int, OrderCommand]:
         cmds: dict[int, OrderCommand] = {}

@@ -15,6 +15,9 @@ Records in ``orders.journal`` (``w`` is the wall-clock time journalled, ns):
   restart);
 - a learned order (an older run's, found by reconciliation): ``{"coid", "ib", ..., "learned"}``;
 - ``{"final": [ib, ...], "w"}``: orders that ended (written at close, from what IB reported);
+- a modify or cancel, journalled before it is acknowledged: ``{"hold": n, "cmd", "w"}``, and
+  ``{"held_done": n}`` once it went to IB (one not done is sent again after a restart, after
+  the places of the previous run, in journal order);
 - after compaction, one record per order kept: no ``cmd`` once sent, ``"final": true`` if it
   ended.
 
@@ -109,8 +112,17 @@ class OrderMap:
         self.by_client: dict[str, OrderRecord] = {}
         self.by_ib: dict[int, OrderRecord] = {}
         self._entries: dict[int, _Entry] = {}
+        #: modifies and cancels acknowledged but not yet sent to IB: key -> their record
+        self.pending_cmds: dict[int, dict] = {}
+        self._next_hold = 1
         for rec in self.journal.records():
-            if "coid" in rec:
+            if "hold" in rec:
+                n = int(rec["hold"])
+                self.pending_cmds[n] = rec
+                self._next_hold = max(self._next_hold, n + 1)
+            elif "held_done" in rec:
+                self.pending_cmds.pop(int(rec["held_done"]), None)
+            elif "coid" in rec:
                 ib = int(rec["ib"])
                 self._index(OrderRecord(rec["coid"], ib, rec.get("symbol", ""),
                                         rec.get("side", ""), float(rec.get("qty", 0.0)),
@@ -156,6 +168,7 @@ class OrderMap:
             else:
                 rec.pop("final", None)
             yield rec
+        yield from self.pending_cmds.values()
 
     def _index(self, rec: OrderRecord) -> None:
         self.by_client[rec.client_order_id] = rec
@@ -203,6 +216,21 @@ class OrderMap:
         entry = self._entries.get(ib_order_id)
         if entry is not None:
             entry.sent = True
+
+    def hold(self, cmd: OrderCommand) -> int:
+        """Journal (durably) a modify or cancel before it is acknowledged; returns its key.
+        A JournalError leaves nothing behind."""
+        n = self._next_hold
+        record = {"hold": n, "cmd": msgspec.to_builtins(cmd), "w": time.time_ns()}
+        self.journal.append(record)
+        self._next_hold += 1
+        self.pending_cmds[n] = record
+        return n
+
+    def hold_done(self, n: int) -> None:
+        """Journal that a held modify/cancel went to IB: it is not sent again after a restart."""
+        self.journal.append({"held_done": n})
+        self.pending_cmds.pop(n, None)
 
     def unsent_places(self) -> dict[int, dict]:
         """The journalled command (as builtins) of every place not marked sent, by IB id."""

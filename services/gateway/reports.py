@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,6 +43,27 @@ from services.gateway.reconcile import ExecutionLedger
 PARTS = ("open_orders", "executions", "positions", "completed")
 #: statuses that take an order out of ``open_ids`` when IB reports them during the run
 NOT_OPEN = frozenset({"Filled", "Cancelled", "ApiCancelled"})
+#: statuses after which an order works no more (an audit counts every other one as working)
+DONE = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
+AUDIT_TIMEOUT = 10.0  # s an operator's audit waits for openOrderEnd before it says "unknown"
+
+
+@dataclass
+class OrderAudit:
+    """An operator's question "what is working at the broker?": one reqAllOpenOrders (every
+    client of the account, TWS's own orders included), its openOrder / orderStatus messages
+    until its openOrderEnd. ``done(connected, working)`` gets one line per working order."""
+
+    done: Callable[[bool, list[str]], None]
+    started: float
+    sent: bool = False
+    finished: bool = False
+    #: perm id (or (client id, order id)) -> [description, status]
+    seen: dict[Any, list[str]] = field(default_factory=dict)
+
+    def working(self) -> list[str]:
+        return [f"{text} {status}" for text, status in self.seen.values()
+                if status not in DONE]
 
 
 @dataclass
@@ -92,6 +113,10 @@ class Reports:
         #: answer is the one whose end brings the count to 0; older runs' ends come first)
         self.pending_ends: Counter = Counter()
         self.account = ""
+        self.audits: list[OrderAudit] = []
+        #: reqAllOpenOrders sent, oldest first: None for a run's, the audit for an audit's
+        #: (IB answers them in order, so each openOrderEnd closes the head)
+        self.open_requests: deque[OrderAudit | None] = deque()
 
     # -- THE RECONCILIATION RUN ------------------------------------------------------------
     def start_run(self, reason: str, server_version: int) -> None:
@@ -105,6 +130,7 @@ class Reports:
 
         def open_orders(client) -> None:
             client.reqAllOpenOrders()
+            self.open_requests.append(None)
             run.sends_mark = desk.sends
 
         def completed(client) -> None:
@@ -123,8 +149,47 @@ class Reports:
             self.pending_ends["completed"] += 1
             self.outbox.submit("reconcile", completed)
 
+    # -- THE OPERATOR'S AUDIT ----------------------------------------------------------------
+    def audit_open_orders(self, done: Callable[[bool, list[str]], None]) -> None:
+        """Ask IB for every working order of the account (all clients); ``done`` is called
+        once: with the working orders at the openOrderEnd, or (False, []) if the socket dies
+        or IB does not answer within ``AUDIT_TIMEOUT``."""
+        audit = OrderAudit(done, time.monotonic())
+        self.audits.append(audit)
+        self.pending_ends["open_orders"] += 1
+
+        def send(client) -> None:
+            client.reqAllOpenOrders()
+            audit.sent = True
+            self.open_requests.append(audit)
+        self.outbox.submit("audit", send, urgent=True)
+
+    def _finish_audit(self, audit: OrderAudit, connected: bool) -> None:
+        if audit.finished:
+            return
+        audit.finished = True
+        if audit in self.audits:
+            self.audits.remove(audit)
+        self.counters["order_audits"] += 1
+        audit.done(connected, audit.working() if connected else [])
+
+    def _audit_saw(self, key: Any, text: str | None, status: str) -> None:
+        for audit in self.audits:
+            if not audit.sent:
+                continue
+            entry = audit.seen.get(key)
+            if entry is None:
+                if text is None:
+                    continue  # a status of an order this audit has not listed
+                audit.seen[key] = [text, status]
+            else:
+                entry[1] = status or entry[1]
+
     def tick(self, now: float) -> None:
         """A server that never answers reqCompletedOrders must not hold the run forever."""
+        for audit in [a for a in self.audits if now - a.started > AUDIT_TIMEOUT]:
+            self.counters["order_audit_timeouts"] += 1
+            self._finish_audit(audit, False)
         run = self.run
         if run is None or "completed" not in run.waiting or run.completed_sent_at is None:
             return
@@ -162,9 +227,13 @@ class Reports:
         self.on_run_done()
 
     def on_lost(self) -> None:
-        """The socket died: the run is abandoned (the next connection starts a new one)."""
+        """The socket died: the run is abandoned (the next connection starts a new one), and
+        so are the audits (their answer is "unknown")."""
         self.run = None
         self.pending_ends.clear()
+        self.open_requests.clear()
+        for audit in list(self.audits):
+            self._finish_audit(audit, False)
 
     # -- CALLBACKS: ORDERS -----------------------------------------------------------------
     def on_open_order(self, order_id: int, contract: Contract, order, state) -> None:
@@ -179,10 +248,19 @@ class Reports:
                 self.run.open_ids.add(order_id)
         if self.run is not None:
             self.run.saw("open_orders")
+        if self.audits:
+            key = int(getattr(order, "permId", 0) or 0) or (int(order.clientId or 0), order_id)
+            self._audit_saw(key, f"clientId {int(order.clientId or 0)} order {order_id} "
+                                 f"(permId {int(getattr(order, 'permId', 0) or 0)}) "
+                                 f"{order.action} {translate.size(order.totalQuantity):g} "
+                                 f"{symbol or contract.symbol}", status)
         self.publisher.publish(translate.open_order(order_id, contract, order, state, symbol))
 
     def on_open_order_end(self) -> None:
+        head = self.open_requests.popleft() if self.open_requests else None
         self._ended("open_orders")
+        if head is not None:
+            self._finish_audit(head, True)
 
     def on_order_status(self, order_id, status, filled, remaining, avg_fill_price, perm_id,
                         parent_id, last_fill_price, client_id, why_held, mkt_cap_price) -> None:
@@ -192,6 +270,8 @@ class Reports:
                                              translate.size(remaining), int(perm_id or 0))
             if self.run is not None and status in NOT_OPEN:
                 self.run.open_ids.discard(int(order_id))
+        if self.audits and perm_id:
+            self._audit_saw(int(perm_id), None, status)
         self.publisher.publish(translate.order_status(order_id, coid, status, filled, remaining,
                                                       avg_fill_price, perm_id, parent_id,
                                                       last_fill_price, why_held))
@@ -221,7 +301,10 @@ class Reports:
             return
         msg = translate.execution(contract, ex, self.contracts.symbol_of(contract))
         self.publisher.publish(msg)
-        self.ledger.record_exec(ex.execId, msg.exec_time_ns)
+        try:
+            self.ledger.record_exec(ex.execId, msg.exec_time_ns)
+        except OSError as exc:  # published; not remembered: a replay publishes it again
+            self._ledger_failed(exc)  # (consumers dedupe by execId), never lost
         self.counters["executions"] += 1
 
     def on_exec_details_end(self, req_id: int) -> None:
@@ -234,7 +317,15 @@ class Reports:
             self.counters["duplicate_commissions_suppressed"] += 1
             return
         self.publisher.publish(translate.commission(report))
-        self.ledger.record_commission(report.execId)
+        try:
+            self.ledger.record_commission(report.execId)
+        except OSError as exc:
+            self._ledger_failed(exc)
+
+    def _ledger_failed(self, exc: OSError) -> None:
+        self.counters["exec_ledger_write_failures"] += 1
+        self.log.error("execution ledger cannot write (a replay publishes it again)",
+                       extra={"error": str(exc)})
 
     # -- CALLBACKS: ACCOUNT ----------------------------------------------------------------
     def on_position(self, account: str, contract: Contract, qty, avg_cost) -> None:

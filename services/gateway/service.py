@@ -26,8 +26,9 @@ from typing import Callable
 
 import zmq
 
-from proto.schema import HistoricalRequest, OrderCommand, SubscribeRequest
-from services.bus.reliable import ReliableServer
+from proto.schema import (Alert, BrokerOrders, Control, HistoricalRequest, Message,
+                          OrderCommand, SubscribeRequest)
+from services.bus.reliable import DEFER, ReliableServer
 from services.bus.subscriber import Subscriber
 from services.gateway.connection import ConnState, Connection
 from services.gateway.contracts import ContractResolver
@@ -92,7 +93,7 @@ class Gateway(Service):
 
         self.on_socket(self.events.fd, self._drain_events)  # type: ignore[arg-type]
         self.orders_server = ReliableServer(self.ctx, config.bus.endpoint("gateway"), self.source,
-                                            self.desk.on_command, config.bus.curve_dir)
+                                            self._on_order_request, config.bus.curve_dir)
         self.on_socket(self.orders_server.socket, self.orders_server.process_ready)
         self.sub_requests = self.track(Subscriber(self.ctx, config.bus.endpoint("bus-out"),
                                                   [SubscribeRequest.TOPIC,
@@ -218,6 +219,65 @@ class Gateway(Service):
                     self.market.on_subscribe(msg)
                 elif isinstance(msg, HistoricalRequest):
                     self.market.on_history_request(msg)
+
+    # -- THE KILL SWITCH'S BACKSTOP ------------------------------------------------------------
+    def _on_order_request(self, msg: Message, peer: str):
+        """The order socket: execution's commands (the desk's), its global cancel, and the
+        operator CLI's kill / orders controls (the kill switch must work with risk and
+        execution down).
+
+        The CLI is recognised by its source prefix ``cli.`` only, for now: per-role CURVE keys
+        (so that only the operator's key may send a kill here) are a separate task. A kill
+        from anyone can only cancel, never place, which bounds what an impostor could do."""
+        if isinstance(msg, Control) and peer.startswith("cli."):
+            return self._operator_control(msg, peer)
+        if isinstance(msg, OrderCommand) and msg.command == "global_cancel" \
+                and peer.startswith("execution."):
+            self.desk.counters["cmd_global_cancel"] += 1
+            self._global_cancel(f"from {peer}")
+            return []
+        return self.desk.on_command(msg, peer)
+
+    def _global_cancel(self, why: str) -> bool:
+        """reqGlobalCancel now if the socket is up (ahead of anything queued: the outbox's
+        urgent lane), else first thing once synchronised. True if it went to the outbox."""
+        cmd = OrderCommand(command="global_cancel", client_order_id="")
+        self.log.warning("global cancel", extra={"why": why, "socket_up": self.conn.socket_up})
+        self.counters["global_cancels"] += 1
+        if self.conn.socket_up and not self.conn.link_lost:
+            self.desk.send_now(cmd)
+            return True
+        self.desk.held.appendleft(cmd)
+        return False
+
+    def _operator_control(self, msg: Control, peer: str):
+        if msg.command not in ("kill", "flatten", "orders"):
+            raise CommandRefused(f"the gateway takes kill, flatten and orders controls from "
+                                 f"the operator, not {msg.command!r}")
+        token = self.orders_server.current
+        sent = False
+        if msg.command in ("kill", "flatten"):
+            self.log.warning("kill switch from the operator, straight to the gateway",
+                             extra={"peer": peer, "command": msg.command, "reason": msg.reason})
+            sent = self._global_cancel(f"{msg.command} by {peer}")
+            self.publisher.publish(Alert(
+                severity="critical", code="gateway_kill",
+                text=f"global cancel of every order of the account by {peer}"
+                     + ("" if sent else " (held: not connected to IB)")
+                     + ("; flatten needs execution: positions are not closed by the gateway"
+                        if msg.command == "flatten" else "")))
+        if not self.conn.socket_up:
+            return [BrokerOrders(connected=False, working=-1, global_cancel=sent,
+                                 text=f"the gateway is {self.conn.state.value}, not connected "
+                                      f"to IB: working orders unknown")]
+
+        def done(connected: bool, working: list[str]) -> None:
+            reply = BrokerOrders(connected=connected, working=len(working) if connected else -1,
+                                 orders=working, global_cancel=sent,
+                                 text="" if connected else "IB did not list the open orders")
+            self.orders_server.complete(token, [reply])
+        self.reports.audit_open_orders(done)
+        return DEFER
 
     # -- WIRING BETWEEN CONCERNS ---------------------------------------------------------------
     def _on_next_valid_id(self, order_id: int) -> None:

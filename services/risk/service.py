@@ -37,6 +37,7 @@ from services.runtime.service import Service
 TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state")
 CONTROL_STATES = {"kill": HALTED, "resume_all": ACTIVE, "pause": HALTED, "resume": ACTIVE}
 FROM_EXECUTION = (OrderUpdate, StrategyPosition, StrategyDigest)
+SAVE_ALERT_EVERY = 30  # failed saves of the trading state between two alerts (one a second)
 
 
 class RiskService(Service):
@@ -47,6 +48,8 @@ class RiskService(Service):
                                  trading_day=TradingDay.from_config(config.raw))
         self._report_refused(list(self.engine.limits.refused.values()))
         self.state_file = config.service_state_dir("risk") / "trading_state.json"
+        self.state_dirty = False  # the state in memory is not on disk yet (a save failed)
+        self.save_failures = 0  # consecutive failed saves
         self._load_trading_state()
         bus = config.bus
         self.server = ReliableServer(self.ctx, bus.endpoint("risk"), self.source,
@@ -64,6 +67,7 @@ class RiskService(Service):
         self.waiting: dict[int, tuple[Token, RiskDecision, OrderIntent]] = {}
         self.groups = GroupDesk()  # bracket legs held until the group's transmitting leg
         self.resync_wanted: dict[str, str] = {}  # strategy -> why its mirror must re-join
+        self.controls_waiting: dict[int, Token] = {}  # execution seq -> the kill's sender
         self.on_socket(self.server.socket, self.server.process_ready)
         self.on_socket(self.execution.socket, self._on_execution_reply)
         self.on_socket(self.feed.socket, self._on_feed)
@@ -111,14 +115,39 @@ class RiskService(Service):
         for name, day in saved.get("loss_days", {}).items():
             self.engine.book(name).loss_day = day
 
-    def _save_trading_state(self) -> None:
-        """Atomically, durably (fsync, rename, fsync of the directory): a thrown kill switch
-        survives a crash the moment the control is acknowledged."""
-        write_json(self.state_file, {
-            "global": self.engine.global_state,
-            "strategies": {n: b.state for n, b in self.engine.strategies.items()},
-            "loss_days": {n: b.loss_day for n, b in self.engine.strategies.items()
-                          if b.loss_day}})
+    def _save_trading_state(self) -> bool:
+        """Atomically, durably (fsync, rename, fsync of the directory), so that a thrown kill
+        switch survives a crash. A save that fails (disk full, read-only, gone) is logged,
+        counted and alerted, and retried every housekeeping until it succeeds: it never
+        raises, so it can never stand between the operator and a cancel."""
+        self.state_dirty = True
+        try:
+            write_json(self.state_file, {
+                "global": self.engine.global_state,
+                "strategies": {n: b.state for n, b in self.engine.strategies.items()},
+                "loss_days": {n: b.loss_day for n, b in self.engine.strategies.items()
+                              if b.loss_day}})
+        except OSError as exc:
+            self.counters["state_save_errors"] += 1
+            self.log.error("trading state not saved; retrying",
+                           extra={"path": str(self.state_file), "error": str(exc),
+                                  "failures": self.save_failures + 1})
+            if self.save_failures % SAVE_ALERT_EVERY == 0:
+                self.publisher.publish(Alert(
+                    severity="critical", code="state_save_failed",
+                    text=f"risk could not save its trading state ({self.engine.global_state})"
+                         f" to {self.state_file}: {exc}; retrying every second; a restart "
+                         f"of risk now would not remember it"))
+            self.save_failures += 1
+            return False
+        if self.save_failures:
+            self.log.warning("trading state saved after failures",
+                             extra={"failures": self.save_failures})
+            self.publisher.publish(Alert(severity="info", code="state_saved",
+                                         text=f"risk saved its trading state after "
+                                              f"{self.save_failures} failed attempts"))
+        self.state_dirty, self.save_failures = False, 0
+        return True
 
     def _restore_from_execution(self) -> None:
         """Positions and open orders from execution's snapshot, not from memory."""
@@ -220,26 +249,48 @@ class RiskService(Service):
             self.publisher.publish(reply)
             self.server.complete(token, [reply])
 
-    def _control(self, msg: Control, peer: str) -> list[Message]:
+    def _control(self, msg: Control, peer: str):
+        """Cancel first, persist after: the state changes in memory (no intent is approved
+        from here on), a kill or flatten goes to execution at once, and only then is the
+        state saved; a save that fails is logged, counted, alerted and retried by the
+        housekeeping, never a reason not to cancel. A kill or flatten is acknowledged once
+        execution has acknowledged it (it sends its cancels before it acknowledges)."""
         self.log.warning("control", extra={"command": msg.command, "target": msg.target,
                                            "peer": peer, "reason": msg.reason})
+        if msg.command not in CONTROL_STATES and msg.command != "flatten":
+            raise Refused(f"risk does not take a {msg.command!r} control")
         state = CONTROL_STATES.get(msg.command)
+        if msg.command == "flatten" and not msg.target:
+            state = HALTED  # flattening the whole account is the kill switch and more
         if state is not None:
             self.engine.set_state(msg.target if msg.command in ("pause", "resume") else "",
                                   state)
-            self._save_trading_state()
+        seq = None
         if msg.command in ("kill", "flatten"):
-            self.execution.send(Control(command=msg.command, target=msg.target,
-                                        reason=msg.reason))
-        self.publisher.publish(Alert(severity="critical" if msg.command == "kill" else "info",
+            seq = self.execution.send(Control(command=msg.command, target=msg.target,
+                                              reason=msg.reason))
+            self.counters[f"control_{msg.command}"] += 1
+        self.publisher.publish(Alert(severity="critical" if msg.command in ("kill", "flatten")
+                                     and not msg.target else "info",
                                      code=f"control_{msg.command}",
                                      text=f"{msg.command} {msg.target or 'all'} by {peer}"))
-        return []
+        if state is not None:
+            self.state_dirty = True
+            self._save_trading_state()
+        if seq is None:
+            return []
+        self.controls_waiting[seq] = self.server.current
+        return DEFER
 
     def _on_execution_reply(self) -> None:
         """An intent execution acknowledged is in its hands: now acknowledge the strategy."""
         for msg in self.execution.poll():
             if not isinstance(msg, Ack) or msg.ref_src != self.source:
+                continue
+            control = self.controls_waiting.pop(msg.ref_seq, None)
+            if control is not None:
+                self.server.complete(control, ok=msg.ok,
+                                     error="" if msg.ok else f"execution: {msg.error}")
                 continue
             waiting = self.waiting.pop(msg.ref_seq, None)
             if waiting is None:
@@ -274,6 +325,8 @@ class RiskService(Service):
 
     def _housekeeping(self) -> None:
         self.execution.resend_stale()
+        if self.state_dirty:
+            self._save_trading_state()
         for name in list(self.engine.strategies):
             self.engine.evaluate_loss(name)
         for strategy, text in self.engine.breaches:

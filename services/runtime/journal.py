@@ -20,7 +20,9 @@ Guarantees (details and reasons in ``docs/durability.md``):
 - ``fsync=True``: ``append`` returns once the record is durable. ``fsync=False``: ``sync()``
   makes everything appended durable with one fsync (group commit). A failed fsync cuts the
   file back to the last durable boundary and leaves the journal unusable until reopened
-  (the page cache can no longer be trusted after a failed fsync).
+  (the page cache can no longer be trusted after a failed fsync); the next append or sync
+  reopens it by itself (a fresh descriptor, the file cut to the last durable record) and
+  raises again only if that fails, so a writer resumes once the disk works again.
 - On open, a torn tail (a record whose length or CRC is bad and after which nothing valid
   follows) is cut and logged with its byte count. A bad record *followed by valid ones* is
   corruption, not a torn write: it is logged as an error naming the offset, the whole file is
@@ -375,9 +377,36 @@ class Journal:
     def _check_usable(self) -> None:
         if self._fd < 0:
             raise JournalError(errno.EBADF, f"journal {self.path} is closed")
-        if self._failed:
+        if self._failed and not self._reopen():
             raise JournalError(errno.EIO, f"journal {self.path} unusable ({self._failed}); "
                                           f"reopen it")
+
+    def _reopen(self) -> bool:
+        """After a failed fsync: a fresh descriptor on the file (cut back to its last good
+        record), so a journal resumes by itself once the disk works again (the next append or
+        sync tries). True if the journal is usable again."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            os.ftruncate(fd, self._synced_end)
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            return False
+        old, self._fd = self._fd, fd
+        try:
+            os.close(old)
+        except OSError:
+            pass
+        self._end = self._synced_end
+        self.file_records = self._synced_records
+        self._dirty = self._tail_dirty = False
+        log.warning("journal reopened after a failed fsync", extra={
+            "path": str(self.path), "offset": self._end, "was": self._failed})
+        self._failed = None
+        return True
 
     # ------------------------------------------------------------ reading
     def _snapshot(self) -> memoryview:

@@ -32,6 +32,17 @@ import msgpack
 
 from services.runtime.journal import fsync_dir
 
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of ``data`` is written (a short write is continued; the write after
+    it reports the real error); a write of nothing is an error, never an endless loop."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if n <= 0:
+            raise OSError(errno.EIO, "write wrote nothing")
+        view = view[n:]
+
 _HEAD = struct.Struct("<II")
 FORMAT = 1
 
@@ -89,7 +100,8 @@ class StateStore:
         self.journal_bytes = 0
         self.snapshot_bytes = 0
         self.torn_bytes = 0           # cut off the journal's tail at open
-        self.stats = {"records": 0, "fsyncs": 0, "snapshots": 0, "bytes": 0}
+        self.stats = {"records": 0, "fsyncs": 0, "snapshots": 0, "bytes": 0,
+                      "write_errors": 0}
 
     # ---- open
     def load(self) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
@@ -137,13 +149,21 @@ class StateStore:
     def append(self, record: dict[str, Any]) -> int:
         """Write one record and fsync it: durable on return. Returns its sequence number."""
         assert self._fd is not None, "load() first"
-        self.seq += 1
-        record["seq"] = self.seq
+        record["seq"] = self.seq + 1
         data = _pack(record)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view):]
-        os.fsync(self._fd)
+        try:
+            _write_all(self._fd, data)
+            os.fsync(self._fd)
+        except OSError:
+            # nothing of a failed record may reach the disk later, nor stand before the next
+            # one: cut back to the last whole record (the caller fails stop; see Broker.commit)
+            self.stats["write_errors"] += 1
+            try:
+                os.ftruncate(self._fd, self.journal_bytes)
+            except OSError:
+                pass
+            raise
+        self.seq += 1
         self.journal_bytes += len(data)
         self.stats["records"] += 1
         self.stats["fsyncs"] += 1
@@ -157,15 +177,20 @@ class StateStore:
         state = dict(state, format=FORMAT, seq=self.seq)
         data = _pack(state)
         tmp = self.dir / "snapshot.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.snapshot_path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.snapshot_path)
+        except OSError:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         fsync_dir(self.dir)
         if self._fd is not None:
             os.ftruncate(self._fd, 0)

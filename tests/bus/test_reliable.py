@@ -128,3 +128,41 @@ def test_unacknowledged_requests_are_resent_after_the_timeout(tmp_path):
         assert list(client.pending) == [1]
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_batch_whose_commit_fails_is_refused_not_acknowledged(tmp_path):
+    """``on_commit`` raising ``Refused`` (a journal that could not sync): every positive ack
+    of the batch becomes a refusal with the reason; the handler's other replies are dropped."""
+    from proto.schema import OrderStatus
+    from services.bus.reliable import Refused, ReliableServer
+    endpoint = f"ipc://{short_run_dir()}/orders"
+    ctx = zmq.Context()
+    try:
+        server = ReliableServer(ctx, endpoint, "execution.1",
+                                lambda msg, peer: [OrderStatus(ib_order_id=1, status="x", filled=0,
+                                                               remaining=1, client_order_id="c")])
+        fail = {"on": True}
+
+        def commit():
+            if fail["on"]:
+                raise Refused("journal cannot write: ENOSPC")
+        server.on_commit = commit
+        client = ReliableClient(ctx, endpoint, "risk.1", resend_after=30.0)
+        for i in range(3):
+            client.send(_order(i))
+        got: list = []
+        wait_for(lambda: server.process_ready() >= 0 and (got.extend(client.poll(50)) or
+                                                          len(got) >= 3),
+                 what="three replies")
+        assert [type(m).__name__ for m in got] == ["Ack"] * 3
+        assert all(not a.ok and "journal cannot write: ENOSPC" in a.error for a in got)
+        assert server.counters["commit_refused"] >= 1
+        fail["on"] = False  # the disk works again: the next request is acknowledged
+        client.send(_order(9))
+        more: list = []
+        wait_for(lambda: server.process_ready() >= 0 and (more.extend(client.poll(50)) or
+                                                          any(isinstance(m, Ack) for m in more)),
+                 what="the next reply")
+        assert [m.ok for m in more if isinstance(m, Ack)] == [True]
+    finally:
+        ctx.destroy(linger=0)

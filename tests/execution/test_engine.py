@@ -328,3 +328,73 @@ def test_a_compacted_journal_rebuilds_the_same_orders_and_portfolio(tmp_path):
     assert again.orders["w"].pending_terms.limit_price == 99.0
     assert again.position_message("s", "AAPL") == first.position_message("s", "AAPL")
     assert again.portfolio.has_fill("e.02") and not again.portfolio.has_fill("e.01")
+
+
+# -- a held modify/cancel is durable once acknowledged (issue 12, item 7) -------------------
+
+def test_a_held_modify_survives_a_kill_of_execution_and_is_released_once(tmp_path):
+    path = tmp_path / "journal.bin"
+    first = ExecutionEngine(Journal(path, fsync=False))
+    first.on_intent(_intent())
+    first.on_placed(OrderStatus(ib_order_id=7, client_order_id="s-1", status="PendingSubmit",
+                                filled=0, remaining=100))
+    assert first.on_intent(_intent(action="modify", price=101.0)) == []  # held, acknowledged
+    first.journal.sync()  # what the service does before it acknowledges
+    # kill -9: the file is left as it is (no close)
+
+    again = ExecutionEngine(Journal(path, fsync=False))
+    assert [(w.action, w.limit_price) for w in again.orders["s-1"].waiting] == \
+        [("modify", 101.0)]
+    released = again.on_status(OrderStatus(ib_order_id=7, client_order_id="s-1",
+                                           status="Submitted", filled=0, remaining=100))
+    assert [(c.command, c.limit_price) for c in released] == [("modify", 101.0)]
+    assert again.orders["s-1"].waiting == []
+    # the same status again (a reconciliation repeats it): nothing more is sent
+    assert again.on_status(OrderStatus(ib_order_id=7, client_order_id="s-1",
+                                       status="Submitted", filled=0, remaining=100)) == []
+    again.journal.close()
+
+    third = ExecutionEngine(Journal(path, fsync=False))  # and after another restart: once
+    assert third.orders["s-1"].waiting == []
+    assert third.orders["s-1"].pending_terms.limit_price == 101.0
+    third.journal.close()
+
+
+def test_held_intents_are_kept_by_compaction(tmp_path):
+    path = tmp_path / "journal.bin"
+    first = ExecutionEngine(Journal(path, fsync=False))
+    first.on_intent(_intent())
+    first.on_intent(_intent(action="modify", price=101.0))
+    first.on_intent(_intent(action="cancel"))
+    first.journal.compact(first.compaction())
+    first.journal.close()
+    again = ExecutionEngine(Journal(path, fsync=False))
+    assert [w.action for w in again.orders["s-1"].waiting] == ["modify", "cancel"]
+    again.journal.close()
+
+
+def test_a_journal_that_cannot_write_refuses_the_intent_and_changes_nothing(tmp_path,
+                                                                             monkeypatch):
+    import errno
+    import os
+
+    from services.runtime import journal as journal_mod
+    from services.runtime.journal import JournalError
+    path = tmp_path / "journal.bin"
+    engine = ExecutionEngine(Journal(path, fsync=False))
+    engine.on_intent(_intent("a"))
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(journal_mod.os, "write", full)
+    with pytest.raises(JournalError) as info:
+        engine.on_intent(_intent("b"))
+    assert info.value.errno == errno.ENOSPC
+    assert "b" not in engine.orders
+    monkeypatch.undo()
+    engine.on_intent(_intent("c"))  # space again: goes on
+    engine.journal.close()
+    again = ExecutionEngine(Journal(path, fsync=False))
+    assert sorted(again.orders) == ["a", "c"]
+    again.journal.close()

@@ -238,8 +238,10 @@ def test_a_full_disk_raises_restores_the_boundary_and_resurrects_nothing(tmp_pat
     j.close()
 
 
-def test_a_failed_fsync_cuts_what_was_not_durable_and_needs_a_reopen(tmp_path, monkeypatch):
-    """Simulated (fsync cannot be made to fail for real here): os.fsync raises EIO once."""
+def test_a_failed_fsync_cuts_what_was_not_durable_and_reopens_by_itself(tmp_path, monkeypatch):
+    """Simulated (fsync cannot be made to fail for real here): os.fsync raises EIO once. The
+    unsynced records are cut; the next append reopens the journal (fresh descriptor, file cut
+    to the last durable record) and goes on, so a writer resumes once the disk works."""
     path = tmp_path / "j.bin"
     j = Journal(path, fsync=False)
     j.append_record({"i": 1})
@@ -260,12 +262,18 @@ def test_a_failed_fsync_cuts_what_was_not_durable_and_needs_a_reopen(tmp_path, m
         j.sync()
     assert info.value.errno == errno.EIO and "reopen" in str(info.value)
     assert path.stat().st_size == j.file_bytes and j.file_records == 1
+    # while the reopen itself fails (its fsync fails too), the journal stays unusable
+    monkeypatch.setattr(journal_mod.os, "fsync",
+                        lambda fd: (_ for _ in ()).throw(OSError(errno.EIO, "still failing")))
     with pytest.raises(JournalError):
         j.append_record({"i": 4})
     monkeypatch.setattr(journal_mod.os, "fsync", real)
+    j.append_record({"i": 5})  # reopened: goes on after the last durable record
+    j.sync()
+    assert [r["i"] for r in j.iter_records()] == [1, 5]
     j.close()
     again = Journal(path)
-    assert [r["i"] for r in again.iter_records()] == [1]
+    assert [r["i"] for r in again.iter_records()] == [1, 5]
     again.close()
 
 
@@ -278,6 +286,69 @@ def _kill_after(child: subprocess.Popen, seconds: float, report) -> list[str]:
     child.send_signal(signal.SIGKILL)
     child.communicate(timeout=30)
     return report.read_text().split()
+
+
+def test_short_writes_are_continued_until_the_record_is_whole(tmp_path, monkeypatch):
+    """os.write may write less than asked: the journal loops, the records come back whole."""
+    real = os.write
+    calls = []
+
+    def short(fd, data):
+        calls.append(len(data))
+        return real(fd, bytes(data[:3]))
+
+    path = tmp_path / "j.bin"
+    j = Journal(path, fsync=False)
+    monkeypatch.setattr(journal_mod.os, "write", short)
+    for i in range(5):
+        j.append_record({"i": i, "pad": "x" * 40})
+    j.sync()
+    monkeypatch.undo()
+    assert len(calls) > 5 * 10  # many short writes
+    j.close()
+    again = Journal(path)
+    assert [r["i"] for r in again.iter_records()] == list(range(5)) and again.torn_bytes == 0
+    again.close()
+
+
+@pytest.mark.parametrize("failure", ["enospc", "short_then_enospc", "zero"])
+def test_a_failed_write_leaves_nothing_behind_and_the_journal_resumes(tmp_path, monkeypatch,
+                                                                      failure):
+    """ENOSPC (at once, or after a short write that put part of the record in the file), or a
+    write of nothing: JournalError, the file is cut back to the last whole record (no part of
+    the failed record is in the file or in any buffer to be written later), and once writes
+    work again the next record follows the last good one."""
+    real = os.write
+    path = tmp_path / "j.bin"
+    j = Journal(path, fsync=False)
+    j.append_record({"i": 1})
+    j.sync()
+    good = path.stat().st_size
+    state = {"calls": 0}
+
+    def failing(fd, data):
+        state["calls"] += 1
+        if failure == "zero":
+            return 0
+        if failure == "short_then_enospc" and state["calls"] == 1:
+            return real(fd, bytes(data[:7]))  # part of the record reaches the file
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(journal_mod.os, "write", failing)
+    with pytest.raises(JournalError) as info:
+        j.append_record({"i": "doomed"})
+    assert info.value.errno == (errno.EIO if failure == "zero" else errno.ENOSPC)
+    assert path.stat().st_size == good and j.file_bytes == good and j.write_errors == 1
+    with pytest.raises(JournalError):  # still full: refused again, still clean
+        j.append_record({"i": "doomed too"})
+    assert path.stat().st_size == good
+    monkeypatch.undo()  # space again
+    j.append_record({"i": 2})
+    j.sync()
+    j.close()  # nothing buffered anywhere is written at close
+    again = Journal(path)
+    assert [r["i"] for r in again.iter_records()] == [1, 2] and again.torn_bytes == 0
+    again.close()
 
 
 @pytest.mark.parametrize("fsync,batch", [(True, 1), (False, 10)])

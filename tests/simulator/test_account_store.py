@@ -261,3 +261,36 @@ def test_an_account_trading_instruments_the_universe_lacks_refuses_to_open(tmp_p
     with pytest.raises(StateError, match="conId 265598"):
         Broker(SimConfig(state_dir=cfg.state_dir, instruments=without_aapl))
     Broker(cfg).journal.store.close()                  # the refusal released the directory
+
+
+def test_a_failed_or_short_write_is_cut_back_and_the_store_goes_on(tmp_path, monkeypatch):
+    """ENOSPC after a short write: nothing of the record stays in the file (the next record
+    would otherwise follow garbage and be lost at the next load); the sequence is unchanged."""
+    import errno
+    import os
+
+    from services.simulator import store as store_mod
+    s = _store(tmp_path / "acct", {"v": 0})
+    s.append({"a": 1})
+    size, seq = s.journal_bytes, s.seq
+    real = os.write
+    calls = {"n": 0}
+
+    def failing(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real(fd, bytes(data[:4]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_mod.os, "write", failing)
+    with pytest.raises(OSError):
+        s.append({"a": 2})
+    monkeypatch.undo()
+    assert (s.journal_path.stat().st_size, s.seq) == (size, seq)
+    assert s.stats["write_errors"] == 1
+    s.append({"a": 3})
+    s.close()
+    again = StateStore(tmp_path / "acct")
+    _, kept = again.load()
+    assert [r["a"] for r in kept] == [1, 3] and again.torn_bytes == 0
+    again.close()

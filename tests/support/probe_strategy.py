@@ -25,6 +25,9 @@ class Probe(Strategy):
       working, modify its price by params.modify_by (a price IB may refuse: error 110).
     - "bracket": on the first tick, one bracket (entry under the mid, take-profit above,
       stop-loss under); a bracket refused for a passing reason is sent again whole.
+    - "modify_pending": once the file params.go exists, one buy params.below (0.01) under the
+      mid; as soon as execution reports it pending (IB has not answered yet), modify its
+      price to params.modify_below (0.015) under the mid: a modify execution must hold.
     params.bars: also subscribe to real-time bars of the symbols (a feed a test can flood).
     """
 
@@ -119,6 +122,19 @@ class Probe(Strategy):
         return coid
 
     def on_order_update(self, update) -> None:
+        if self.mode == "modify_pending" and not self.modified \
+                and update.client_order_id in self.specs and update.state == "pending_submit":
+            from proto.schema import OrderIntent
+            self.modified = True
+            mid = self.mids.get(update.symbol)
+            tick = self.instrument(update.symbol).min_tick
+            price = round(mid * (1 - float(self.params.get("modify_below", 0.015))) / tick) \
+                * tick
+            self.host.send_intent(OrderIntent(
+                strategy=self.name, client_order_id=update.client_order_id, action="modify",
+                symbol=update.symbol, limit_price=round(price, 6)))
+            self.log.info("modify sent", extra={"client_order_id": update.client_order_id,
+                                                "limit_price": round(price, 6)})
         if self.mode == "modify_off_tick" and not self.modified and update.state == "submitted":
             from proto.schema import OrderIntent
             self.modified = True  # raw: the strategy does not round it, IB judges it
@@ -145,6 +161,16 @@ class Probe(Strategy):
             self.todo.append(spec)
 
     def on_timer(self, now_ns: int) -> None:
+        if self.mode == "modify_pending" and not self.rest_sent:
+            import os
+            symbol = self.symbols[0]
+            if os.path.exists(self.params["go"]) and self.mids.get(symbol):
+                self.rest_sent = 1
+                mid = self.mids[symbol]
+                coid = self.submit(symbol, "BUY", 10, "LMT",
+                                   mid * (1 - float(self.params.get("below", 0.01))))
+                self.specs[coid] = {}
+            return
         if self.mode != "churn" or self.paused:
             return
         for order in self.open_orders():
