@@ -87,7 +87,12 @@ def fsync_dir(path: Path) -> None:
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     """os.write until everything is written; a short write is continued, and the write after
     it reports the real error (ENOSPC, EFBIG); a write of 0 bytes is an error too."""
-    view = memoryview(data)
+    n = os.write(fd, data)
+    if n == len(data):  # the usual case: one call, no copy
+        return
+    if n <= 0:
+        raise OSError(errno.EIO, "write wrote nothing")
+    view = memoryview(data)[n:]
     while view:
         n = os.write(fd, view)
         if n <= 0:
