@@ -41,6 +41,8 @@ class InstrumentInfo:
         if not (math.isfinite(quantity) and quantity > 0
                 and math.isfinite(self.lot_size) and self.lot_size > 0):
             return False
+        if self.lot_size == 1.0:  # whole shares, the usual case: exact for a float
+            return quantity < 2.0 ** 53 and float(quantity).is_integer()
         try:
             return Decimal(repr(float(quantity))) % Decimal(repr(float(self.lot_size))) == 0
         except InvalidOperation:  # too many increments to count exactly: not an order size
