@@ -510,11 +510,15 @@ class Journal:
     def needs_compaction(self, max_records: int | None = None,
                          max_bytes: int | None = None) -> bool:
         """True when more than ``max_records`` records (or ``max_bytes`` bytes) were appended
-        on top of the last snapshot (since open, before the first compaction)."""
+        on top of the last snapshot (since open, before the first compaction), and at least
+        as many as the snapshot holds: a compaction then never rewrites more than was appended
+        since the last one, so its cost per record stays constant however large the live state
+        (many open orders) grows."""
         grown_records = self.file_records - self._base_records
         grown_bytes = self._end - self._base_bytes
-        return ((max_records is not None and grown_records > max_records)
-                or (max_bytes is not None and grown_bytes > max_bytes))
+        return ((max_records is not None
+                 and grown_records > max(max_records, self._base_records))
+                or (max_bytes is not None and grown_bytes > max(max_bytes, self._base_bytes)))
 
     def maybe_compact(self, snapshot: Callable[[], Iterable[Entry]],
                       max_records: int | None = None, max_bytes: int | None = None) -> bool:

@@ -481,3 +481,21 @@ def test_write_atomic_replaces_whole_and_leaves_no_temporary(tmp_path):
     write_atomic(tmp_path / "raw", b"\x00\x01")
     assert (tmp_path / "raw").read_bytes() == b"\x00\x01"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.json", "raw"]
+
+
+def test_a_large_live_state_is_compacted_only_after_as_much_again_was_appended(tmp_path):
+    # 300 live keys: each compaction writes 300 records, so the next one waits for 300 more
+    # appends (not max_records=100): rewriting never costs more than what was appended
+    j = Journal(tmp_path / "j.bin", fsync=False)
+    state = {f"k{i}": i for i in range(300)}
+    for k, v in state.items():
+        j.append_record({"k": k, "v": v})
+    assert j.maybe_compact(lambda: [{"k": k, "v": v} for k, v in state.items()],
+                           max_records=100)
+    assert j.file_records == 300
+    for i in range(300):
+        j.append_record({"k": "k0", "v": i})
+    assert not j.needs_compaction(max_records=100)
+    j.append_record({"k": "k0", "v": 300})
+    assert j.needs_compaction(max_records=100)
+    j.close()
