@@ -146,8 +146,11 @@ def _free_name(path: Path) -> Path:
 
 
 # ================================================================== record framing
+_KIND_BYTE = {kind: bytes((kind,)) for kind in range(256)}
+
+
 def _frame(kind: int, body: bytes) -> bytes:
-    payload = bytes((kind,)) + body
+    payload = _KIND_BYTE[kind] + body
     if len(payload) > MAX_PAYLOAD:
         raise ValueError(f"journal record of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     return _HEAD.pack(len(payload), zlib.crc32(payload)) + payload
@@ -310,7 +313,8 @@ class Journal:
 
     def _append(self, buf: bytes) -> None:
         with self._lock:
-            self._check_usable()
+            if self._fd < 0 or self._failed:
+                self._check_usable()
             if self._tail_dirty and not self._cut_back():
                 raise JournalError(errno.EIO, f"journal {self.path}: cannot cut the file back "
                                               f"to offset {self._end} after a failed write")
