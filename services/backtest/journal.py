@@ -8,33 +8,45 @@ and, with ``keep=True``, kept in order so that ``replay()`` gives them back as t
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Union
 
 from proto.schema import Message
+
+Entry = Union[Message, dict]  # a bus message, or a plain record (execution's held intents)
 
 
 class MemoryJournal:
     def __init__(self, keep: bool = False) -> None:
         self.keep = keep
-        self.entries: list[Message] = []
+        self.kept: list[Entry] = []
         self.records = 0  # appended by this instance
         self.syncs = 0
         self.torn_bytes = 0  # nothing is ever torn in memory
         self.closed = False
 
     def append(self, msg: Message) -> None:
+        self._append(msg)
+
+    def append_record(self, record: dict) -> None:
+        self._append(record)
+
+    def _append(self, entry: Entry) -> None:
         if self.closed:
             raise ValueError("append to a closed journal")
         self.records += 1
         if self.keep:
-            self.entries.append(msg)
+            self.kept.append(entry)
 
     def sync(self) -> None:
         self.syncs += 1
 
+    def entries(self) -> Iterator[Entry]:
+        """What was appended, messages and records, in order (nothing unless ``keep``)."""
+        return iter(list(self.kept))
+
     def replay(self) -> Iterator[Message]:
-        """What was appended, in order (nothing unless ``keep``)."""
-        return iter(list(self.entries))
+        """The bus messages appended, in order (nothing unless ``keep``)."""
+        return iter([e for e in self.kept if not isinstance(e, dict)])
 
     def stats(self) -> dict[str, int]:
         return {"records": self.records, "syncs": self.syncs, "torn_bytes": self.torn_bytes}

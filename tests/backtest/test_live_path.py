@@ -225,7 +225,7 @@ def test_the_backtest_journal_restores_execution(tmp_path):
     engine.journal.keep = True
     recording = tape.write(tmp_path / "rec")
     result = engine.run((r.recv_ns, m) for r, m in recording.messages())
-    assert engine.journal.records == len(engine.journal.entries) > 0
+    assert engine.journal.records == len(engine.journal.kept) > 0
     restored = ExecutionEngine(engine.journal, portfolio=Portfolio(),
                                clock=lambda: result.end_ns)
     for owner_symbol in (("t1", "AAPL"),):
