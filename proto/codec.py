@@ -64,6 +64,8 @@ def decode(frame: bytes) -> list[Message]:
         raise _classify(frame, str(exc)) from None
     except msgspec.DecodeError as exc:  # not msgpack at all, or truncated
         raise MalformedFrame(f"frame is not valid msgpack: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec reads a type tag that is not UTF-8 this way
+        raise MalformedFrame(f"frame has a string that is not UTF-8: {exc}") from None
     for msg in messages:
         if msg.v > SCHEMA_VERSION:
             raise NewerSchema(f"{type(msg).__name__} has schema version {msg.v}, "

@@ -109,6 +109,10 @@ FORWARDED = (
 EVENT_NAMES = FORWARDED + ("error", "bad_frame", "session_ended")
 
 
+#: the integers a bus message can carry (msgpack: int64 and uint64)
+_INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
+
+
 class QueueWrapper(EWrapper):
     """One per connection attempt; ``generation`` tags its events."""
 
@@ -118,6 +122,13 @@ class QueueWrapper(EWrapper):
         self.generation = generation
 
     def _put(self, name: str, *args: Any) -> None:
+        for arg in args:
+            # ibapi's int() takes any number of digits; the bus carries 64 bits. A bigger one
+            # is a bad frame, reported as such, not an event whose handler fails to publish
+            if type(arg) is int and not _INT_MIN <= arg <= _INT_MAX:
+                self._events.put(Event(self.generation, "bad_frame", (
+                    f"{name}: integer {arg} out of range",)))
+                return
         self._events.put(Event(self.generation, name, args))
 
     def error(self, reqId, errorTime, errorCode, errorString, advancedOrderRejectJson=""):

@@ -29,6 +29,7 @@ from services.runtime.instruments import Instruments, UnknownInstrument
 
 log = logging.getLogger("risk.engine")
 ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
+ACTIONS = ("new", "modify", "cancel")
 GROUP_TIMEOUT_S = 10.0  # a group whose transmitting leg never comes is refused as a whole
 
 
@@ -317,6 +318,9 @@ class RiskEngine:
         the strategy itself; a modify is checked with its new terms as a new order would be
         (nothing is skipped for a child: a child outside a group is an order like any other,
         whose parent must be an open order of the same strategy)."""
+        if intent.action not in ACTIONS:  # the bus's decoder refuses it, a direct caller may not
+            return Decision(False, "bad_terms", f"action {intent.action!r} is not one of "
+                                                f"{', '.join(ACTIONS)}")
         book = self.book(intent.strategy)
         order = None
         if intent.action in ("modify", "cancel"):
@@ -347,10 +351,16 @@ class RiskEngine:
             return Decision(False, "bad_group", "two legs of the group share a client order id")
         if not any(i.transmit for i in intents):
             return Decision(False, "bad_group", "no leg of the group transmits it")
-        entry = next((i for i in intents if not i.parent_id), None)
+        if any(i.action != "new" for i in intents):  # as GroupDesk holds them: new orders
+            return Decision(False, "bad_group", "every leg of a group must be a new order")
+        entries = [i for i in intents if not i.parent_id]
         exits = [i for i in intents if i.parent_id]
-        if entry is None:
+        if not entries:
             return Decision(False, "bad_group", "a group needs its entry (the parent) order")
+        if len(entries) > 1:  # only the entry gets every check: a second one would get none
+            return Decision(False, "bad_group", f"a group has one entry (the parent), not "
+                                                f"{len(entries)} legs without a parent")
+        entry = entries[0]
         for leg in exits:
             if leg.parent_id != entry.client_order_id or leg.symbol != entry.symbol:
                 return Decision(False, "bad_group", f"{leg.client_order_id} is not an exit of "
