@@ -33,6 +33,12 @@ class Stamper:
         msg.ts = time.time_ns()
         return msg
 
+    def unstamp(self, topic: str, count: int = 1) -> None:
+        """Take back the last ``count`` stamps on ``topic`` (messages that could not be
+        encoded and were never sent): a number used by nothing would look like a loss."""
+        self.seq -= count
+        self.topic_seq[topic] -= count
+
 
 class Publisher:
     """Publishes stamped messages to the bus broker's frontend.
@@ -71,7 +77,12 @@ class Publisher:
         msg.src = self.source  # some topics name the source (heartbeats)
         wire_topic = topic if topic is not None else msg.topic()
         self.stamper.stamp(msg, wire_topic)
-        self.socket.send_multipart((wire_topic.encode(), codec.encode((msg,))), copy=False)
+        try:
+            frame = codec.encode((msg,))
+        except Exception:  # nothing sent: the sequence numbers must not show a gap
+            self.stamper.unstamp(wire_topic)
+            raise
+        self.socket.send_multipart((wire_topic.encode(), frame), copy=False)
         self.sent += 1
         if not self.sent & 0xFFF:
             self._drain_subscriptions()
@@ -87,9 +98,15 @@ class Publisher:
         for msg in msgs:
             msg.src = self.source
             stamp(msg, topic)
+        stamped = len(msgs)
         if 0 <= lose < len(msgs):
             msgs = [m for i, m in enumerate(msgs) if i != lose]
-        self.socket.send_multipart((topic.encode(), codec.encode(msgs)), copy=False)
+        try:
+            frame = codec.encode(msgs)
+        except Exception:  # nothing sent: the sequence numbers must not show a gap
+            self.stamper.unstamp(topic, stamped)
+            raise
+        self.socket.send_multipart((topic.encode(), frame), copy=False)
         before, self.sent = self.sent, self.sent + len(msgs)
         if (before ^ self.sent) >> 12:
             self._drain_subscriptions()

@@ -121,3 +121,28 @@ def test_a_publishers_first_message_is_not_lost_to_the_slow_joiner(procs):
     finally:
         sub.close()
         ctx.destroy(0)
+
+
+def test_a_message_that_cannot_be_encoded_leaves_no_gap_in_the_sequence():
+    """An encoding failure raises at the publisher, and the numbers it had taken are given
+    back: the next message follows the last one sent, so no subscriber sees a false loss."""
+    import pytest
+    import zmq
+
+    from proto.schema import Alert, GatewayError
+    from services.bus.publisher import Publisher
+
+    ctx = zmq.Context()
+    try:
+        pub = Publisher(ctx, "inproc://nowhere", "gw.1", ready_timeout=0.0)
+        first = pub.publish(Alert(severity="info", code="a", text=""))
+        with pytest.raises(OverflowError):
+            pub.publish(GatewayError(code=2**70, text="too big"), topic="alert")
+        with pytest.raises(OverflowError):
+            pub.publish_batch([Alert(severity="info", code="b", text=""),
+                               GatewayError(code=2**70, text="too big")], "alert")
+        after = pub.publish(Alert(severity="info", code="c", text=""))
+        assert (after.seq, after.tseq) == (first.seq + 1, first.tseq + 1)
+        pub.close()
+    finally:
+        ctx.destroy(0)
