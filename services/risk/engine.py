@@ -129,10 +129,11 @@ class StrategyBook:
         """What an order could still add to the position in ``symbol``, signed. An exit (the
         other side of its open parent) only closes what the parent opens: only a size beyond
         the parent's adds."""
-        left = max(0.0, quantity - filled)
-        parent = self.open_orders.get(parent_id) if parent_id else None
-        if parent is not None and parent.symbol == symbol and parent.side != side:
-            left = max(0.0, left - parent.quantity)
+        left = quantity - filled if quantity > filled else 0.0
+        if parent_id:
+            parent = self.open_orders.get(parent_id)
+            if parent is not None and parent.symbol == symbol and parent.side != side:
+                left = max(0.0, left - parent.quantity)
         return left if side == "BUY" else -left
 
     def counted_on(self, coid: str, key: tuple[str, bool]) -> float:
@@ -155,13 +156,17 @@ class StrategyBook:
             if order.parent_id:
                 self.children.setdefault(order.parent_id, set()).add(coid)
             self._count(coid)
-        for child in list(self.children.get(coid, ())):  # an exit weighs by its parent
-            self._uncount(child)
-            self._count(child)
+        kids = self.children.get(coid)
+        if kids:
+            for child in list(kids):  # an exit weighs by its parent
+                self._uncount(child)
+                self._count(child)
 
     def _count(self, coid: str) -> None:
         order = self.open_orders[coid]
-        quantity = max(order.quantity, self.modifying.get(coid, (0.0, ""))[0])
+        quantity = order.quantity
+        if self.modifying and coid in self.modifying:
+            quantity = max(quantity, self.modifying[coid][0])
         key = (order.symbol, order.side == "BUY")
         amount = self.weight(order.symbol, order.side, quantity, order.filled, order.parent_id)
         self.working[key] = self.working.get(key, 0.0) + amount
@@ -257,7 +262,8 @@ class RiskEngine:
         old, new = book.mirror.apply(msg)
         if isinstance(msg, OrderUpdate):
             self.owners[msg.client_order_id] = msg.strategy
-            book.modify_settled(msg)
+            if book.modifying:
+                book.modify_settled(msg)
             book.set_open(msg.client_order_id, new)
         elif isinstance(msg, StrategyPosition):
             self.evaluate_loss(msg.strategy)
