@@ -347,8 +347,9 @@ class CompletedOrder(Message, kw_only=True):
     filled: float
     status: str  # IB's orderState.status: Filled, Cancelled, Inactive
     completed_status: str = ""  # IB's text, e.g. "Cancelled by System"
-    completed_time: str = ""
+    completed_time: str = ""  # as IB wrote it ('yyyymmdd hh:mm:ss ZONE')
     client_id: int = 0
+    completed_time_ns: int = 0  # completed_time in ns since the epoch (0: unknown); last: array_like
 
 
 class ReconcileEnd(Message, kw_only=True):

@@ -104,6 +104,15 @@ class Session:
                 pass
 
     @property
+    def connection_time(self) -> str:
+        """The handshake's connection time, 'yyyymmdd hh:mm:ss ZONE' in the gateway's zone."""
+        try:
+            text = self.client.twsConnectionTime() or ""
+        except Exception:  # noqa: BLE001
+            return ""
+        return text.decode("latin-1") if isinstance(text, bytes) else str(text)
+
+    @property
     def server_version(self) -> int:
         try:
             return int(self.client.serverVersion() or 0)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from proto.schema import GatewayError, GatewayState
+from services.gateway import ib_time
 from services.gateway.client import Session
 from services.gateway.options import GatewayOptions
 from services.gateway.outbox import Outbox
@@ -269,7 +270,10 @@ class Connection:
         self.probe.reset(time.monotonic())
         if self.session is not None:
             self.server_version = self.session.server_version
-        self.move(S.CONNECTED, f"handshake done (server version {self.server_version}), "
+            # zone-less IB times are in the gateway's zone, which only the connection time tells
+            ib_time.default.set_connection_time(self.session.connection_time)
+        self.move(S.CONNECTED, f"handshake done (server version {self.server_version}, zone "
+                               f"{ib_time.default.connection_zone_name or '?'}), "
                                f"nextValidId {order_id}")
         self.on_up()
 

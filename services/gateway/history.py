@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 from proto.schema import Bar, HistoricalRequest
+from services.gateway import ib_time
 from services.gateway.pacing import HistoricalPacer
 
 
@@ -87,11 +88,12 @@ class HistoryDesk:
 
 
 def bar_time_ns(date: str) -> int:
-    """IB's bar time with formatDate=2: epoch seconds for intraday bars, YYYYMMDD for days."""
+    """IB's bar time with formatDate=2: epoch seconds for intraday bars, YYYYMMDD for days; a
+    'yyyymmdd hh:mm:ss [ZONE]' string (formatDate=1, some servers) through ``ib_time``."""
     text = str(date).strip()
     if len(text) == 8 and text.isdigit():
         return calendar.timegm(time.strptime(text, "%Y%m%d")) * 1_000_000_000
-    return int(text.split()[0]) * 1_000_000_000
+    return ib_time.parse_ns(text)
 
 
 _UNITS = {"sec": 1, "secs": 1, "min": 60, "mins": 60, "hour": 3600, "hours": 3600,

@@ -6,9 +6,7 @@ BUY/SELL; the client order id comes back from ``orderRef``; IB's times become ns
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import Decimal
 
 from ibapi.const import UNSET_DECIMAL, UNSET_DOUBLE, UNSET_INTEGER
@@ -16,6 +14,7 @@ from ibapi.contract import Contract
 
 from proto.schema import (Bar, Commission, CompletedOrder, DepthUpdate, Execution, GatewayError,
                           OpenOrder, OrderStatus, Position, QuoteTick, Tick, TradeTick)
+from services.gateway import ib_time
 
 NAN = float("nan")
 SIDES = {"BOT": "BUY", "SLD": "SELL", "BUY": "BUY", "SELL": "SELL"}
@@ -38,28 +37,15 @@ def size(value) -> float:
 
 
 def parse_ib_time(text: str) -> int:
-    """IB's execution time ('yyyymmdd hh:mm:ss [zone]' or 'yyyymmdd-hh:mm:ss') -> ns since epoch.
-
-    Zones other than UTC/GMT are read as UTC: the result is used for ordering and filtering
-    only, with a margin, never for accounting. Unparseable -> 0.
-    """
-    text = text.strip()
-    parts = text.replace("-", " ", 1).split()
-    if len(parts) < 2:
-        return 0
-    try:
-        dt = datetime.strptime(parts[0] + " " + parts[1], "%Y%m%d %H:%M:%S")
-    except ValueError:
-        return 0
-    return int(dt.replace(tzinfo=timezone.utc).timestamp() * 1e9)
+    """Any IB time -> ns since epoch (0: unknown; see ``ib_time``, which counts and logs it)."""
+    return ib_time.parse_ns(text)
 
 
 def filter_time(exec_time_ns: int, margin_s: float = 60.0) -> str:
     """The reqExecutions filter 'yyyymmdd-hh:mm:ss' (UTC) a margin before the last seen fill."""
     if exec_time_ns <= 0:
         return ""
-    t = exec_time_ns / 1e9 - margin_s
-    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(t))
+    return ib_time.utc_filter(exec_time_ns - int(margin_s * 1e9))
 
 
 def gateway_error(code: int, text: str, req_id: int = -1, scope: str = "",
@@ -215,4 +201,5 @@ def completed_order(contract: Contract, order, state, symbol: str,
                           status=getattr(state, "status", "") or "",
                           completed_status=getattr(state, "completedStatus", "") or "",
                           completed_time=getattr(state, "completedTime", "") or "",
+                          completed_time_ns=parse_ib_time(getattr(state, "completedTime", "") or ""),
                           client_id=_int(order.clientId))

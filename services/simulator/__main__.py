@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "across restarts; a new directory is a new account (default: in memory)")
     p.add_argument("--server-version", type=int, dest="server_version", help="highest version served (157..200)")
     p.add_argument("--account", help="paper account code (default DU1234567)")
+    p.add_argument("--time-zone", dest="time_zone",
+                   help="the account's zone of execution times (default America/New_York)")
+    p.add_argument("--host-zone", dest="host_zone",
+                   help="the gateway host's zone of the connection time (IANA or Windows name; "
+                        "default: --time-zone)")
     p.add_argument("--step-ms", type=float, dest="step_ms", help="market step interval in ms")
     p.add_argument("--mktdata-ms", type=float, dest="mktdata_ms", help="reqMktData sampling interval in ms")
     p.add_argument("--mean-reversion", type=float, dest="mean_reversion",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .account import AccountJournal, Identity
 from .config import SimConfig
 from .contracts import Instrument, Universe
-from .encoders import ib_time, qty
+from .encoders import ib_time, qty, zone_info
 from .feeds import DepthSub, MktSub, RtbSub, TbtSub
 from .ledger import Fill, Ledger, Position
 from .logs import log
@@ -33,6 +33,8 @@ MAX_CATCH_UP_STEPS = 2000
 class Broker:
     def __init__(self, cfg: SimConfig) -> None:
         self.cfg = cfg
+        self.time_zone = cfg.time_zone               # the account's: execution times
+        self.host_zone = cfg.host_zone or cfg.time_zone  # the gateway host's: connection time
         self.universe = Universe(cfg.instruments)
         start = cfg.start_time if cfg.start_time is not None else time.time()
         self.market = Market(self.universe.instruments, cfg.seed, cfg.depth_levels, cfg.step_ms, start,
@@ -345,7 +347,30 @@ class Broker:
                 for s in self.sessions.values()]
 
     def fill_time(self, fill: Fill) -> str:
-        return ib_time(fill.time)
+        return ib_time(fill.time, self.time_zone)
+
+    def shift_price(self, con_id: int, ticks: float) -> dict[str, float]:
+        """Move an instrument's market (its mid and the level it reverts to) by ``ticks``: a
+        test makes resting orders fill, or not, when it wants."""
+        inst = self.universe.by_con_id[con_id]
+        proc = self.market.processes[con_id]
+        proc.mid += ticks
+        proc.anchor += ticks
+        return {"mid": inst.price(proc.mid)}
+
+    def set_time_zone(self, time_zone: str | None = None, host_zone: str | None = None) -> dict[str, str]:
+        """Change the account's zone (execution times from now on) and/or the host's (the next
+        handshakes' connection time); ValueError if a name is unknown."""
+        for name in (time_zone, host_zone):
+            if name:
+                zone_info(name)
+        if time_zone:
+            self.time_zone = time_zone
+            for s in list(self.sessions.values()):
+                s.enc.zone = time_zone
+        if host_zone:
+            self.host_zone = host_zone
+        return {"time_zone": self.time_zone, "host_zone": self.host_zone}
 
     def status(self) -> dict[str, Any]:
         account = {"account": self.identity.account, "exec_token": f"{self.identity.token:08x}",

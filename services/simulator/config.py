@@ -68,6 +68,13 @@ class SimConfig:
     start_time: float | None = None      # epoch seconds of the simulated clock's start; None = now
     control: str | None = None           # ZeroMQ endpoint of the control socket
     state_dir: str | None = None         # keep the account here across restarts; None = in memory
+    # the account's zone: execution and completed-order times are written in it, as a real
+    # gateway does (a US paper account: US/Eastern or America/New_York)
+    time_zone: str = "America/New_York"
+    # the gateway host's zone, written in the handshake's connection time and used for zone-less
+    # ExecutionFilter times (a Windows-hosted gateway writes e.g. "Central European Standard
+    # Time"); "" = time_zone
+    host_zone: str = ""
     # market
     step_ms: float = 100.0               # one step of every price process
     mktdata_ms: float = 250.0            # reqMktData sampling interval (IB: 250 ms for stocks)
@@ -127,6 +134,9 @@ def validate(cfg: SimConfig) -> None:
     if not protocol.MIN_SERVED <= cfg.server_version <= protocol.MAX_TEXT:
         raise ValueError(f"server version must be {protocol.MIN_SERVED}..{protocol.MAX_TEXT} "
                          f"(the protobuf format of 201+ is not implemented)")
+    from .encoders import zone_info
+    for name in (cfg.time_zone, cfg.host_zone or cfg.time_zone):
+        zone_info(name)  # ValueError: unknown time zone
     if cfg.step_ms <= 0 or cfg.mktdata_ms <= 0:
         raise ValueError("step_ms and mktdata_ms must be positive")
     ids = [i.con_id for i in cfg.instruments]

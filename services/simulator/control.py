@@ -113,6 +113,10 @@ class ControlServer:
                                    str(args.get("by", "system")))
         if cmd == "expire_day_orders":
             return b.expire_day_orders()
+        if cmd == "shift_price":
+            return b.shift_price(int(args["con_id"]), float(args["ticks"]))
+        if cmd == "set_time_zone":
+            return b.set_time_zone(args.get("time_zone"), args.get("host_zone"))
         if cmd == "correct_execution":
             q, p = args.get("quantity"), args.get("price")
             return b.correct_execution(str(args["exec_id"]), None if q is None else float(q),
@@ -222,3 +226,11 @@ class SimControl:
     def drop_client(self, client_id: int) -> dict: return self.call("drop_client", client_id=client_id)
     def competing_session(self, seconds: float = 2.0) -> dict: return self.call("competing_session", seconds=seconds)
     def late_replies(self, enabled: bool = True) -> dict: return self.call("late_replies", enabled=enabled)
+
+    def shift_price(self, con_id: int, ticks: float) -> dict:
+        """Move an instrument's market by ``ticks`` (resting orders it crosses fill)."""
+        return self.call("shift_price", con_id=con_id, ticks=ticks)
+
+    def set_time_zone(self, time_zone: str | None = None, host_zone: str | None = None) -> dict:
+        """The account's zone (execution times) and/or the host's (connection time)."""
+        return self.call("set_time_zone", time_zone=time_zone, host_zone=host_zone)

@@ -6,9 +6,12 @@ protobuf encoder (server versions 201+) would be a second class with the same me
 """
 from __future__ import annotations
 
+import re
 import time as _time
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
+from functools import lru_cache
 from typing import Iterable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import protocol as P
 from .contracts import Instrument
@@ -31,14 +34,53 @@ def num(x: float) -> str:
     return UNSET_DOUBLE_STR if x == UNSET_DOUBLE else repr(float(x))
 
 
-def ib_time(epoch: float) -> str:
-    """IB's 'yyyymmdd hh:mm:ss tz' form, in UTC so clients can parse the zone."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y%m%d %H:%M:%S") + " UTC"
+#: Windows zone names a Windows-hosted IB Gateway writes in the connection time -> IANA (CLDR
+#: windowsZones.xml, territory 001); only for ``host_zone``, the simulated gateway host's zone
+WINDOWS_ZONES = {
+    "Central European Standard Time": "Europe/Warsaw", "W. Europe Standard Time": "Europe/Berlin",
+    "Romance Standard Time": "Europe/Paris", "GMT Standard Time": "Europe/London",
+    "Eastern Standard Time": "America/New_York", "Central Standard Time": "America/Chicago",
+    "Pacific Standard Time": "America/Los_Angeles", "Tokyo Standard Time": "Asia/Tokyo",
+    "China Standard Time": "Asia/Shanghai", "Singapore Standard Time": "Asia/Singapore",
+}
+
+
+@lru_cache(maxsize=64)
+def zone_info(name: str) -> tzinfo:
+    """The zone of an IANA, IB legacy (US/Eastern) or Windows name; ValueError if unknown."""
+    if name.upper() in ("UTC", "GMT"):
+        return timezone.utc
+    try:
+        return ZoneInfo(WINDOWS_ZONES.get(name, name))
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(f"unknown time zone {name!r}") from exc
+
+
+def ib_time(epoch: float, zone: str = "UTC") -> str:
+    """IB's 'yyyymmdd hh:mm:ss ZONE' form: the wall time in ``zone``, then its name as given
+    (a real gateway writes executions in the account's zone, e.g. US/Eastern)."""
+    return datetime.fromtimestamp(epoch, zone_info(zone)).strftime("%Y%m%d %H:%M:%S") + " " + zone
+
+
+def parse_filter_time(text: str, local_zone: str) -> float | None:
+    """An ExecutionFilter time as IB reads it: 'yyyymmdd-hh:mm:ss' UTC, 'yyyymmdd hh:mm:ss ZONE'
+    in ZONE, 'yyyymmdd hh:mm:ss' in the gateway's own zone. None: unreadable (no filter)."""
+    m = re.fullmatch(r"(\d{8})(-|\s+)(\d{2}:\d{2}:\d{2})(?:\s+(.+))?", text.strip())
+    if not m:
+        return None
+    date, sep, hms, name = m.groups()
+    try:
+        naive = datetime.strptime(f"{date} {hms}", "%Y%m%d %H:%M:%S")
+        tz = timezone.utc if sep == "-" and not name else zone_info((name or local_zone).strip())
+    except ValueError:
+        return None
+    return naive.replace(tzinfo=tz).timestamp()
 
 
 class TextEncoder:
-    def __init__(self, version: int) -> None:
+    def __init__(self, version: int, zone: str = "America/New_York") -> None:
         self.v = version
+        self.zone = zone  # the account's zone: execution and completed-order times
 
     # ---- session
     @staticmethod
@@ -273,7 +315,7 @@ class TextEncoder:
               qty(o.filled), UNSET_INT_STR, False,          # filledQuantity, refFuturesConId, autoCancelParent
               SHAREHOLDER, False, False,                    # shareholder, imbalanceOnly, routeMarketableToBbo
               parent_perm_id if parent_perm_id is not None else UNSET_LONG_STR,
-              ib_time(o.completed_time), o.completed_status]
+              ib_time(o.completed_time, self.zone), o.completed_status]
         if v >= P.PEGBEST_PEGMID_OFFSETS:
             f += ["", "", "", "", ""]
         if v >= P.CUSTOMER_ACCOUNT:
@@ -290,7 +332,7 @@ class TextEncoder:
     def exec_details(self, req_id: int, fill: Fill, inst: Instrument) -> bytes:
         f: list[object] = [int(Out.EXECUTION_DATA), req_id, fill.order_id]
         f += self._contract_block(inst, fill.exchange)
-        f += [fill.exec_id, ib_time(fill.time), fill.account, fill.exchange, fill.side, qty(fill.qty),
+        f += [fill.exec_id, ib_time(fill.time, self.zone), fill.account, fill.exchange, fill.side, qty(fill.qty),
               fill.price, fill.perm_id, fill.client_id, 0, qty(fill.cum_qty), fill.avg_price,
               fill.order_ref, "", "", "", fill.liquidity]
         if self.v >= P.PENDING_PRICE_REVISION:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 
 from . import protocol as P
 from .contracts import ContractQuery, Instrument
-from .encoders import TextEncoder, ib_time, qty
+from .encoders import TextEncoder, ib_time, parse_filter_time, qty
 from .feeds import DepthSub, MktSub, RtbSub, TbtSub
 from .logs import log
 from .orders import OrderRequest
@@ -233,8 +233,9 @@ class Session:
             log("bad_handshake", peer=self.peer, reason=f"no common version in {lo}..{hi}")
             return False
         self.version = version
-        self.enc = TextEncoder(version)
-        conn_time = datetime.fromtimestamp(self.broker.market.now(), timezone.utc).strftime("%Y%m%d %H:%M:%S") + " UTC"
+        self.enc = TextEncoder(version, self.broker.time_zone)
+        # as a real gateway: 'yyyymmdd hh:mm:ss ZONE' in the host's zone (often a Windows name)
+        conn_time = ib_time(self.broker.market.now(), self.broker.host_zone)
         self._queue(TextEncoder.server_version(version, conn_time))
         return True
 
@@ -712,7 +713,11 @@ class Session:
         sec_type = f.str()
         exchange = f.str()
         side = f.str()
-        since_epoch = self._parse_end(since) if since.strip() else None
+        # IB: 'yyyymmdd-hh:mm:ss' is UTC, 'yyyymmdd hh:mm:ss ZONE' in ZONE, without a zone the
+        # gateway host's; an unreadable time filters nothing (logged)
+        since_epoch = parse_filter_time(since, self.broker.host_zone) if since.strip() else None
+        if since.strip() and since_epoch is None:
+            log("bad_execution_filter_time", peer=self.peer, time=since)
         b = self.broker
         side_map = {"BUY": "BOT", "SELL": "SLD", "BOT": "BOT", "SLD": "SLD"}
         for fill in b.ledger.fills:

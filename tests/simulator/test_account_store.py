@@ -248,7 +248,7 @@ def test_ibapi_decodes_the_completed_order_at_every_served_version(version):
     assert (o.orderRef, o.permId, o.parentPermId) == ("ref-1", order.perm_id, 777)
     assert (int(o.totalQuantity), int(o.filledQuantity)) == (1, 0)
     assert (state.status, state.completedStatus) == ("Cancelled", BY_SYSTEM)
-    assert state.completedTime.endswith(" UTC")
+    assert state.completedTime.endswith(" America/New_York")
 
 
 def test_an_account_trading_instruments_the_universe_lacks_refuses_to_open(tmp_path):

@@ -174,7 +174,7 @@ def test_completed_orders_decode_in_ibapi_and_survive_a_restart(start_sim, tmp_p
             assert (contract.conId, contract.symbol, contract.secType) == (AAPL, "AAPL", "STK")
             assert (st.status, st.completedStatus) == (status, text), ref
             assert (int(o.totalQuantity), int(o.filledQuantity)) == (total, filled_qty), ref
-            assert o.account == "DU1234567" and st.completedTime.endswith(" UTC")
+            assert o.account == "DU1234567" and st.completedTime.endswith(" America/New_York")
             if ref in perm:
                 assert o.permId == perm[ref]
         assert completed["rejected"][1].permId > 0
