@@ -16,6 +16,7 @@ COMMANDS = {
     "resume": ("services.fleet.commands:resume", "lift the kill switch"),
     "pause": ("services.fleet.commands:pause", "halt one strategy"),
     "unpause": ("services.fleet.commands:unpause", "resume one strategy"),
+    "keys": ("services.fleet.commands:keys_command", "list, create or rotate the per-role CURVE keys"),
     "start": ("services.fleet.commands:start_process", "start a stopped fleet process again"),
     "strategy": ("services.fleet.commands:strategy", "strategy run CONFIG | add CONFIG | remove NAME"),
     "sim": ("services.simulator.__main__:main", "run the IB Gateway simulator"),

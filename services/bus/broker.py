@@ -1,7 +1,10 @@
 """The bus process: where publishers and subscribers meet, and where late joiners catch up.
 
 - XSUB (``bus-in``) <- every publisher's PUB; XPUB (``bus-out``) -> every subscriber's SUB.
-  The forwarding runs in libzmq (``zmq.proxy_steerable``) on its own thread.
+  The forwarding runs in libzmq (``zmq.proxy_steerable``) on its own thread; with role keys
+  (``bus.auth``) it is a thin Python loop instead, which drops (counts, alerts) each frame on
+  a topic its publisher's key may not publish (``keys.topic_allowed``: market data and IB
+  events from the gateway only, ``ord.update.*`` from execution only).
 - A last-value cache subscribes to the state topics (not to high-rate depth and trades) and
   answers snapshot requests on ``bus-snap`` (the Clone pattern).
 
@@ -11,12 +14,13 @@ from __future__ import annotations
 
 import argparse
 import threading
+from collections import Counter, deque
 
 import zmq
 
 from proto.schema import (AccountValue, GatewayState, Heartbeat, Message, OpenOrder, OrderStatus,
                           PnL, Position, Tick)
-from services.bus import sockets
+from services.bus import keys, sockets
 from services.bus.snapshot import SnapshotServer
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
@@ -73,7 +77,73 @@ class Broker(Service):
                                         self.lvc.snapshot, bus.curve_dir)
         self.on_socket(self.cache_feed.socket, self._on_state)
         self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
-        self._proxy = threading.Thread(target=self._forward, name="bus-proxy", daemon=True)
+        #: role keys on: publishers are known by key, and each frame's topic is checked
+        #: against its publisher's role (``keys.topic_allowed``) in a Python forwarding loop;
+        #: without keys the C proxy forwards as before
+        self.filtering = self.auth is not None
+        self.dropped: Counter[tuple[str, str]] = Counter()  # (role, topic) -> frames
+        self._drops: deque[tuple[str, str]] = deque(maxlen=10_000)  # to alert, loop thread
+        self._alerted: dict[tuple[str, str], int] = {}
+        self.every(0.2, self._report_drops)
+        self._proxy = threading.Thread(
+            target=self._filter if self.filtering else self._forward, name="bus-proxy",
+            daemon=True)
+
+    def _filter(self) -> None:
+        """XSUB -> XPUB frames whose topic the publisher's role may publish; subscriptions
+        XPUB -> XSUB as they come. Drops are counted here and alerted by the service loop."""
+        peer = self.ctx.socket(zmq.PAIR)
+        peer.connect("inproc://broker-control")
+        frontend, backend = self.frontend, self.backend
+        poller = zmq.Poller()
+        poller.register(frontend, zmq.POLLIN)
+        poller.register(backend, zmq.POLLIN)
+        poller.register(peer, zmq.POLLIN)
+        allowed = keys.topic_allowed
+        peer_role = keys.peer_role
+        try:
+            while True:
+                events = dict(poller.poll())
+                if peer in events:
+                    return
+                if backend in events:
+                    for _ in range(1000):
+                        try:
+                            frontend.send_multipart(backend.recv_multipart(zmq.NOBLOCK))
+                        except zmq.Again:
+                            break
+                if frontend in events:
+                    for _ in range(1000):
+                        try:
+                            frames = frontend.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        topic = frames[0].bytes
+                        role = peer_role(frames[0]) or ""
+                        if allowed(role, topic):
+                            backend.send_multipart(frames, copy=False)
+                        else:
+                            self._drops.append((role, topic.decode(errors="replace")))
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            peer.close(0)
+
+    def _report_drops(self) -> None:
+        """Frames on topics their publisher's role may not publish: counted, logged and
+        alerted (the first of each role and topic prefix, then every 1000th)."""
+        while self._drops:
+            role, topic = self._drops.popleft()
+            key = (role, ".".join(topic.split(".")[:2]))
+            self.dropped[key] += 1
+            self.counters["topic_refused"] += 1
+            seen = self._alerted.get(key, 0)
+            self._alerted[key] = seen + 1
+            if seen % 1000 == 0:
+                owner = keys.topic_owners(topic)
+                self.refuse_peer(f"the bus dropped {topic!r} from a publisher keyed "
+                                 f"{role or 'unknown'!r}: only {owner} may publish it "
+                                 f"({self.dropped[key]} dropped)", role=role, topic=topic)
 
     def _forward(self) -> None:
         peer = self.ctx.socket(zmq.PAIR)

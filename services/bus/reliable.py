@@ -21,7 +21,7 @@ import zmq
 
 from proto import codec
 from proto.schema import Ack, Message
-from services.bus import sockets
+from services.bus import keys, sockets
 from services.bus.publisher import Stamper
 
 log = logging.getLogger("bus.reliable")
@@ -81,6 +81,9 @@ class ReliableServer:
         self.seen: dict[bytes, _Seen] = {}
         self.inflight: set[Token] = set()
         self.current: Token | None = None  # the request being handled, for DEFER
+        #: the role of the connection the request being handled came on: the ZAP handler's
+        #: User-Id (its CURVE key's role), None without role keys (see ``role_of``)
+        self.peer_role: str | None = None
         self.on_commit: Callable[[], None] | None = None
         self._outgoing: list[tuple[bytes, list[Message]]] | None = None
         self.counters: Counter[str] = Counter()
@@ -95,11 +98,15 @@ class ReliableServer:
         self._outgoing: list[tuple[bytes, list[Message]]] = []
         while done < budget:
             try:
-                parts = self.socket.recv_multipart(zmq.NOBLOCK)
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             done += 1
-            self._handle(parts)
+            self.peer_role = keys.peer_role(frames[-1])
+            try:
+                self._handle([f.bytes for f in frames])
+            finally:
+                self.peer_role = None
         outgoing, self._outgoing = self._outgoing, None
         if outgoing and self.on_commit is not None:
             try:
@@ -161,6 +168,15 @@ class ReliableServer:
             out.extend(replies)
         if out:
             self._reply(identity, out)
+
+    def role_of(self, src: str) -> str:
+        """Who sent the request being handled: the role of its connection's key; without
+        role keys (unit tests), the role its source claims (``keys.role_from_source``)."""
+        return self.peer_role if self.peer_role is not None else keys.role_from_source(src)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.peer_role is not None
 
     def complete(self, token: Token, replies: Sequence[Message] = (), ok: bool = True,
                  error: str = "") -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
+from services.bus import keys
 from services.runtime.config import ConfigError, is_loopback
 
 # Reliable sockets never drop: no high-water mark at all, memory is the limit (and the
@@ -41,6 +42,21 @@ def check_connect_endpoint(endpoint: str) -> None:
 
 
 def bind(sock: zmq.Socket, endpoint: str, curve_dir: Path | None = None) -> None:
+    """With role keys on the socket's context (``keys.use``), a CURVE server with the
+    process's own role key whose clients the ZAP handler admits by key (ipc:// as tcp://),
+    which also satisfies the beyond-loopback rule; otherwise as before."""
+    auth = keys.of(sock.context)
+    if auth is not None and auth.endpoint_role(endpoint) is not None:
+        check_bind_endpoint(endpoint, auth.directory)
+        keys.start_authenticator(sock.context, auth)
+        sock.curve_secretkey = auth.secret
+        sock.curve_publickey = auth.public
+        sock.curve_server = True
+        sock.zap_domain = keys.ZAP_DOMAIN.encode()
+        sock.zap_enforce_domain = True  # no ZAP handler answering: refuse, never admit
+        sock.bind(endpoint)
+        auth.bound.append((sock, endpoint))
+        return
     check_bind_endpoint(endpoint, curve_dir)
     if curve_dir is not None:
         enable_curve_server(sock, curve_dir)
@@ -49,6 +65,14 @@ def bind(sock: zmq.Socket, endpoint: str, curve_dir: Path | None = None) -> None
 
 def connect(sock: zmq.Socket, endpoint: str, curve_dir: Path | None = None) -> None:
     check_connect_endpoint(endpoint)
+    auth = keys.of(sock.context)
+    server_role = auth.endpoint_role(endpoint) if auth is not None else None
+    if server_role is not None:
+        sock.curve_secretkey = auth.secret
+        sock.curve_publickey = auth.public
+        sock.curve_serverkey = auth.server_key(server_role)
+        sock.connect(endpoint)
+        return
     if curve_dir is not None:
         enable_curve_client(sock, curve_dir)
     sock.connect(endpoint)

@@ -14,6 +14,7 @@ import time
 
 import zmq
 
+from services.bus import keys
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
 from services.runtime import logging as jsonlog
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     except fleet_config.ConfigError as exc:
         parser.exit(2, f"ibfleet tap: {exc}\n")
     ctx = zmq.Context()
+    keys.for_process(ctx, cfg, "operator")  # bus.auth: the operator's key
     sub = Subscriber(ctx, cfg.bus.endpoint("bus-out"), args.topics or [""])
     stop = False
 

@@ -171,6 +171,15 @@ class ExecutionService(Service):
 
     # -- REQUESTS FROM RISK -------------------------------------------------------------------
     def _on_request(self, msg: Message, peer: str) -> list[Message]:
+        role = self.server.peer_role  # its connection's key; None without role keys
+        if role is not None and not (role == "risk" or (
+                role == "operator" and isinstance(msg, Control) and msg.command == "kill")):
+            text = (f"execution refused {type(msg).__name__} from a peer keyed {role!r} "
+                    f"(writing {peer!r}): orders come from risk only")
+            self.refuse_peer(text, role=role, src=peer)
+            raise Refused(text)
+        if role == "operator":
+            peer = f"risk.operator:{peer}"  # the operator's kill is as good as risk's
         if not peer.startswith("risk."):
             self.counters["refused"] += 1
             self.log.error("refused a request not from risk", extra={"peer": peer})

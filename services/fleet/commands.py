@@ -14,6 +14,7 @@ from pathlib import Path
 import zmq
 
 from proto.schema import Ack, BrokerOrders, Control
+from services.bus import keys
 from services.bus.reliable import ReliableClient
 from services.fleet import supervisor as sup
 from services.fleet.status import collect, render
@@ -30,9 +31,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state-dir", help="durable state (journals, recordings)")
 
 
-def _load(parser, args) -> tuple[fleet_config.FleetConfig, sup.FleetPaths]:
+def _load(parser, args, running_fleet: bool = True) -> tuple[fleet_config.FleetConfig,
+                                                              sup.FleetPaths]:
+    """``running_fleet``: the fleet ``ibfleet up`` started in the run directory decides
+    whether to speak with role keys (the operator's key): its fleet.toml's ``bus.auth``
+    (``up`` turns keys on by default), and without --config, that whole file."""
     try:
         config = fleet_config.load(args.config, args.run_dir, args.state_dir)
+        fleet_toml = sup.FleetPaths(config).fleet_toml
+        if running_fleet and fleet_toml.is_file():
+            if args.config is None:
+                config = fleet_config.load(fleet_toml, args.run_dir, args.state_dir)
+            else:
+                config.bus.auth = fleet_config.load(fleet_toml).bus.auth
     except ConfigError as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     return config, sup.FleetPaths(config)
@@ -64,7 +75,7 @@ def up(argv: list[str]) -> int:
     parser.add_argument("--detach", action="store_true",
                         help="return once the fleet is up; stop it with `ibfleet down`")
     args = parser.parse_args(argv)
-    config, paths = _load(parser, args)
+    config, paths = _load(parser, args, running_fleet=False)
     simulate = args.gateway is None
     if args.gateway:
         host, _, port = args.gateway.rpartition(":")
@@ -86,12 +97,16 @@ def up(argv: list[str]) -> int:
         old.unlink()
     configs = args.strategies if args.strategies is not None else sorted(
         str(p) for p in EXAMPLE_STRATEGIES.glob("*.toml"))
+    names = []
     try:
         for path in configs:
-            _install_strategy(paths, Path(path))
+            names.append(_install_strategy(paths, Path(path)))
     except ConfigError as exc:
         parser.exit(2, f"ibfleet up: {exc}\n")
     sup.write_fleet_config(paths, config)
+    if config.bus.auth:  # every role's key pair, made on first use (services/bus/keys.py)
+        keys.ensure_keys(config.state_dir,
+                         [*keys.FIXED_ROLES, *(f"strategy.{name}" for name in names)])
     env = sup.environment(paths, config, simulate, not args.no_record, args.crash_max,
                           args.crash_window_s, args.seed)
     try:
@@ -212,6 +227,7 @@ def _control(argv: list[str], command: str, help_: str) -> int:
     args = parser.parse_args(argv)
     config, _ = _load(parser, args)
     ctx = zmq.Context()
+    keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
     try:
         client = ReliableClient(ctx, config.bus.endpoint("risk"), f"cli.{__import__('os').getpid()}",
                                 resend_after=1.0)
@@ -258,6 +274,7 @@ def kill(argv: list[str]) -> int:
     deadline = started + args.timeout
     source = f"cli.{os.getpid()}"
     ctx = zmq.Context()
+    keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
     try:
         risk = ReliableClient(ctx, config.bus.endpoint("risk"), source, resend_after=1.0)
         risk.send(Control(command=command, reason=args.reason))
@@ -375,7 +392,7 @@ def strategy(argv: list[str]) -> int:
     remove.add_argument("name")
     _common(remove)
     args = parser.parse_args(argv)
-    _, paths = _load(parser, args)
+    config, paths = _load(parser, args)
     _need_running(parser, paths)
     server = sup.rpc(paths)
     try:
@@ -384,6 +401,8 @@ def strategy(argv: list[str]) -> int:
                 name = _install_strategy(paths, Path(args.strategy_config))
             except ConfigError as exc:
                 parser.exit(2, f"ibfleet strategy add: {exc}\n")
+            if config.bus.auth:
+                keys.ensure_keys(config.state_dir, [f"strategy.{name}"])
             added, _, _ = server.supervisor.reloadConfig()[0]
             for group in added:
                 server.supervisor.addProcessGroup(group)
@@ -414,4 +433,37 @@ def start_process(argv: list[str]) -> int:
     except xmlrpc.client.Fault as exc:
         parser.exit(1, f"ibfleet start: {exc.faultString}\n")
     print(f"{args.name} started")
+    return 0
+
+
+def keys_command(argv: list[str]) -> int:
+    """``ibfleet keys [list] | create | rotate ROLE...``: the per-role CURVE keys."""
+    parser = argparse.ArgumentParser(prog="ibfleet keys", description=(
+        "The fleet's per-role CURVE keys in STATE_DIR/keys: list them, create the missing "
+        "ones, or rotate a role's pair (a new key pair; the services of that role pick it up "
+        "when they restart, and the servers refuse the old key from then on)."))
+    parser.add_argument("action", nargs="?", default="list", choices=("list", "create", "rotate"))
+    parser.add_argument("roles", nargs="*", metavar="ROLE",
+                        help="bus, gateway, execution, risk, operator, recorder, strategy.NAME")
+    _common(parser)
+    args = parser.parse_args(argv)
+    config, _ = _load(parser, args)
+    try:
+        for role in args.roles:
+            keys.check_role(role)
+    except ValueError as exc:
+        parser.exit(2, f"ibfleet keys: {exc}\n")
+    if args.action == "create":
+        keys.ensure_keys(config.state_dir, [*keys.FIXED_ROLES, *args.roles])
+    elif args.action == "rotate":
+        if not args.roles:
+            parser.exit(2, "ibfleet keys rotate: name the role(s) to rotate\n")
+        for role in args.roles:
+            keys.create_keypair(keys.keys_dir(config.state_dir), role, replace=True)
+            print(f"rotated {role}: restart its processes to use the new key")
+    listed = keys.list_keys(config.state_dir)
+    print(f"keys in {keys.keys_dir(config.state_dir)} "
+          f"({'in use' if config.bus.auth else 'not in use: bus.auth is off'}):")
+    for role, public in listed.items():
+        print(f"  {role:<24} {public.decode()}")
     return 0

@@ -18,6 +18,7 @@ import zmq
 from supervisor import childutils
 
 from proto.schema import Alert, ProcessState
+from services.bus import keys
 from services.bus.publisher import Publisher
 from services.runtime import logging as jsonlog
 from services.runtime.cli import add_common_args, load_config
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     log = jsonlog.setup("fleetwatch")
     config = load_config(parser, args)
     ctx = zmq.Context()
+    keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
     publisher = Publisher(ctx, config.bus.endpoint("bus-in"), "fleetwatch.1")
     detector = CrashLoopDetector(args.max_restarts, args.window_s)
     supervisor = childutils.getRPCInterface(os.environ)

@@ -13,6 +13,7 @@ import zmq
 
 from proto.schema import (Alert, GatewayState, Heartbeat, OrderUpdate, PnL, Position,
                           StrategyPosition)
+from services.bus import keys
 from services.bus import snapshot
 from services.bus.snapshot import SnapshotTimeout
 from services.bus.subscriber import Subscriber
@@ -50,6 +51,7 @@ def collect(config: FleetConfig, paths: FleetPaths, timeout: float = 2.0) -> Fle
     except (OSError, xmlrpc.client.Fault) as exc:
         status.unreachable.append(f"supervisord: {exc}")
     ctx = zmq.Context()
+    keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
     try:
         bus = config.bus
         for owner, endpoint in (("bus", bus.endpoint("bus-snap")),

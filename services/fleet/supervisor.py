@@ -61,6 +61,9 @@ def write_fleet_config(paths: FleetPaths, config: FleetConfig) -> None:
     """The effective config every service of this fleet reads."""
     raw = dict(config.raw)
     raw["bus"] = {**raw.get("bus", {}), "run_dir": str(paths.run_dir)}
+    # role keys by default under `ibfleet up` (services/bus/keys.py); the file may say no
+    raw["bus"].setdefault("auth", True)
+    config.bus.auth = bool(raw["bus"]["auth"])
     raw["gateway"] = {**raw.get("gateway", {}), "host": config.gateway.host,
                       "port": config.gateway.port, "client_id": config.gateway.client_id,
                       "live": config.gateway.live}

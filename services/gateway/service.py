@@ -30,6 +30,7 @@ from proto.schema import (Alert, BrokerOrders, Control, HistoricalRequest, Messa
                           OrderCommand, SubscribeRequest)
 from services.bus.reliable import DEFER, ReliableServer
 from services.bus.subscriber import Subscriber
+from services.gateway import ib_time
 from services.gateway.connection import ConnState, Connection
 from services.gateway.contracts import ContractResolver
 from services.gateway.error_router import ErrorRouter
@@ -73,6 +74,7 @@ class Gateway(Service):
         logging.getLogger("ibapi").setLevel(logging.WARNING)  # it logs every message at INFO
         state_dir = config.service_state_dir("gateway")
         pub, counters, log = self.publisher, self.counters, self.log
+        ib_time.default.counters, ib_time.default.log = counters, log  # errors counted here
         self.events = EventQueue()
         self.outbox = Outbox(options.rate)
         self.conn = Connection(options, self.events, self.outbox, pub, counters, log,
@@ -226,9 +228,19 @@ class Gateway(Service):
         operator CLI's kill / orders controls (the kill switch must work with risk and
         execution down).
 
-        The CLI is recognised by its source prefix ``cli.`` only, for now: per-role CURVE keys
-        (so that only the operator's key may send a kill here) are a separate task. A kill
-        from anyone can only cancel, never place, which bounds what an impostor could do."""
+        With role keys (``bus.auth``) the peer is its connection's key: order commands from
+        execution's only, controls from the operator's only (services/bus/keys.py). Without
+        them (unit tests) the source prefixes ``cli.`` / ``execution.`` still decide."""
+        role = self.orders_server.peer_role  # its connection's key; None without role keys
+        if role is not None:
+            if isinstance(msg, Control) and role == "operator":
+                return self._operator_control(msg, peer)
+            if role != "execution":
+                text = (f"the gateway refused {type(msg).__name__} from a peer keyed {role!r} "
+                        f"(writing {peer!r}): order commands come from execution only")
+                self.refuse_peer(text, role=role, src=peer)
+                raise CommandRefused(text)
+            peer = peer if peer.startswith("execution.") else f"execution.{peer}"
         if isinstance(msg, Control) and peer.startswith("cli."):
             return self._operator_control(msg, peer)
         if isinstance(msg, OrderCommand) and msg.command == "global_cancel" \

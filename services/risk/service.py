@@ -196,6 +196,18 @@ class RiskService(Service):
 
     # -- REQUESTS -----------------------------------------------------------------------------
     def _on_request(self, msg: Message, peer: str):
+        role = self.server.peer_role  # its connection's key; None without role keys
+        if role is not None:
+            if isinstance(msg, Control) and role != "operator":
+                text = (f"risk refused a {msg.command!r} control from a peer keyed "
+                        f"{role!r} (writing {peer!r}): controls come from the operator only")
+                self.refuse_peer(text, role=role, src=peer)
+                raise Refused(text)
+            if isinstance(msg, OrderIntent) and role != f"strategy.{msg.strategy}":
+                text = (f"a peer keyed {role!r} (writing {peer!r}) may not send intents for "
+                        f"strategy {msg.strategy!r}")
+                self.refuse_peer(text, role=role, src=peer)
+                raise Refused(text)
         if isinstance(msg, Control):
             return self._control(msg, peer)
         if not isinstance(msg, OrderIntent):

@@ -16,7 +16,8 @@ from typing import Callable
 
 import zmq
 
-from proto.schema import Heartbeat
+from proto.schema import Alert, Heartbeat
+from services.bus import keys
 from services.bus.publisher import Publisher
 from services.runtime import logging as jsonlog
 from services.runtime.config import FleetConfig, ensure_private_dir
@@ -36,7 +37,11 @@ class Service:
         ensure_private_dir(config.bus.run_dir)
         self.ctx = zmq.Context()
         self.authenticator = None
-        if config.bus.curve_dir is not None:  # listening beyond loopback: CURVE + ZAP
+        self.role = keys.service_role(name, instance)
+        self.auth = keys.for_process(self.ctx, config, self.role)  # bus.auth: role keys
+        if self.auth is not None:
+            self.authenticator = keys.start_authenticator(self.ctx, self.auth)
+        elif config.bus.curve_dir is not None:  # listening beyond loopback: CURVE + ZAP
             from services.bus.sockets import start_authenticator
             self.authenticator = start_authenticator(self.ctx, config.bus.curve_dir)
         self.publisher = Publisher(self.ctx, config.bus.endpoint("bus-in"), self.source,
@@ -49,7 +54,10 @@ class Service:
         self.subscribers: list = []  # bus subscribers whose gaps the heartbeat reports
         self.stopping = False
         self.state = "starting"
+        self._connection_alerted: dict[str, float] = {}
         self.every(config.bus.heartbeat_ms / 1000.0, self.heartbeat)
+        if self.auth is not None:
+            self.every(0.5, self._report_refused_peers)
 
     # -- wiring -------------------------------------------------------------------------------
     def on_socket(self, sock: zmq.Socket, handler: Callable[[], None]) -> None:
@@ -79,6 +87,50 @@ class Service:
         self.publisher.publish(Heartbeat(interval_ms=self.config.bus.heartbeat_ms,
                                          state=self.state, counters=dict(self.counters)))
 
+    def refuse_peer(self, text: str, **extra) -> None:
+        """A peer refused for who it is (its key's role): logged, counted and alerted, never
+        a crash. The caller then refuses the request (``Refused``) or drops the frame."""
+        self.counters["peer_refused"] += 1
+        self.log.error("peer refused", extra={"text": text, **extra})
+        try:
+            self.publisher.publish(Alert(severity="critical", code="peer_refused", text=text))
+        except zmq.ZMQError as exc:
+            self.log.error("alert not published", extra={"detail": str(exc)})
+
+    REFUSED_CONNECTION_ALERT_S = 5.0  # a refused client reconnects: one alert per 5 s
+
+    def _refused_connection(self, kind: str, text: str) -> None:
+        """A connection refused at the handshake: counted each time, logged and alerted at
+        most every REFUSED_CONNECTION_ALERT_S per kind (the client retries every 100 ms)."""
+        self.counters[kind] += 1
+        now = time.monotonic()
+        if now - self._connection_alerted.get(kind, -1e9) >= self.REFUSED_CONNECTION_ALERT_S:
+            self._connection_alerted[kind] = now
+            self.refuse_peer(f"{text} ({self.counters[kind]} so far)")
+
+    def _report_refused_peers(self) -> None:
+        """Connections the ZAP handler refused (unknown key), from its thread to the loop."""
+        refused = self.authenticator.refused if self.authenticator is not None else ()
+        while refused:
+            self._refused_connection("refused_unknown_key", refused.popleft())
+
+    def _watch_handshakes(self) -> None:
+        """Refused CURVE handshakes on our server sockets (a client with no key, or a bad
+        one, never reaches the ZAP handler): counted and alerted like a refused key."""
+        from zmq.utils.monitor import recv_monitor_message
+
+        events = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+        for sock, endpoint in self.auth.bound if self.auth is not None else ():
+            monitor = sock.get_monitor_socket(events)
+
+            def on_event(monitor=monitor, endpoint=endpoint) -> None:
+                while monitor.poll(0):
+                    recv_monitor_message(monitor)
+                    self._refused_connection(
+                        "refused_handshake", f"a connection without a valid CURVE key was "
+                                             f"refused at {endpoint}")
+            self.on_socket(monitor, on_event)
+
     def request_stop(self, signum: int = 0, _frame=None) -> None:
         self.stopping = True
         self.log.info("stop requested", extra={"signal": signum})
@@ -86,6 +138,7 @@ class Service:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
+        self._watch_handshakes()  # before on_start: no other thread uses the sockets yet
         self.on_start()
         self.state = "running"
         self.log.info("started")

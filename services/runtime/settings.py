@@ -60,6 +60,10 @@ class BusConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     base_port: Annotated[int, Meta(ge=0, le=65535)] = 0
     curve_dir: Union[Path, None] = None  # needed for any tcp host that is not loopback
     heartbeat_ms: Annotated[int, Meta(ge=50)] = 1000  # every service's heartbeat interval
+    #: per-role CURVE keys on every bus socket, ipc:// as tcp:// (services/bus/keys.py):
+    #: peers are known by the key their connection authenticated with. ``ibfleet up`` and
+    #: the test fleet turn it on; off, only sockets built directly (unit tests) run without
+    auth: bool = False
 
     def endpoint(self, name: str) -> str:
         """The endpoint of a named socket: ``bus-in``, ``bus-out``, ``bus-snap``, ``risk``..."""

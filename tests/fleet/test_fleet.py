@@ -12,6 +12,7 @@ import tomli_w
 import zmq
 
 from proto.schema import Alert
+from services.bus import keys
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
 from services.simulator.control import SimControl
@@ -154,8 +155,9 @@ def test_a_strategy_killed_with_sigkill_is_restarted_and_resumes_from_snapshots(
 
 
 def test_a_crash_looping_process_is_stopped_and_reported(fleet):
-    cfg = fleet_config.load(fleet.config)
+    cfg = fleet_config.load(fleet.run_dir / "fleet.toml")  # the one `up` wrote: role keys
     ctx = zmq.Context()
+    keys.for_process(ctx, cfg, "operator")
     alerts = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["alert"])
     try:
         crash = fleet.strategy_file("crash", CRASH, {"after_s": 2.5})

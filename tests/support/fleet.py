@@ -12,7 +12,7 @@ import zmq
 
 from proto.schema import (Alert, GatewayState, Heartbeat, Message, OrderUpdate, RiskDecision,
                           StrategyPosition)
-from services.bus import snapshot
+from services.bus import keys, snapshot
 from services.bus.subscriber import Subscriber
 from services.runtime import config as fleet_config
 from services.simulator.control import SimControl
@@ -32,7 +32,8 @@ class Fleet:
         self.strategies_dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.sim_control = f"ipc://{self.run_dir}/sim-control"
-        raw = {"bus": {"run_dir": str(self.run_dir), "heartbeat_ms": 500},
+        # role keys on (services/bus/keys.py): every integration test runs authenticated
+        raw = {"bus": {"run_dir": str(self.run_dir), "heartbeat_ms": 500, "auth": True},
                "gateway": {"host": "127.0.0.1", "port": self.port, "client_id": 1},
                "fleet": {"state_dir": str(self.state_dir)}}
         for key, value in (extra_config or {}).items():
@@ -40,10 +41,24 @@ class Fleet:
         self.config_path = tmp / "fleet.toml"
         self.config_path.write_text(tomli_w.dumps(raw))
         self.config = fleet_config.load(self.config_path)
+        if self.config.bus.auth:
+            keys.ensure_keys(self.state_dir)
         self.ctx = zmq.Context()
+        keys.for_process(self.ctx, self.config, "operator")  # the test watches as operator
         self.watch = Subscriber(self.ctx, self.config.bus.endpoint("bus-out"), [""])
         self.seen: list[tuple[str, Message]] = []
         self._sim: SimControl | None = None
+        self._role_contexts: dict[str, zmq.Context] = {}
+
+    def context_as(self, role: str) -> zmq.Context:
+        """A context whose sockets authenticate with ``role``'s key (a test standing in for
+        that service: ``execution``, ``gateway``, ``strategy.NAME``); ``fleet.ctx`` is the
+        operator's."""
+        if role not in self._role_contexts:
+            ctx = zmq.Context()
+            keys.for_process(ctx, self.config, role)
+            self._role_contexts[role] = ctx
+        return self._role_contexts[role]
 
     # -- processes ----------------------------------------------------------------------------
     def _svc(self, name: str, *args: str):
@@ -85,6 +100,8 @@ class Fleet:
     def add_strategy(self, name: str, class_path: str, symbols: list[str], params: dict,
                      risk: dict | None = None) -> Path:
         path = self.strategies_dir / f"{name}.toml"
+        if self.config.bus.auth:
+            keys.ensure_keys(self.state_dir, [f"strategy.{name}"])
         path.write_text(tomli_w.dumps({"name": name, "class": class_path, "symbols": symbols,
                                        "timer_s": 0.5, "params": params,
                                        "risk": risk or {}}))
@@ -94,10 +111,11 @@ class Fleet:
         return self._svc(proc_name or f"strategy-{name}", "strategy", "run",
                          str(self.strategies_dir / f"{name}.toml"))
 
-    def start_core(self, execution_args: tuple[str, ...] = ()):
+    def start_core(self, execution_args: tuple[str, ...] = (), sim_args: tuple[str, ...] = ()):
         """Simulator, broker, gateway, execution, risk; returns once the gateway is
-        synchronised and every service heartbeats."""
-        self.start_simulator()
+        synchronised and every service heartbeats. ``sim_args``: more simulator options
+        (e.g. ``("--time-zone", "Asia/Tokyo")``)."""
+        self.start_simulator(*sim_args)
         self.start_broker()
         self.start_gateway()
         self.start_execution("execution", *execution_args)
@@ -179,6 +197,8 @@ class Fleet:
     def close(self) -> None:
         if self._sim is not None:
             self._sim.close()
+        for ctx in self._role_contexts.values():
+            ctx.destroy(linger=0)
         self.ctx.destroy(linger=0)
 
 

@@ -20,8 +20,11 @@ def test_a_broken_depth_book_is_refreshed_from_ib(fleet):
     fleet.start_strategy("imb")
     fleet.wait(lambda: len([m for m in fleet.messages(DepthUpdate)]) > 50, deadline=90,
                what="depth flowing")
-    rogue = Publisher(fleet.ctx, fleet.config.bus.endpoint("bus-in"), "rogue.1")
-    assert wait_until_routed(fleet.ctx, rogue, fleet.config.bus.endpoint("bus-out"), 60)
+    # market data comes from the gateway's key only (the broker drops it from any other):
+    # a rogue update as a buggy gateway would send it
+    rogue_ctx = fleet.context_as("gateway")
+    rogue = Publisher(rogue_ctx, fleet.config.bus.endpoint("bus-in"), "rogue.1")
+    assert wait_until_routed(rogue_ctx, rogue, fleet.config.bus.endpoint("bus-out"), 60)
     # an update the book must refuse; it resets the book, after which IB's next row updates
     # no longer fit, as after a lost message, until the book is sent afresh
     rogue.publish(DepthUpdate(symbol="AAPL", position=0, operation=1, side=1, price=1.0,

@@ -191,7 +191,8 @@ def test_a_modify_and_a_cancel_held_by_the_gateway_survive_its_kill_9_once(fleet
     fleet.sim.restart(seconds=15)  # IB goes away: the gateway holds order commands
     fleet.wait_gateway("disconnected", deadline=30, after=states)
     # as execution would: a modify and a cancel, acknowledged while held
-    client = ReliableClient(fleet.ctx, fleet.config.bus.endpoint("gateway"), "execution.t9",
+    client = ReliableClient(fleet.context_as("execution"), fleet.config.bus.endpoint("gateway"),
+                            "execution.t9",
                             resend_after=2.0)
     new_price = round(a["lmt_price"] - 0.5, 2)
     client.send(OrderCommand(command="modify", client_order_id=a["order_ref"],

@@ -124,7 +124,7 @@ def test_a_fill_update_dropped_at_a_strategys_high_water_mark_is_recovered(fleet
         # more bars than the broker's and the strategy's queues hold (2 x 200,000)
         flood = fleet.procs.start("flood", [sys.executable, "-m", "tests.support.flooder",
                                             fleet.config.bus.endpoint("bus-in"), "AAPL",
-                                            "600000"])
+                                            "600000", str(fleet.config_path)])
         assert flood.wait(180) == 0
         # IB corrects the fill meanwhile: execution's update for it meets a full queue
         fleet.sim.correct_execution(fill["exec_id"], quantity=150)
@@ -178,7 +178,8 @@ def test_a_restarted_fleet_and_a_reset_paper_account_converge_and_trade(fleet, t
 def test_a_torn_gateway_journal_still_recognises_a_resent_place(fleet):
     fleet.start_core()
     by_name = {p.name: p for p in fleet.procs.procs}
-    client = ReliableClient(fleet.ctx, fleet.config.bus.endpoint("gateway"), "execution.test",
+    client = ReliableClient(fleet.context_as("execution"), fleet.config.bus.endpoint("gateway"),
+                            "execution.test",
                             resend_after=60)
 
     def place(coid: str) -> int:

@@ -23,7 +23,8 @@ class StrategyLink:
 
     def __init__(self, fleet: Fleet, name: str) -> None:
         self.fleet, self.name = fleet, name
-        self.client = ReliableClient(fleet.ctx, fleet.config.bus.endpoint("risk"),
+        self.client = ReliableClient(fleet.context_as(f"strategy.{name}"),
+                                     fleet.config.bus.endpoint("risk"),
                                      f"strategy.{name}", resend_after=60)
         self.count = 0
 
