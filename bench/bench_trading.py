@@ -27,6 +27,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from proto.schema import GatewayState, OrderCommand, OrderIntent, OrderStatus, Tick  # noqa: E402
+from services.bus import keys  # noqa: E402
 from services.bus.loadgen import wait_until_routed  # noqa: E402
 from services.bus.publisher import Publisher  # noqa: E402
 from services.bus.reliable import ReliableClient, ReliableServer  # noqa: E402
@@ -52,6 +53,8 @@ def engine_checks_per_second(n: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--auth", action="store_true",
+                        help="CURVE keys per role on every socket (as under `ibfleet up`)")
     args = parser.parse_args()
     n_latency = 300 if args.quick else 2000
     n_burst = 2000 if args.quick else 10_000
@@ -59,12 +62,19 @@ def main() -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="ibf-"))
     cfg_path = tmp / "fleet.toml"
     cfg_path.write_text(tomli_w.dumps({
-        "bus": {"run_dir": str(run_dir)}, "fleet": {"state_dir": os.environ.get("BENCH_STATE_DIR", str(tmp / "state"))},
+        "bus": {"run_dir": str(run_dir), "auth": args.auth}, "fleet": {"state_dir": os.environ.get("BENCH_STATE_DIR", str(tmp / "state"))},
         "risk": {"order_rate": 0, "max_open_orders": 0, "max_position": 0,
                  "max_gross_exposure": 0, "stale_after_s": 0}}))
     cfg = fleet_config.load(cfg_path)
     procs = ProcessGroup(tmp / "logs")
+    if args.auth:
+        keys.ensure_keys(cfg.state_dir, [*keys.FIXED_ROLES, "strategy.bench"])
+    # the bench plays the gateway (its order socket and its market data) and the strategy:
+    # one context per role, each with that role's key when keys are on
     ctx = zmq.Context()
+    strategy_ctx = zmq.Context()
+    keys.for_process(ctx, cfg, "gateway")
+    keys.for_process(strategy_ctx, cfg, "strategy.bench")
     arrivals: dict[str, float] = {}
 
     def on_command(msg, peer):
@@ -81,7 +91,7 @@ def main() -> int:
                                str(cfg_path)])
         pub = Publisher(ctx, cfg.bus.endpoint("bus-in"), "gateway.1")
         assert wait_until_routed(ctx, pub, cfg.bus.endpoint("bus-out"), 60)
-        strategy = ReliableClient(ctx, cfg.bus.endpoint("risk"), "strategy.bench", 30)
+        strategy = ReliableClient(strategy_ctx, cfg.bus.endpoint("risk"), "strategy.bench", 30)
 
         def feed():  # the gateway is synchronised and AAPL has a fresh mark
             pub.publish(GatewayState(state="synchronised"))
@@ -136,6 +146,7 @@ def main() -> int:
         burst_rate = n_burst / (time.perf_counter() - t0)
     finally:
         ctx.destroy(linger=0)
+        strategy_ctx.destroy(linger=0)
         procs.stop_all()
     q = statistics.quantiles(samples, n=100)
     print("| measurement | figure |")
