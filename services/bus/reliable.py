@@ -84,6 +84,8 @@ class ReliableServer:
         #: the role of the connection the request being handled came on: the ZAP handler's
         #: User-Id (its CURVE key's role), None without role keys (see ``role_of``)
         self.peer_role: str | None = None
+        # only a keyed socket has a User-Id to read; without keys, plain bytes are cheaper
+        self._keyed = keys.of(ctx) is not None
         self.on_commit: Callable[[], None] | None = None
         self._outgoing: list[tuple[bytes, list[Message]]] | None = None
         self.counters: Counter[str] = Counter()
@@ -98,10 +100,13 @@ class ReliableServer:
         self._outgoing: list[tuple[bytes, list[Message]]] = []
         while done < budget:
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=not self._keyed)
             except zmq.Again:
                 break
             done += 1
+            if not self._keyed:
+                self._handle(frames)
+                continue
             self.peer_role = keys.peer_role(frames[-1])
             try:
                 self._handle([f.bytes for f in frames])
