@@ -13,7 +13,7 @@ class Probe(Strategy):
       prices given as ticks away from the mid under "ticks_from_mid").
     - "churn": keep trading: every timer, cross the spread with a small order (alternating
       sides) so fills keep coming; cancel anything working for more than 2 s.
-    - "rest": on the first tick, rest params.count buy orders a few ticks under the bid.
+    - "rest": on the first tick, rest params.count buy orders 1% under the bid (never filled).
     - "rest_far": on the first tick, rest params.count buys of params.quantity (10) a fraction
       params.below (0.01) under the mid: far enough never to fill while a test runs.
     - "echo": log the z-score of the mid and the side it would take for every tick, and
@@ -104,8 +104,11 @@ class Probe(Strategy):
                 self.rest_sent += 1
         elif self.mode == "rest":  # rest `count` orders (one refused for a passing reason: again)
             if self.rest_sent < int(self.params.get("count", 3)):
+                # 1% under the bid, on the tick grid: a test's random walk never reaches it
+                # (5 ticks did, now and then, and a filled "resting" order broke the test)
+                far = round(tick.bid * 0.99 / tick_size) * tick_size
                 coid = self.submit(tick.symbol, "BUY", 10, "LMT",
-                                   tick.bid - (5 + self.rest_sent) * tick_size)
+                                   round(far - self.rest_sent * tick_size, 6))
                 self.specs[coid] = {}
                 self.rest_sent += 1
 
