@@ -138,9 +138,8 @@ def ensure_keys(state_dir: Path, roles=FIXED_ROLES) -> Path:
     return directory
 
 
-def list_keys(state_dir: Path) -> dict[str, bytes]:
-    """role -> z85 public key, for every pair in the directory."""
-    directory = keys_dir(state_dir)
+def _public_keys(directory: Path) -> dict[str, bytes]:
+    """role -> z85 public key of every readable ``ROLE.key`` in ``directory``."""
     out: dict[str, bytes] = {}
     if not directory.is_dir():
         return out
@@ -154,6 +153,11 @@ def list_keys(state_dir: Path) -> dict[str, bytes]:
             continue
         out[role] = public
     return out
+
+
+def list_keys(state_dir: Path) -> dict[str, bytes]:
+    """role -> z85 public key, for every pair in the directory."""
+    return _public_keys(keys_dir(state_dir))
 
 
 class RoleAuthenticator(ThreadAuthenticator):
@@ -176,16 +180,7 @@ class RoleAuthenticator(ThreadAuthenticator):
         self.counters: Counter[str] = Counter()
 
     def _reload(self) -> None:
-        roles: dict[bytes, str] = {}
-        for path in self.directory.glob("*.key"):
-            role = path.name[:-len(".key")]
-            if not _ROLE.match(role):
-                continue
-            try:
-                public, _ = zmq.auth.load_certificate(path)
-            except (OSError, ValueError):
-                continue
-            roles[public] = role
+        roles = {public: role for role, public in _public_keys(self.directory).items()}
         self.roles, self.loaded = roles, time.monotonic()
 
     def role_of(self, z85_key: bytes) -> str | None:
