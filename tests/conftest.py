@@ -5,6 +5,7 @@ import shutil
 import pytest
 
 from tests.support.bus import CREATED
+from tests.support.fleet import Fleet
 from tests.support.processes import ProcessGroup
 
 
@@ -21,3 +22,14 @@ def procs(tmp_path):
         yield group
     finally:
         group.stop_all()
+
+
+@pytest.fixture
+def fleet(procs, tmp_path):
+    """A whole fleet on the simulator (tests/support/fleet.py), closed at the end; the
+    gateway tests' conftest has its own, lighter one."""
+    f = Fleet(procs, tmp_path)
+    try:
+        yield f
+    finally:
+        f.close()

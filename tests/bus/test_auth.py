@@ -30,15 +30,6 @@ from tests.support.processes import REPO
 PROBE = "tests.support.probe_strategy:Probe"
 
 
-@pytest.fixture
-def fleet(procs, tmp_path):
-    f = Fleet(procs, tmp_path)
-    try:
-        yield f
-    finally:
-        f.close()
-
-
 def forge(fleet: Fleet, target: str, key: str) -> dict:
     done = subprocess.run([sys.executable, "-m", "tests.support.forger",
                            str(fleet.config_path), target, key], cwd=REPO,
