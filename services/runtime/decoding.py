@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
+import sys
 import tomllib
 import typing
 from pathlib import Path
@@ -28,10 +30,12 @@ import msgspec
 
 T = TypeVar("T")
 
-#: numbers the files may hold: never negative (0 switches a limit off) / strictly positive
-NonNegativeFloat = typing.Annotated[float, msgspec.Meta(ge=0)]
+#: numbers the files may hold: never negative (0 switches a limit off) / strictly positive,
+#: and finite (TOML can write inf and nan; neither is a limit, a tick or a timeout)
+FINITE = sys.float_info.max
+NonNegativeFloat = typing.Annotated[float, msgspec.Meta(ge=0, le=FINITE)]
 NonNegativeInt = typing.Annotated[int, msgspec.Meta(ge=0)]
-PositiveFloat = typing.Annotated[float, msgspec.Meta(gt=0)]
+PositiveFloat = typing.Annotated[float, msgspec.Meta(gt=0, le=FINITE)]
 PositiveInt = typing.Annotated[int, msgspec.Meta(gt=0)]
 Port = typing.Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
@@ -114,7 +118,9 @@ def explain(text: str, value: Any, type_: Any, source: str, at: str) -> str:
         subject = f"[{key}]" if m["want"] == "object" else key
         line = (f"{subject} must be {_WANT.get(m['want'], m['want'])}, not {_show(found)}"
                 f"{_hint(m['want'], found, leaf)}")
-    elif m := _BOUND.match(what):
+    elif (m := _BOUND.match(what)) and isinstance(found, float) and not math.isfinite(found):
+        line = f"{key} must be a finite number, not {_show(found)}"
+    elif m:
         bound = m["n"][:-2] if m["n"].endswith(".0") else m["n"]
         line = f"{key} must be {_OP[m['op']]} {bound}, not {_show(found)}"
     elif m := _LENGTH.match(what):

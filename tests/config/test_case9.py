@@ -81,7 +81,7 @@ def test_an_unknown_key_inside_a_known_section_is_refused(tmp_path):
     ("[risk]\nmax_open_orders = 5.5\n", "risk.max_open_orders", "must be an integer"),
     ("[risk]\nmax_order_quantity = true\n", "risk.max_order_quantity", "must be a number"),
     ("[risk]\nmax_position = -1\n", "risk.max_position", "must be at least 0"),
-    ("[risk]\norder_rate = nan\n", "risk.order_rate", "must be at least 0"),
+    ("[risk]\norder_rate = nan\n", "risk.order_rate", "must be a finite number, not nan"),
     ('[risk.strategies.mr1]\ndaily_loss_limit = "20000"\n',
      "risk.strategies.mr1.daily_loss_limit", "must be a number"),
     ("[risk.strategies.mr1]\nmax_postion = 5\n", "[risk.strategies.mr1]: max_postion",
@@ -93,3 +93,12 @@ def test_wrong_typed_risk_limits_are_refused_at_load_not_at_every_intent(tmp_pat
                                                                         words):
     message = refusal(tmp_path, text)
     assert key in message and words in message
+
+
+@pytest.mark.parametrize("body, key", [
+    ("[risk]\nmax_position = inf\n", "risk.max_position"),
+    ("[risk]\nmax_position = nan\n", "risk.max_position"),
+    ("[gateway]\nbackoff_base = inf\n", "gateway.backoff_base"),
+])
+def test_an_infinite_or_nan_number_is_refused_by_name(tmp_path, body, key):
+    assert f"{key} must be a finite number" in refusal(tmp_path, body)
