@@ -9,6 +9,30 @@ from services.runtime import config
 from services.runtime.config import ConfigError, FleetConfig
 
 
+#: a fleet config using every section (tuning, a strategy's limits, an instrument, the
+#: trading day): real-looking input for the config tests and the config fuzz target
+FULL_CONFIG = """
+[bus]
+heartbeat_ms = 500
+[gateway]
+port = 4002
+client_id = 3
+probe_interval = 2.5
+account_updates = false
+[risk]
+max_position = 800
+flatten_on_loss = true
+[risk.strategies.mr1]
+order_rate = 5
+[instruments.ES]
+min_tick = 0.25
+multiplier = 50
+[trading]
+day_roll = "16:00"
+zone = "UTC"
+"""
+
+
 def write(tmp_path: Path, text: str, name: str = "fleet.toml") -> Path:
     path = tmp_path / name
     path.write_text(text)

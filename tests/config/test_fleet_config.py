@@ -12,7 +12,7 @@ from services.gateway.options import GatewayOptions
 from services.runtime import config
 from services.runtime.config import is_loopback
 from services.runtime.settings import GatewayConfig
-from tests.config.helpers import load, refusal, write
+from tests.config.helpers import FULL_CONFIG, load, refusal, write
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,26 +29,7 @@ def test_the_fleet_toml_written_for_supervisord_loads_back_the_same(tmp_path):
     """``ibfleet up`` writes RUN_DIR/fleet.toml, which every program of supervisord.conf reads
     (``--config %(ENV_IBFLEET_RUN_DIR)s/fleet.toml``): it must load and mean the same."""
     assert "--config %(ENV_IBFLEET_RUN_DIR)s/fleet.toml" in (REPO / "supervisord.conf").read_text()
-    original = load(tmp_path, """
-[bus]
-heartbeat_ms = 500
-[gateway]
-port = 4002
-client_id = 3
-probe_interval = 2.5
-account_updates = false
-[risk]
-max_position = 800
-flatten_on_loss = true
-[risk.strategies.mr1]
-order_rate = 5
-[instruments.ES]
-min_tick = 0.25
-multiplier = 50
-[trading]
-day_roll = "16:00"
-zone = "UTC"
-""")
+    original = load(tmp_path, FULL_CONFIG)
     paths = supervisor.FleetPaths(original)
     paths.prepare()
     supervisor.write_fleet_config(paths, original)

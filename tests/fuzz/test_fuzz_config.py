@@ -19,32 +19,12 @@ from services.runtime.config import ConfigError
 from services.runtime.settings import (BusConfig, FleetSection, GatewayConfig,
                                        InstrumentSettings, TradingSettings)
 from services.strategy import config as strategy_config
+from tests.config.helpers import FULL_CONFIG
 from tests.fuzz.support import Tally, long, quick
 
 REPO = Path(__file__).resolve().parents[2]
 
-FLEET_TOML = """
-[bus]
-heartbeat_ms = 500
-[gateway]
-port = 4002
-client_id = 3
-probe_interval = 2.5
-account_updates = false
-[fleet]
-state_dir = "/tmp/ibfleet-fuzz-state"
-[risk]
-max_position = 800
-flatten_on_loss = true
-[risk.strategies.mr1]
-order_rate = 5
-[instruments.ES]
-min_tick = 0.25
-multiplier = 50
-[trading]
-day_roll = "16:00"
-zone = "UTC"
-"""
+FLEET_TOML = FULL_CONFIG + '[fleet]\nstate_dir = "/tmp/ibfleet-fuzz-state"\n'
 STRATEGY_TOMLS = [p.read_text() for p in sorted((REPO / "strategies").glob("*.toml"))]
 
 
