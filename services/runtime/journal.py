@@ -84,7 +84,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes | memoryview) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """os.write until everything is written; a short write is continued, and the write after
     it reports the real error (ENOSPC, EFBIG); a write of 0 bytes is an error too."""
     n = os.write(fd, data)
@@ -108,7 +108,7 @@ def write_atomic(path: Path | str, data: bytes) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -319,7 +319,7 @@ class Journal:
                 raise JournalError(errno.EIO, f"journal {self.path}: cannot cut the file back "
                                               f"to offset {self._end} after a failed write")
             try:
-                _write_all(self._fd, buf)
+                write_all(self._fd, buf)
             except OSError as exc:
                 self.write_errors += 1
                 self._cut_back()
@@ -481,7 +481,7 @@ class Journal:
                 raise JournalError(exc.errno, f"journal {self.path}: compaction failed: "
                                               f"{exc}") from exc
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
                 os.replace(tmp, self.path)
             except OSError as exc:

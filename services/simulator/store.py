@@ -30,18 +30,7 @@ from typing import Any
 
 import msgpack
 
-from services.runtime.journal import fsync_dir
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """os.write until all of ``data`` is written (a short write is continued; the write after
-    it reports the real error); a write of nothing is an error, never an endless loop."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(errno.EIO, "write wrote nothing")
-        view = view[n:]
+from services.runtime.journal import fsync_dir, write_all
 
 _HEAD = struct.Struct("<II")
 FORMAT = 1
@@ -152,7 +141,7 @@ class StateStore:
         record["seq"] = self.seq + 1
         data = _pack(record)
         try:
-            _write_all(self._fd, data)
+            write_all(self._fd, data)
             os.fsync(self._fd)
         except OSError:
             # nothing of a failed record may reach the disk later, nor stand before the next
@@ -180,7 +169,7 @@ class StateStore:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
             finally:
                 os.close(fd)
