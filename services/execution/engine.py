@@ -98,6 +98,14 @@ class ExecutionEngine:
         self._replaying = False
         self._adjustments = 0
         self._executions: dict[str, Execution] = {}  # as IB reported them, for compaction
+        #: the outbox watermark: the last fill booked, and the last one whose update is known
+        #: published (journalled as ``{"published": exec_id}`` after the publish). A crash
+        #: between the journal's sync and the publish leaves fills booked but never told:
+        #: a restart publishes them again (consumers count a fill once per execId).
+        self.last_booked = ""
+        self.last_published = ""
+        self._replayed_fills: list[str] = []  # booked during replay, in journal order
+        self.republished = 0  # fills told again at the restore
         #: flatten controls not acted on yet: target ("" all) -> monotonic time asked
         self.flatten_wanted: dict[str, float] = {}
         self._lenient_journal = False  # the kill switch: a failed write never stops a cancel
@@ -117,6 +125,40 @@ class ExecutionEngine:
             self._replaying = False
             self.frames.clear()
             self.alerts.clear()
+        self._republish_unpublished()
+
+    def _republish_unpublished(self) -> None:
+        """Frames for the fills booked after the journal's last ``published`` mark (an
+        outbox: they were durable but the process died before it told the bus)."""
+        fills, mark = self._replayed_fills, self.last_published
+        self._replayed_fills = []
+        if mark and mark not in fills:
+            self.errors["published_mark_unknown"] += 1  # told nothing rather than all again
+            log.warning("journal's published mark names no booked fill",
+                        extra={"exec_id": mark})
+            self.last_published = self.last_booked
+            return
+        start = fills.index(mark) + 1 if mark else 0
+        for exec_id in fills[start:]:
+            fill = self._executions.get(exec_id)
+            if fill is None or not self.portfolio.has_fill(exec_id):
+                continue  # superseded by a later correction, which is told instead
+            order = self._find(fill.client_order_id, fill.ib_order_id, fill.perm_id)
+            if order is None:
+                self._emit_position(EXTERNAL, fill.symbol)
+            else:
+                self._emit(order, exec_id=exec_id, last_qty=fill.quantity,
+                           last_price=fill.price, with_position=True)
+            self.republished += 1
+
+    def published_mark(self) -> dict | None:
+        """The record to journal once this batch's frames are published (None if no fill
+        was booked since the last mark). Not synced by itself: a crash before the next
+        sync only means those fills are published again after the restart."""
+        if self.last_booked == self.last_published:
+            return None
+        self.last_published = self.last_booked
+        return {"published": self.last_booked}
 
     def _replay(self, record: Message) -> None:
         if isinstance(record, OrderIntent):
@@ -144,6 +186,9 @@ class ExecutionEngine:
     def _replay_record(self, record: dict) -> None:
         """Plain records: ``{"waiting": coid, "intents": [...]}`` is the whole list of
         modifies/cancels an order holds for IB (the last one journalled is in force)."""
+        if "published" in record:
+            self.last_published = str(record["published"])
+            return
         coid = record.get("waiting")
         if not coid:
             return  # another kind (a probe written while the disk was failing)
@@ -487,6 +532,9 @@ class ExecutionEngine:
             client_order_id=order.client_order_id if order else fill.client_order_id))
         if booked in (Booked.DUPLICATE, Booked.STALE):
             return booked
+        self.last_booked = fill.exec_id
+        if self._replaying:
+            self._replayed_fills.append(fill.exec_id)
         if booked is Booked.CORRECTED:
             self.alerts.append(("info", "execution_corrected",
                                 f"IB corrected execution {exec_base(fill.exec_id)[0]}: now "
@@ -857,6 +905,18 @@ class ExecutionEngine:
                 if self.portfolio.has_fill(exec_id)]
         out += [Commission(exec_id=exec_id, commission=amount)
                 for exec_id, amount in self.portfolio.commissions().items()]
+        # the published mark, as the last fill that still stands at or before it
+        booked = {m.exec_id for m in out if isinstance(m, Execution)}
+        told: list[str] = []
+        for exec_id in self._executions:
+            if exec_id in booked:
+                told.append(exec_id)
+            if exec_id == self.last_published:
+                break
+        else:
+            told = []
+        if told:
+            out.append({"published": told[-1]})  # type: ignore[arg-type]
         return out
 
     def stuck_cancels(self, now: float, timeout: float) -> list[OrderCommand]:

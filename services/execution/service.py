@@ -91,10 +91,13 @@ class ExecutionService(Service):
         self.on_socket(self.events.socket, self._on_event)
         self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
         self.every(0.5, self._housekeeping)
+        # fills the last run booked but died before telling: told now, before a compaction
+        self._publish_updates()
         if self.journal.maybe_compact(self.engine.compaction, COMPACT_AFTER_RECORDS):
             self.log.info("journal compacted", extra={"records": self.journal.file_records})
         self.log.info("journal restored", extra={"orders": len(self.engine.orders),
                                                  "fills": len(self.engine.portfolio.booked_fills()),
+                                                 "fills_told_again": self.engine.republished,
                                                  "torn_bytes": self.journal.torn_bytes})
 
     def _new_engine(self) -> ExecutionEngine:
@@ -379,6 +382,12 @@ class ExecutionService(Service):
         for topic, msgs in self.engine.frames:
             self.publisher.publish_batch(msgs, topic)
         self.engine.frames.clear()
+        mark = self.engine.published_mark()
+        if mark is not None:
+            try:  # durable with the next sync; lost, it only means those fills are told again
+                self.journal.append_record(mark)
+            except OSError:
+                self.counters["published_mark_failures"] += 1
         for severity, code, text in self.engine.alerts:
             self.counters[f"alert_{code}"] += 1
             self.log.warning("alert", extra={"code": code, "text": text})

@@ -130,6 +130,58 @@ def test_a_restart_rebuilds_orders_positions_and_resends_an_unconfirmed_place(tm
     assert again.portfolio.quantity("s", "AAPL") == 100
 
 
+def _told(engine) -> list[str]:
+    """The exec ids of the fill updates the engine has ready to publish."""
+    return [m.exec_id for _, msgs in engine.frames for m in msgs if getattr(m, "exec_id", "")]
+
+
+def _publish(engine) -> None:
+    """What the service does after a good sync: publish the frames, journal the mark."""
+    engine.frames.clear()
+    mark = engine.published_mark()
+    if mark is not None:
+        engine.journal.append_record(mark)
+
+
+def test_fills_journalled_but_not_yet_published_are_told_after_a_crash(tmp_path):
+    path = tmp_path / "journal.bin"
+    first = ExecutionEngine(Journal(path, fsync=False))
+    _working(first, "a", 5)
+    first.on_execution(_fill("a", "e1", 40, 99.5))
+    _publish(first)
+    first.on_execution(_fill("a", "e2", 60, 99.6))
+    first.journal.sync()  # durable, then killed before the publish: e2 was never told
+    first.journal.close()
+
+    again = ExecutionEngine(Journal(path, fsync=False))
+    assert _told(again) == ["e2"]  # e1 was told before the crash
+    assert again.republished == 1
+    update = [m for _, msgs in again.frames for m in msgs if getattr(m, "exec_id", "")][0]
+    assert (update.last_fill_qty, update.last_fill_price, update.filled) == (60, 99.6, 100)
+    assert any(isinstance(m, StrategyPosition) and m.quantity == 100
+               for _, msgs in again.frames for m in msgs)
+    _publish(again)
+    again.journal.close()
+    assert _told(ExecutionEngine(Journal(path, fsync=False))) == []  # told once is enough
+
+
+def test_the_published_mark_survives_compaction(tmp_path):
+    path = tmp_path / "journal.bin"
+    first = ExecutionEngine(Journal(path, fsync=False))
+    _working(first, "f", 1)
+    first.on_execution(_fill("f", "x.01", 50, 10.0))
+    first.on_execution(_fill("f", "y.01", 50, 10.0))
+    first.on_execution(_fill("f", "y.02", 50, 10.5))  # corrects the last one told
+    _publish(first)
+    first.journal.compact(first.compaction())
+    first.on_execution(_fill("f", "z.01", 10, 11.0))  # booked after the compaction, not told
+    first.journal.sync()
+    first.journal.close()
+    again = ExecutionEngine(Journal(path, fsync=False))
+    assert _told(again) == ["z.01"]
+    assert again.errors["published_mark_unknown"] == 0
+
+
 def test_a_torn_journal_tail_loses_only_the_last_record(tmp_path):
     path = tmp_path / "journal.bin"
     first = ExecutionEngine(Journal(path, fsync=False))

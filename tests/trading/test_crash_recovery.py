@@ -2,8 +2,10 @@
 restart: no duplicate order at the simulator, no lost fill, positions equal the simulator's."""
 from __future__ import annotations
 
+from collections import Counter
 
 from proto.schema import Heartbeat
+from services.runtime.journal import Journal
 from tests.support.fleet import assert_books_match_the_simulator, sim_positions
 
 PROBE = "tests.support.probe_strategy:Probe"
@@ -67,3 +69,37 @@ def test_sigkill_of_strategy_risk_and_execution_mid_flow_loses_nothing(fleet):
     truth = assert_books_match_the_simulator(fleet)
     fleet.wait(lambda: _strategy_position(fleet, "churn") == int(abs(truth.get("AAPL", 0))),
                deadline=60, what="the strategy's own position to equal the simulator's")
+
+
+def test_a_fill_made_durable_but_not_published_before_a_kill_is_published_after_restart(fleet):
+    """Execution syncs its journal, then publishes. Killed between the two, the fill is
+    booked but no consumer (a strategy, the recorder) was told: the restart must tell it.
+    The journal is put in exactly that state by removing its published marks while
+    execution is down (every fill becomes durable-but-untold)."""
+    fleet.start_core()
+    fleet.add_strategy("hold", PROBE, ["AAPL"], {"mode": "target", "target": 100})
+    fleet.start_strategy("hold")
+    fleet.wait(lambda: sim_positions(fleet).get("AAPL") == 100 and fleet.fills("hold"),
+               deadline=90, what="the strategy's fill on the bus")
+    exec_ids = set(fleet.fills("hold"))
+    told = Counter(u.exec_id for u in fleet.updates("hold") if u.exec_id)
+    execution = next(p for p in fleet.procs.procs if p.name == "execution")
+    fleet.procs.kill(execution)
+    execution.wait(30)
+
+    path = fleet.config.service_state_dir("execution") / "journal.bin"
+    journal = Journal(path, fsync=True)
+    try:
+        entries = list(journal.entries())
+        marks = [e for e in entries if isinstance(e, dict) and "published" in e]
+        assert marks, "execution journals a published mark after telling a fill"
+        journal.compact([e for e in entries if not (isinstance(e, dict) and "published" in e)])
+    finally:
+        journal.close()
+
+    fleet.start_execution("execution-2")
+    fleet.wait(lambda: all(Counter(u.exec_id for u in fleet.updates("hold")
+                                   if u.exec_id)[e] > told[e] for e in exec_ids),
+               deadline=60, what="each fill told again after the restart")
+    assert set(fleet.fills("hold")) == exec_ids  # told again, not booked again
+    assert_books_match_the_simulator(fleet)
