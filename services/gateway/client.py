@@ -12,6 +12,8 @@ import queue
 import threading
 
 from ibapi.client import EClient
+from ibapi.const import MAX_MSG_LEN
+from ibapi.reader import EReader
 from ibapi.server_versions import MIN_SERVER_VER_PROTOBUF
 from ibapi.common import PROTOBUF_MSG_ID
 from ibapi import comm
@@ -19,6 +21,60 @@ from ibapi import comm
 from services.gateway.wrapper import EventQueue, QueueWrapper
 
 log = logging.getLogger("gateway.client")
+
+
+class BadFrameLength(ValueError):
+    """A length prefix no sound frame has: the stream's framing is lost."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"frame length {size} outside 1..{MAX_MSG_LEN}")
+        self.size = size
+
+
+def split_frame(buf: bytes) -> tuple[bytes | None, bytes]:
+    """The first frame of ``buf`` and the rest, or ``(None, buf)`` until all of it is here.
+
+    ibapi's ``comm.read_msg`` plus the check it lacks: a size of 0 or above ``MAX_MSG_LEN``
+    (ibapi.const, 16 MiB - 1, the largest message ibapi itself accepts) raises
+    ``BadFrameLength`` as soon as the 4-byte prefix is in. ibapi waits for any announced size
+    (up to 4 GiB) and passes over an empty frame, but no TWS message is empty or that large:
+    either means the framing is lost.
+    """
+    if len(buf) < 4:
+        return None, buf
+    size = int.from_bytes(buf[:4], "big")
+    if not 0 < size <= MAX_MSG_LEN:
+        raise BadFrameLength(size)
+    if len(buf) - 4 < size:
+        return None, buf
+    return buf[4:4 + size], buf[4 + size:]
+
+
+class FramingReader(EReader):
+    """ibapi's EReader with ``split_frame`` for its framing.
+
+    A bad length ends the session at once: a stream whose framing is lost cannot be
+    resynchronised, and behind an oversized prefix ibapi's reader stalls until the hang probe
+    gives up (about 15 s at the defaults).
+    The error goes on the message queue *behind* the frames read before it, so the decoder
+    thread hands those on first, then reports it; then the socket is closed.
+    """
+
+    def run(self) -> None:
+        buf = b""
+        try:
+            while self.conn.isConnected():
+                buf += self.conn.recvMsg()
+                while True:
+                    msg, buf = split_frame(buf)
+                    if msg is None:
+                        break
+                    self.msg_queue.put(msg)
+        except BadFrameLength as exc:
+            self.msg_queue.put(exc)
+            self.conn.disconnect()
+        except Exception:  # noqa: BLE001 - as ibapi's reader: the session ends, logged
+            log.exception("unhandled exception in the reader thread")
 
 
 class BridgeClient(EClient):
@@ -30,12 +86,27 @@ class BridgeClient(EClient):
 
     wrapper: QueueWrapper
 
+    # EClient.connect() creates ibapi's EReader and starts it in one go; this setter swaps in a
+    # FramingReader on the same connection and queue before it is started.
+    @property
+    def reader(self) -> EReader | None:
+        return self._reader
+
+    @reader.setter
+    def reader(self, value: EReader | None) -> None:
+        if value is not None and not isinstance(value, FramingReader):
+            value = FramingReader(value.conn, value.msg_queue)
+        self._reader = value
+
     def run(self) -> None:
         try:
             while self.isConnected() or not self.msg_queue.empty():
                 try:
                     text = self.msg_queue.get(block=True, timeout=0.2)
                 except queue.Empty:
+                    continue
+                if isinstance(text, BadFrameLength):  # the reader has closed the socket
+                    self.wrapper.bad_frame_length(text.size)
                     continue
                 try:
                     self._decode_one(text)

@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ibapi.const import MAX_MSG_LEN
+
 from proto.schema import GatewayError, GatewayState
 from services.gateway import ib_time
 from services.gateway.client import Session
@@ -291,6 +293,18 @@ class Connection:
         self.log.warning("undecodable frame from IB", extra={"detail": detail})
         self.publisher.publish(GatewayError(code=0, text=f"undecodable frame from IB: {detail}",
                                             scope="connection"))
+
+    def on_bad_frame_length(self, size: int) -> None:
+        """A length prefix of 0 or above ibapi's MAX_MSG_LEN: the framing is lost for good, so
+        the reader has closed the socket. The session is dropped now, not when the hang probe
+        fires, and the normal reconnect (backoff, resynchronisation) follows."""
+        self.counters["bad_frame_length"] += 1
+        text = f"bad frame length {size} from IB (allowed 1..{MAX_MSG_LEN}): framing lost"
+        self.log.error("bad frame length from IB, dropping the connection",
+                       extra={"size": size, "max_msg_len": MAX_MSG_LEN})
+        self.publisher.publish(GatewayError(code=0, text=text, scope="connection"))
+        if self.sm.state != S.DISCONNECTED:
+            self.lost(text)
 
     # -- IB'S LINK (its errors, routed here by the error router) ---------------------------
     def ib_link_lost(self, reason: str) -> None:

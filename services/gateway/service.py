@@ -117,6 +117,7 @@ class Gateway(Service):
             "connectionClosed": conn.on_connection_closed,
             "session_ended": conn.on_session_ended,
             "bad_frame": conn.on_bad_frame,
+            "bad_frame_length": conn.on_bad_frame_length,
             "managedAccounts": reports.on_managed_accounts,
             # -- errors
             "error": errors.on_error,

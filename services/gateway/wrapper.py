@@ -105,8 +105,8 @@ FORWARDED = (
 )
 
 #: every event name the queue can carry: the forwarded callbacks, ``error`` (reshaped: ibapi's
-#: errorTime is dropped) and the two the session thread reports itself
-EVENT_NAMES = FORWARDED + ("error", "bad_frame", "session_ended")
+#: errorTime is dropped) and the three the session thread reports itself
+EVENT_NAMES = FORWARDED + ("error", "bad_frame", "bad_frame_length", "session_ended")
 
 
 #: the integers a bus message can carry (msgpack: int64 and uint64)
@@ -137,6 +137,10 @@ class QueueWrapper(EWrapper):
     def bad_frame(self, detail: str) -> None:
         """Not an EWrapper callback: our client reports a frame it could not decode."""
         self._put("bad_frame", detail)
+
+    def bad_frame_length(self, size: int) -> None:
+        """Not an EWrapper callback: the reader refused a length prefix and closed the socket."""
+        self._put("bad_frame_length", size)
 
     def session_ended(self, detail: str) -> None:
         """Not an EWrapper callback: the connector thread is done (cleanly or not)."""

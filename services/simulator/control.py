@@ -221,6 +221,9 @@ class SimControl:
     def hang(self, seconds: float | None = None) -> dict: return self.call("hang", seconds=seconds)
     def resume(self) -> dict: return self.call("resume")
     def garbage(self, client_id: int | None = None) -> dict: return self.call("garbage", client_id=client_id)
+    def bad_length(self, client_id: int | None = None, size: int = 0) -> dict:
+        """A bare length prefix ``size`` on the session(s): 0, or oversized (0x7FFFFFFF)."""
+        return self.call("bad_length", client_id=client_id, size=size)
     def lockout(self, client_id: int, seconds: float) -> dict:
         return self.call("lockout", client_id=client_id, seconds=seconds)
     def drop_client(self, client_id: int) -> dict: return self.call("drop_client", client_id=client_id)

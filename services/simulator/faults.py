@@ -136,6 +136,21 @@ class FaultController:
                     n += 1
         return {"frames": n}
 
+    # ---- a bad length prefix: from here on the stream's framing is lost (nothing else sent)
+    def bad_length(self, client_id: int | None = None, size: int = 0) -> dict:
+        """Send a bare 4-byte length prefix ``size`` (0, or e.g. 0x7FFFFFFF, beyond any message
+        ibapi accepts) between two frames; the session goes on as if nothing happened."""
+        size = int(size)
+        if not 0 <= size <= 0xFFFFFFFF:
+            raise ValueError(f"size {size} does not fit a 4-byte length prefix")
+        self._record("bad_length", client_id=client_id, size=size)
+        n = 0
+        for s in list(self.broker.sessions.values()):
+            if client_id is None or s.client_id == client_id:
+                s.send_raw(size.to_bytes(4, "big"))
+                n += 1
+        return {"sessions": n}
+
     # ---- clientId lock-out
     def lockout(self, client_id: int, seconds: float) -> dict:
         b = self.broker
@@ -179,8 +194,8 @@ class FaultController:
         return {"late_replies": self.broker.late_replies}
 
     # ---- dispatch by name (control socket and config schedule share this)
-    COMMANDS = ("restart", "server_reset", "farm_flap", "hang", "resume", "garbage", "lockout",
-                "drop_client", "competing_session", "late_replies")
+    COMMANDS = ("restart", "server_reset", "farm_flap", "hang", "resume", "garbage", "bad_length",
+                "lockout", "drop_client", "competing_session", "late_replies")
 
     def run(self, cmd: str, args: dict[str, Any]) -> dict:
         if cmd == "late_replies":

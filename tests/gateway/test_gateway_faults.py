@@ -7,11 +7,13 @@ the gateway made up."""
 from __future__ import annotations
 
 import collections
+import json
+import time
 
 import pytest
 
-from proto.schema import (CompletedOrder, DepthUpdate, Execution, OrderStatus, QuoteTick,
-                          ReconcileEnd, Tick)
+from proto.schema import (CompletedOrder, DepthUpdate, Execution, GatewayError, GatewayState,
+                          Heartbeat, OrderStatus, QuoteTick, ReconcileEnd, Tick)
 from tests.support.processes import wait_for
 
 STREAMS = ((Tick, "AAPL"), (DepthUpdate, "AAPL"), (QuoteTick, "MSFT"))
@@ -139,3 +141,59 @@ def test_recovers_from_fault(fleet, fault):
         assert fleet.bus.states(since=mark) == []  # survived without dropping the session
     if fault == "hang":
         fleet.bus.wait(Execution, lambda m: m.client_order_id == "during-hang")
+
+
+BAD_LENGTHS = {"zero": 0, "oversized": 0x7FFFFFFF}
+
+
+@pytest.mark.parametrize("variant", list(BAD_LENGTHS))
+def test_bad_length_prefix_drops_the_session_at_once(fleet, variant):
+    """A length prefix of 0 or above ibapi's MAX_MSG_LEN: the framing is lost, so the bridge
+    drops the session at once (logged, counted), reconnects and its subscriptions deliver
+    again; the hang probe has no part in it. The probe and the backoff are at their defaults
+    (probe 10 s + 5 s, first retry 0.5-1 s), so the time printed is what a real bridge takes."""
+    size = BAD_LENGTHS[variant]
+    fleet.start_gateway("--probe-interval", "10", "--probe-timeout", "5",
+                        "--backoff-base", "1", "--backoff-cap", "30")
+    fleet.bus.wait_state("synchronised")
+    fleet.subscribe("AAPL", "tick")
+    fleet.bus.wait(Tick, lambda m: m.symbol == "AAPL", count=3)
+    mark = fleet.bus.mark()
+    injected = time.time_ns()
+    assert fleet.sim.bad_length(client_id=fleet.client_id, size=size) == {"sessions": 1}
+
+    down = fleet.bus.wait_state("disconnected", since=mark, deadline=30)
+    assert f"bad frame length {size} from IB" in down.reason, down.reason
+    with fleet.bus.lock:
+        down_at = next(i for i, m in enumerate(fleet.bus.messages) if m is down)
+    first = fleet.bus.wait(Tick, lambda m: m.symbol == "AAPL", since=down_at, deadline=60,
+                           what="AAPL tick after the reconnect")[0]
+    fleet.bus.wait_state("synchronised", since=down_at, deadline=60)
+    print(f"\nbad length {variant} ({size:#x}): injection -> disconnected "
+          f"{(down.ts - injected) / 1e6:.0f} ms, -> first AAPL tick after it "
+          f"{(first.ts - injected) / 1e6:.0f} ms")
+
+    # one drop, for the framing; not the probe
+    gone = [m.reason for m in fleet.bus.of(GatewayState, lambda m: m.state == "disconnected",
+                                           since=mark)]
+    assert all(r == down.reason for r in gone), gone
+    assert not [m for m in fleet.bus.of(GatewayState, since=mark) if "liveness probe" in m.reason]
+    assert fleet.bus.states(since=mark)[:1] == ["disconnected"]
+    assert fleet.bus.of(GatewayError, lambda m: f"bad frame length {size}" in m.text, since=mark)
+    fleet.bus.wait(Heartbeat, lambda m: m.counters.get("bad_frame_length") == 1, since=mark,
+                   deadline=30, what="bad_frame_length counted in the heartbeat")
+
+    def logged():
+        for line in fleet.procs.log("gateway").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == "bad frame length from IB, dropping the connection":
+                return rec
+        return None
+    rec = wait_for(logged, 30, what="the error line in the gateway's log")
+    assert rec["lvl"] == "error" and rec["size"] == size
+    # still streaming on the new session
+    fleet.bus.wait(Tick, lambda m: m.symbol == "AAPL", count=5, since=down_at)
+    assert any(c["client_id"] == fleet.client_id for c in fleet.sim.clients())

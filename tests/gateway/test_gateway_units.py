@@ -2,6 +2,7 @@
 durable order identity, execution dedupe, error classes, the event queue's wake-ups."""
 from __future__ import annotations
 
+import queue
 import random
 import threading
 import time
@@ -9,8 +10,11 @@ import time
 import pytest
 import zmq
 from hypothesis import given, settings, strategies as st
+from ibapi.const import MAX_MSG_LEN
+from ibapi.reader import EReader
 
 from proto.schema import OrderCommand
+from services.gateway.client import BadFrameLength, BridgeClient, FramingReader, split_frame
 from services.gateway.connection import (TRANSITIONS, Backoff, ConnState, HangProbe,
                                          IllegalTransition, StateMachine)
 from services.gateway.errors import Kind, classify
@@ -20,7 +24,7 @@ from services.gateway.pacing import HistoricalPacer, RateLimiter
 from services.gateway.reconcile import ExecutionLedger
 from services.gateway.translate import filter_time, parse_ib_time
 from services.gateway.subscriptions import Outcome, SubscriptionBook
-from services.gateway.wrapper import Event, EventQueue
+from services.gateway.wrapper import Event, EventQueue, QueueWrapper
 
 S = ConnState
 
@@ -43,6 +47,70 @@ def test_backoff_grows_with_jitter_is_capped_and_resets():
     assert max(delays[:2]) <= 0.2 and min(delays[6:]) >= 0.5  # grows to the cap
     b.reset()
     assert b.next_delay() <= 0.1
+
+
+def prefix(size: int) -> bytes:
+    return size.to_bytes(4, "big")
+
+
+def test_frame_length_check():
+    """A length of 0 or above ibapi's MAX_MSG_LEN is refused as soon as the prefix is in."""
+    good = prefix(5) + b"49\x001\x00"
+    assert split_frame(good + b"\x00\x00") == (b"49\x001\x00", b"\x00\x00")
+    assert split_frame(good[:6]) == (None, good[:6])                 # waits for the rest
+    assert split_frame(b"\x00\x00") == (None, b"\x00\x00")              # prefix not all in
+    big = prefix(MAX_MSG_LEN) + b"x" * 10
+    assert split_frame(big) == (None, big)                           # largest allowed: waits
+    assert split_frame(prefix(MAX_MSG_LEN) + b"x" * MAX_MSG_LEN)[0] == b"x" * MAX_MSG_LEN
+    for size in (0, MAX_MSG_LEN + 1, 0x7FFFFFFF, 0xFFFFFFFF):
+        with pytest.raises(BadFrameLength) as info:
+            split_frame(prefix(size) + b"49\x001\x00")
+        assert info.value.size == size
+
+
+class ScriptedConn:
+    """Stands in for ibapi's socket connection: hands out the given chunks, then closes."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = list(chunks)
+        self.disconnected = False
+
+    def isConnected(self) -> bool:
+        return not self.disconnected
+
+    def recvMsg(self) -> bytes:
+        if not self.chunks:
+            self.disconnected = True
+            return b""
+        return self.chunks.pop(0)
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+
+
+@pytest.mark.parametrize("size", [0, MAX_MSG_LEN + 1])
+def test_framing_reader_queues_the_frames_before_a_bad_length_then_closes(size):
+    frame = prefix(5) + b"49\x001\x00"
+    conn = ScriptedConn([frame + frame[:3], frame[3:] + prefix(size) + frame, frame])
+    msgs: queue.Queue = queue.Queue()
+    reader = FramingReader(conn, msgs)
+    reader.run()
+    got = [msgs.get_nowait() for _ in range(msgs.qsize())]
+    assert got[:2] == [b"49\x001\x00"] * 2 and len(got) == 3
+    assert isinstance(got[2], BadFrameLength) and got[2].size == size
+    assert conn.disconnected and conn.chunks == [frame]   # nothing read past the bad prefix
+
+
+def test_bridge_client_uses_the_framing_reader():
+    events = EventQueue()
+    try:
+        client = BridgeClient(QueueWrapper(events, 1))
+        assert client.reader is None
+        client.reader = EReader(ScriptedConn([]), client.msg_queue)  # what EClient.connect does
+        assert isinstance(client.reader, FramingReader)
+        assert client.reader.msg_queue is client.msg_queue
+    finally:
+        events.close()
 
 
 def test_hang_probe():

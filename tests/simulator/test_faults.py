@@ -4,7 +4,10 @@ from __future__ import annotations
 import socket
 import time
 
+import pytest
 from ibapi.execution import ExecutionFilter
+
+from services.simulator.control import SimControlError
 
 from tests.simulator.ibapi_client import IbapiClient, order, stock
 from tests.simulator.rawclient import RawClient
@@ -187,6 +190,36 @@ def test_garbage_frames_do_not_kill_the_session(start_sim):
         assert any(x["client_id"] == 48 for x in sim.control.clients()) or not c.connected()
     finally:
         c.disconnect()
+
+
+def test_bad_length_prefix_is_sent_between_frames(start_sim):
+    """A bare length prefix, 0 or oversized, lands on a frame boundary of the one session;
+    the simulator carries on (a real client's framing is lost from there: its business)."""
+    sim = start_sim()
+    raw = RawClient(sim.port, client_id=50)
+    try:
+        raw.read_until(lambda f: f[0] == "9")
+        assert sim.control.bad_length(client_id=51, size=0) == {"sessions": 0}
+        assert sim.control.bad_length(client_id=50, size=0) == {"sessions": 1}
+        assert raw.read_until(lambda f: f == []) == []   # a zero prefix reads as an empty frame
+        raw.send("49", "1")                              # reqCurrentTime: the session goes on
+        assert raw.read_until(lambda f: f[:1] == ["49"])
+        assert raw.buf == b""
+        sim.control.bad_length(client_id=50, size=0x7FFFFFFF)
+        data = b""
+        raw.sock.settimeout(30)
+        while len(data) < 4:
+            chunk = raw.sock.recv(65536)
+            assert chunk, "closed"
+            data += chunk
+        assert data[:4] == b"\x7f\xff\xff\xff"
+        assert any(x["client_id"] == 50 for x in sim.control.clients())
+        with pytest.raises(SimControlError):
+            sim.control.bad_length(size=2**32)
+        assert [f["size"] for f in sim.control.fault_history() if f["fault"] == "bad_length"] \
+            == [0, 0, 0x7FFFFFFF]
+    finally:
+        raw.close()
 
 
 def test_client_id_lockout(start_sim):
