@@ -8,6 +8,7 @@ and, with ``keep=True``, kept in order so that ``replay()`` gives them back as t
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Iterator, Union
 
 from proto.schema import Message
@@ -39,6 +40,10 @@ class MemoryJournal:
 
     def sync(self) -> None:
         self.syncs += 1
+
+    def grouped(self) -> contextlib.nullcontext:
+        """As ``Journal.grouped``: in memory every append already lands whole."""
+        return contextlib.nullcontext()
 
     def entries(self) -> Iterator[Entry]:
         """What was appended, messages and records, in order (nothing unless ``keep``)."""

@@ -9,6 +9,8 @@ restart, so what a request *does* must be idempotent by its business key (the cl
 """
 from __future__ import annotations
 
+import contextlib
+
 import logging
 import os
 import time
@@ -97,7 +99,7 @@ class ReliableServer:
         a service that journals what it accepted makes one fsync for the batch (group
         commit), and no acknowledgement ever precedes the durability it promises."""
         done = 0
-        self._outgoing: list[tuple[bytes, list[Message]]] = []
+        self._outgoing = []
         while done < budget:
             try:
                 frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=not self._keyed)
@@ -121,9 +123,33 @@ class ReliableServer:
                 log.error("batch refused: its commit failed", extra={"reason": str(exc)})
                 outgoing = [(identity, _refused(messages, str(exc)))
                             for identity, messages in outgoing]
-        for identity, messages in outgoing:
-            self._send(identity, messages)
+        self._send_grouped(outgoing)
         return done
+
+    @contextlib.contextmanager
+    def batched(self):
+        """Replies made inside (``complete`` of deferred requests) go out together, one
+        frame per client, when the block ends: fewer sends when many complete at once."""
+        if self._outgoing is not None:  # already inside a batch
+            yield
+            return
+        self._outgoing = []
+        try:
+            yield
+        finally:
+            outgoing, self._outgoing = self._outgoing, None
+            self._send_grouped(outgoing)
+
+    def _send_grouped(self, outgoing: list[tuple[bytes, list[Message]]]) -> None:
+        """One frame per client, its replies in the order they were made."""
+        if len(outgoing) == 1:
+            self._send(*outgoing[0])
+            return
+        by_client: dict[bytes, list[Message]] = {}
+        for identity, messages in outgoing:
+            by_client.setdefault(identity, []).extend(messages)
+        for identity, messages in by_client.items():
+            self._send(identity, messages)
 
     def _handle(self, parts: list[bytes]) -> None:
         if len(parts) != 2:
@@ -226,7 +252,7 @@ def _refused(messages: list[Message], reason: str) -> list[Message]:
 @dataclass
 class _Pending:
     msg: Message
-    frame: bytes
+    frame: bytes | None  # None: sent in a corked frame; encoded again only if resent
     sent_at: float
 
 
@@ -248,15 +274,35 @@ class ReliableClient:
         self.counters: Counter[str] = Counter()
         #: requests the server refused, with its Ack: the caller decides what that means
         self.nacked: list[tuple[Message, Ack]] = []
+        self._corked: list[Message] | None = None
 
     def send(self, msg: Message) -> int:
         msg.src = self.stamper.source
         self.stamper.stamp(msg, msg.topic())
-        frame = codec.encode((msg,))
-        self.pending[msg.seq] = _Pending(msg, frame, time.monotonic())
-        self.socket.send(frame)
+        if self._corked is not None:
+            self._corked.append(msg)
+            self.pending[msg.seq] = _Pending(msg, None, time.monotonic())
+        else:
+            frame = codec.encode((msg,))
+            self.pending[msg.seq] = _Pending(msg, frame, time.monotonic())
+            self.socket.send(frame)
         self.counters["sent"] += 1
         return msg.seq
+
+    @contextlib.contextmanager
+    def corked(self):
+        """Requests sent inside go out as one frame when the block ends (the server handles
+        a frame's requests in order and acknowledges each): one send for a batch."""
+        if self._corked is not None:
+            yield
+            return
+        self._corked = []
+        try:
+            yield
+        finally:
+            msgs, self._corked = self._corked, None
+            if msgs:
+                self.socket.send(codec.encode(msgs))
 
     def poll(self, timeout_ms: int = 0) -> list[Message]:
         """Receive what has arrived: acks clear pending requests; every message is returned."""
@@ -302,6 +348,8 @@ class ReliableClient:
         now = time.monotonic()
         for seq in stale:
             pending = self.pending.pop(seq)
+            if pending.frame is None:
+                pending.frame = codec.encode((pending.msg,))
             self.socket.send(pending.frame)
             pending.sent_at = now
             self.pending[seq] = pending

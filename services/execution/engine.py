@@ -219,9 +219,16 @@ class ExecutionEngine:
             if order is not None:  # a resend: the order exists, nothing more to do
                 return []
             self._validate_new(intent)
-            self.journal.append(intent)
-            order = self._accept(intent)
-            commands = self._send_place(order)
+            frames = len(self.frames)
+            try:
+                with self.journal.grouped():  # the intent and its sent state: one write
+                    self.journal.append(intent)
+                    order = self._accept(intent)
+                    commands = self._send_place(order)
+            except BaseException:  # nothing was written: nothing changed either
+                self._unaccept(intent)
+                del self.frames[frames:]
+                raise
             if order.state is S.NEW:  # held for its parent's IB id: say so now
                 self._emit(order)
             return commands
@@ -283,6 +290,15 @@ class ExecutionEngine:
         if intent.parent_id:
             self.children.setdefault(intent.parent_id, []).append(intent.client_order_id)
         return order
+
+    def _unaccept(self, intent: OrderIntent) -> None:
+        """Undo ``_accept`` of an intent whose journal write failed."""
+        self.orders.pop(intent.client_order_id, None)
+        siblings = self.children.get(intent.parent_id)
+        if siblings and intent.client_order_id in siblings:
+            siblings.remove(intent.client_order_id)
+            if not siblings:
+                del self.children[intent.parent_id]
 
     def _act(self, order: ManagedOrder, intent: OrderIntent) -> list[OrderCommand]:
         if intent.action == "cancel":

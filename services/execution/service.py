@@ -285,9 +285,10 @@ class ExecutionService(Service):
             reason = self._journal_failed(exc, "sync")
             raise Refused(f"journal cannot write: {reason}") from None
         self._batch.clear()
-        for cmd in self.outbox:
-            self.gateway.send(cmd)
-            self.counters["commands"] += 1
+        with self.gateway.corked():  # the batch's commands in one frame
+            for cmd in self.outbox:
+                self.gateway.send(cmd)
+        self.counters["commands"] += len(self.outbox)
         self.outbox.clear()
         self._publish_updates()
 
@@ -379,9 +380,20 @@ class ExecutionService(Service):
         return None
 
     def _publish_updates(self) -> None:
-        for topic, msgs in self.engine.frames:
+        # one frame per run of the same topic: the bus order is kept, the sends are fewer
+        frames = self.engine.frames
+        i = 0
+        while i < len(frames):
+            topic, msgs = frames[i]
+            j = i + 1
+            if j < len(frames) and frames[j][0] == topic:
+                msgs = list(msgs)
+                while j < len(frames) and frames[j][0] == topic:
+                    msgs.extend(frames[j][1])
+                    j += 1
             self.publisher.publish_batch(msgs, topic)
-        self.engine.frames.clear()
+            i = j
+        frames.clear()
         mark = self.engine.published_mark()
         if mark is not None:
             try:  # durable with the next sync; lost, it only means those fills are told again

@@ -68,7 +68,7 @@ class RiskService(Service):
         self.groups = GroupDesk()  # bracket legs held until the group's transmitting leg
         self.resync_wanted: dict[str, str] = {}  # strategy -> why its mirror must re-join
         self.controls_waiting: dict[int, Token] = {}  # execution seq -> the kill's sender
-        self.on_socket(self.server.socket, self.server.process_ready)
+        self.on_socket(self.server.socket, self._on_requests)
         self.on_socket(self.execution.socket, self._on_execution_reply)
         self.on_socket(self.feed.socket, self._on_feed)
         self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
@@ -294,29 +294,40 @@ class RiskService(Service):
         self.controls_waiting[seq] = self.server.current
         return DEFER
 
+    def _on_requests(self) -> None:
+        """Strategies' requests: those approved go to execution as one frame per batch."""
+        with self.execution.corked():
+            self.server.process_ready()
+
     def _on_execution_reply(self) -> None:
-        """An intent execution acknowledged is in its hands: now acknowledge the strategy."""
-        for msg in self.execution.poll():
-            if not isinstance(msg, Ack) or msg.ref_src != self.source:
-                continue
-            control = self.controls_waiting.pop(msg.ref_seq, None)
-            if control is not None:
-                self.server.complete(control, ok=msg.ok,
-                                     error="" if msg.ok else f"execution: {msg.error}")
-                continue
-            waiting = self.waiting.pop(msg.ref_seq, None)
-            if waiting is None:
-                continue
-            token, reply, intent = waiting
-            if msg.ok:
-                self.counters["approved"] += 1
-            else:
-                reply.approved, reply.reason, reply.text = (False, "execution_refused",
-                                                            msg.error)
-                self.counters["rejected_execution_refused"] += 1
-                self.engine.execution_refused(intent)
-            self.publisher.publish(reply)
-            self.server.complete(token, [reply])
+        """An intent execution acknowledged is in its hands: now acknowledge the strategy.
+        A batch of acks becomes one reply frame per strategy and one decision frame per
+        topic (fewer sends; the order within each is kept)."""
+        decisions: dict[str, list[RiskDecision]] = {}
+        with self.server.batched():
+            for msg in self.execution.poll():
+                if not isinstance(msg, Ack) or msg.ref_src != self.source:
+                    continue
+                control = self.controls_waiting.pop(msg.ref_seq, None)
+                if control is not None:
+                    self.server.complete(control, ok=msg.ok,
+                                         error="" if msg.ok else f"execution: {msg.error}")
+                    continue
+                waiting = self.waiting.pop(msg.ref_seq, None)
+                if waiting is None:
+                    continue
+                token, reply, intent = waiting
+                if msg.ok:
+                    self.counters["approved"] += 1
+                else:
+                    reply.approved, reply.reason, reply.text = (False, "execution_refused",
+                                                                msg.error)
+                    self.counters["rejected_execution_refused"] += 1
+                    self.engine.execution_refused(intent)
+                decisions.setdefault(reply.topic(), []).append(reply)
+                self.server.complete(token, [reply])
+            for topic, batch in decisions.items():
+                self.publisher.publish_batch(batch, topic)
         self.execution.nacked.clear()
 
     # -- BUS ----------------------------------------------------------------------------------

@@ -36,6 +36,8 @@ Guarantees (details and reasons in ``docs/durability.md``):
 """
 from __future__ import annotations
 
+import contextlib
+
 import errno
 import json
 import logging
@@ -230,6 +232,7 @@ class Journal:
         self.corrupt_offset: int | None = None  # where a bad record followed by good ones was
         self.corrupt_copy: Path | None = None  # the whole file as found, kept for forensics
         self._lock = threading.RLock()
+        self._group: list[bytes] | None = None  # records of an open ``grouped`` block
         self._failed: str | None = None
         self._dirty = False       # appended since the last fsync
         self._tail_dirty = False  # a failed write may have left bytes past _end
@@ -311,7 +314,28 @@ class Journal:
             raise TypeError(f"append_record takes a dict, not {type(record).__name__}")
         self._append(_frame(KIND_RECORD, _record_encoder.encode(record)))
 
-    def _append(self, buf: bytes) -> None:
+    @contextlib.contextmanager
+    def grouped(self):
+        """Records appended inside are written together, with one write, when the block
+        ends: all of them or (the write failing, the file cut back) none, and the error
+        raised there. Nothing is held past the block. Nested blocks join the outer one."""
+        if self._group is not None:
+            yield
+            return
+        self._group = []
+        try:
+            yield
+        except BaseException:
+            self._group = None
+            raise
+        bufs, self._group = self._group, None
+        if bufs:
+            self._append(b"".join(bufs), len(bufs))
+
+    def _append(self, buf: bytes, records: int = 1) -> None:
+        if self._group is not None:
+            self._group.append(buf)
+            return
         with self._lock:
             if self._fd < 0 or self._failed:
                 self._check_usable()
@@ -331,8 +355,8 @@ class Journal:
                                               f"record was not written, the file ends at the "
                                               f"last good record (offset {self._end})") from exc
             self._end += len(buf)
-            self.records += 1
-            self.file_records += 1
+            self.records += records
+            self.file_records += records
             self._dirty = True
             if self.fsync:
                 self.sync()

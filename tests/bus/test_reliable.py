@@ -166,3 +166,48 @@ def test_a_batch_whose_commit_fails_is_refused_not_acknowledged(tmp_path):
         assert [m.ok for m in more if isinstance(m, Ack)] == [True]
     finally:
         ctx.destroy(linger=0)
+
+
+def test_corked_requests_travel_as_one_frame_and_deferred_replies_as_one_per_client(tmp_path):
+    """``corked``: a batch of requests is one frame (each still acknowledged on its own, and
+    resent on its own if unacknowledged); ``batched``: deferred completions made together go
+    back as one frame per client, in the order they were made."""
+    from services.bus.reliable import DEFER, ReliableServer
+    endpoint = f"ipc://{short_run_dir()}/orders"
+    ctx = zmq.Context()
+    try:
+        frames_in: list[int] = []
+        tokens = []
+
+        def handler(msg, peer):
+            tokens.append(server.current)
+            return DEFER
+
+        server = ReliableServer(ctx, endpoint, "risk.1", handler)
+        client = ReliableClient(ctx, endpoint, "execution.1", resend_after=30.0)
+        with client.corked():
+            seqs = [client.send(_order(i)) for i in range(5)]
+        wait_for(lambda: frames_in.append(server.process_ready()) or len(tokens) == 5,
+                 what="five requests handled")
+        assert sum(frames_in) == 1  # process_ready counts frames: one carried all five
+        with server.batched():
+            for token in reversed(tokens):
+                server.complete(token)
+        frames_out: list = []
+        wait_for(lambda: client.socket.poll(50) and frames_out.append(client.socket.recv())
+                 is None, what="the replies")
+        from proto import codec
+        acks = codec.decode(frames_out[0])
+        assert [a.ref_seq for a in acks] == list(reversed(seqs))  # one frame, in order made
+        for a in acks:  # read by hand above, so cleared by hand
+            client.pending.pop(a.ref_seq, None)
+        assert not client.pending
+
+        # a corked request never acknowledged is resent on its own frame
+        with client.corked():
+            lost = client.send(_order(9))
+        client.resend_after = 0.0
+        assert client.resend_stale() == 1
+        assert client.pending[lost].frame is not None
+    finally:
+        ctx.destroy(linger=0)

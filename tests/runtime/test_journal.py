@@ -499,3 +499,46 @@ def test_a_large_live_state_is_compacted_only_after_as_much_again_was_appended(t
     j.append_record({"k": "k0", "v": 300})
     assert j.needs_compaction(max_records=100)
     j.close()
+
+
+def test_a_group_is_written_whole_with_one_write_or_not_at_all(tmp_path, monkeypatch):
+    """``grouped``: the records land together (one write), in order, counted each; a write
+    that fails leaves none of them, and an exception inside the block writes none."""
+    path = tmp_path / "j.bin"
+    j = Journal(path, fsync=False)
+    writes = {"n": 0}
+    real = os.write
+
+    def counting(fd, data):
+        writes["n"] += 1
+        return real(fd, data)
+    monkeypatch.setattr(journal_mod.os, "write", counting)
+    with j.grouped():
+        j.append_record({"i": 1})
+        with j.grouped():  # nested: joins the outer group
+            j.append_record({"i": 2})
+        assert writes["n"] == 0 and path.stat().st_size == 0  # nothing until the block ends
+    assert writes["n"] == 1 and j.file_records == 2
+    good = path.stat().st_size
+
+    with pytest.raises(RuntimeError):
+        with j.grouped():
+            j.append_record({"i": "abandoned"})
+            raise RuntimeError("the caller failed half way")
+    assert path.stat().st_size == good
+
+    def enospc(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(journal_mod.os, "write", enospc)
+    with pytest.raises(JournalError):
+        with j.grouped():
+            j.append_record({"i": "doomed"})
+            j.append_record({"i": "doomed too"})
+    assert path.stat().st_size == good and j.file_records == 2
+    monkeypatch.undo()
+    j.append_record({"i": 3})
+    j.sync()
+    j.close()
+    again = Journal(path)
+    assert [r["i"] for r in again.iter_records()] == [1, 2, 3]
+    again.close()
