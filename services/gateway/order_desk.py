@@ -348,6 +348,7 @@ class OrderDesk:
 
     def mentioned(self, ib_order_id: int) -> None:
         """IB said something about this order: it has it (or refused it); not in flight."""
+        self.orders.mark_acked(ib_order_id)
         self.unsent.pop(ib_order_id, None)
         self.unacked.pop(ib_order_id, None)
         self.untransmitted.pop(ib_order_id, None)
@@ -483,8 +484,11 @@ class OrderDesk:
         return out
 
     def _journalled_unsent(self) -> dict[int, OrderCommand]:
+        """Places of a previous run to send after the first reconciliation unless IB reports
+        them: those never sent, and those sent but never confirmed by IB."""
         cmds: dict[int, OrderCommand] = {}
-        for ib_id, cmd in self.orders.unsent_places().items():
+        places = {**self.orders.unsent_places(), **self.orders.unconfirmed_places()}
+        for ib_id, cmd in places.items():
             try:
                 cmds[int(ib_id)] = msgspec.convert(cmd, OrderCommand)
             except (msgspec.ValidationError, ValueError, TypeError) as exc:

@@ -10,16 +10,22 @@ Both are durable in the gateway's state directory, written before the order leav
   older build is migrated into it once, then renamed ``orders.jsonl.migrated``.
 
 Records in ``orders.journal`` (``w`` is the wall-clock time journalled, ns):
-- a place: ``{"coid", "ib", "symbol", "side", "qty", "parent", "cmd", "w"}`` before sending;
+- a place: ``{"coid", "ib", "symbol", "side", "qty", "parent", "cmd", "w", "ack"}`` before
+  sending;
 - ``{"sent": ib}`` once it went to IB (a place with ``cmd`` and no ``sent`` is resent after a
   restart);
+- ``{"acked": ib}`` once IB first mentioned it. A place sent and never mentioned may have died
+  in the socket (killed with unread input, a process's connection is reset and what the kernel
+  had not delivered is dropped): after a restart it is resent too, with the same id, unless the
+  first reconciliation reports it (IB refuses an id it already has with 103, so a resend never
+  makes a second order). Only entries with ``"ack"`` (this build's) are tracked;
 - a learned order (an older run's, found by reconciliation): ``{"coid", "ib", ..., "learned"}``;
 - ``{"final": [ib, ...], "w"}``: orders that ended (written at close, from what IB reported);
 - a modify or cancel, journalled before it is acknowledged: ``{"hold": n, "cmd", "w"}``, and
   ``{"held_done": n}`` once it went to IB (one not done is sent again after a restart, after
   the places of the previous run, in journal order);
-- after compaction, one record per order kept: no ``cmd`` once sent, ``"final": true`` if it
-  ended.
+- after compaction, one record per order kept: no ``cmd`` once sent and mentioned by IB,
+  ``"final": true`` if it ended.
 
 Compaction (on open, when the journal holds more than ``COMPACT_MIN_RECORDS`` and more than
 twice the records kept) drops an order only if it was sent, is known to have ended, *and* was
@@ -96,6 +102,7 @@ class _Entry:
     record: dict
     sent: bool = False
     final: bool = False
+    acked: bool = False  # IB has mentioned it (see ``OrderMap.mark_acked``)
 
 
 class OrderMap:
@@ -134,6 +141,10 @@ class OrderMap:
                 entry = self._entries.get(int(rec["sent"]))
                 if entry is not None:
                     entry.sent = True
+            elif "acked" in rec:
+                entry = self._entries.get(int(rec["acked"]))
+                if entry is not None:
+                    entry.acked = True
             elif "final" in rec:
                 for ib in rec["final"]:
                     entry = self._entries.get(int(ib))
@@ -161,13 +172,16 @@ class OrderMap:
         """One record per order kept: the command only while unsent, the end if known."""
         for ib, entry in self._kept(now):
             rec = dict(entry.record)
-            if entry.sent:
+            unconfirmed = self._unconfirmed(entry)
+            if entry.sent and not unconfirmed:
                 rec.pop("cmd", None)
             if entry.final:
                 rec["final"] = True
             else:
                 rec.pop("final", None)
             yield rec
+            if unconfirmed:
+                yield {"sent": ib}
         yield from self.pending_cmds.values()
 
     def _index(self, rec: OrderRecord) -> None:
@@ -184,9 +198,11 @@ class OrderMap:
         """Journal (durable) then map; a JournalError leaves the map unchanged."""
         rec = OrderRecord(cmd.client_order_id, ib_order_id, cmd.symbol, cmd.side, cmd.quantity,
                           remaining=cmd.quantity, parent_id=cmd.parent_ib_id)
+        # "ack": this entry's first mention by IB is journalled ("acked"), so a place sent
+        # but never confirmed can be told from one IB had (entries of older builds lack it)
         record = {"coid": rec.client_order_id, "ib": ib_order_id, "symbol": cmd.symbol,
                   "side": cmd.side, "qty": cmd.quantity, "parent": cmd.parent_ib_id,
-                  "cmd": msgspec.to_builtins(cmd), "w": time.time_ns()}
+                  "cmd": msgspec.to_builtins(cmd), "w": time.time_ns(), "ack": True}
         self.journal.append(record)
         self._entries[ib_order_id] = _Entry(record)
         self._index(rec)
@@ -217,6 +233,25 @@ class OrderMap:
         if entry is not None:
             entry.sent = True
 
+    def mark_acked(self, ib_order_id: int) -> None:
+        """IB mentioned this place (an open order, a status, an error, an execution): journal
+        it once, without a sync of its own. Lost in a crash, it only means the place is sent
+        again after the restart, and IB refuses that with 103."""
+        entry = self._entries.get(ib_order_id)
+        if entry is None or entry.acked or not entry.record.get("ack"):
+            return
+        entry.acked = True
+        try:
+            self.journal.append({"acked": ib_order_id}, sync=False)
+        except JournalError as exc:
+            log.warning("order map: an acknowledged place not journalled",
+                        extra={"ib_order_id": ib_order_id, "error": str(exc)})
+
+    @staticmethod
+    def _unconfirmed(entry: _Entry) -> bool:
+        return entry.sent and not entry.acked and not entry.final \
+            and bool(entry.record.get("ack")) and "cmd" in entry.record
+
     def hold(self, cmd: OrderCommand) -> int:
         """Journal (durably) a modify or cancel before it is acknowledged; returns its key.
         A JournalError leaves nothing behind."""
@@ -236,6 +271,12 @@ class OrderMap:
         """The journalled command (as builtins) of every place not marked sent, by IB id."""
         return {ib: e.record["cmd"] for ib, e in self._entries.items()
                 if not e.sent and "cmd" in e.record}
+
+    def unconfirmed_places(self) -> dict[int, dict]:
+        """The journalled command of every place sent by a previous run that IB never
+        mentioned: it may have died in the socket (a process killed with unread input resets
+        its connection, and the kernel drops what it had not delivered), by IB id."""
+        return {ib: e.record["cmd"] for ib, e in self._entries.items() if self._unconfirmed(e)}
 
     def stats(self) -> dict[str, int]:
         """The journal's counters (records, syncs, torn_bytes, write_errors...)."""

@@ -73,6 +73,7 @@ import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 
+import msgspec  # noqa: E402
 import pytest  # noqa: E402
 
 from proto.schema import OrderCommand as _Cmd  # noqa: E402
@@ -266,3 +267,33 @@ def test_a_failed_journal_append_leaves_the_maps_unchanged(tmp_path, monkeypatch
     monkeypatch.undo()
     m.close()
     led.close()
+
+
+def test_a_place_sent_but_never_mentioned_by_ib_is_resent_after_a_restart(tmp_path):
+    """A gateway killed with unread input resets its socket: a place it had just written may
+    never reach IB though it was marked sent. Until IB mentions it, it is *unconfirmed*: the
+    next run sends it again (same id: IB refuses an id it has with 103), compaction keeps its
+    command, and an entry of an older build (no ``ack``) is never resent."""
+    def cmd(coid):
+        return _Cmd(command="place", client_order_id=coid, symbol="AAPL", side="BUY",
+                    quantity=1, limit_price=1.0)
+    m = OrderMap(tmp_path)
+    m.add(cmd("lost"), 11)
+    m.mark_sent(11)
+    m.add(cmd("seen"), 12)
+    m.mark_sent(12)
+    m.mark_acked(12)
+    m.journal.append({"coid": "legacy", "ib": 13, "symbol": "AAPL", "side": "BUY", "qty": 1,
+                      "cmd": {"command": "place", "client_order_id": "legacy"}, "w": 1})
+    m.journal.append({"sent": 13})
+    m.journal.close()  # SIGKILL: nothing written at close
+    again = OrderMap(tmp_path)
+    assert list(again.unconfirmed_places()) == [11] and again.unsent_places() == {}
+    assert msgspec.convert(again.unconfirmed_places()[11], _Cmd).client_order_id == "lost"
+    again.journal.compact(again._snapshot(time.time_ns()))
+    again.journal.close()
+    third = OrderMap(tmp_path)
+    assert list(third.unconfirmed_places()) == [11]  # compaction kept its command
+    third.mark_acked(11)  # the resend reached IB and IB answered
+    third.journal.close()
+    assert OrderMap(tmp_path).unconfirmed_places() == {}

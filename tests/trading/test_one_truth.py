@@ -204,6 +204,10 @@ def test_a_torn_gateway_journal_still_recognises_a_resent_place(fleet):
     fleet.start_gateway("gateway-3")
     fleet.wait_gateway("synchronised", after=seen)
     assert place("torn-2") == second and place("torn-1") == first  # recognised, not re-placed
+    # the place the killed gateway held is resent after its successor's first reconciliation:
+    # asynchronously, so it is waited for; then it must be there once
+    fleet.wait(lambda: {"torn-1", "torn-2"} <= {o["order_ref"] for o in fleet.sim.orders()},
+               what="both places at the simulator")
     refs = [o["order_ref"] for o in fleet.sim.orders()]
     assert sorted(refs) == ["torn-1", "torn-2"]
     client.close()
