@@ -48,6 +48,8 @@ def test_a_place_refused_for_a_full_disk_is_never_placed_even_after_a_restart(tm
     second = d.place("second")
     assert [a.severity for a in _alerts(d, "gateway.journal_recovered")] == ["info"]
     d.flush()
+    for ib_id in (first, second):  # IB has both (a place IB never mentioned is resent)
+        d.desk.on_order_status(ib_id, "Submitted", 0, 1, 0)
     d.desk.close()  # SIGTERM
     again = Desk(tmp_path)  # restart: nothing refused is resent or known
     assert again.desk.orders.get("doomed") is None
