@@ -29,6 +29,7 @@ COMMANDS = {
     "record": ("services.recorder.__main__:main", "record every bus message to segment files"),
     "replay": ("services.replay.__main__:main", "replay a recording onto a bus of its own"),
     "backtest": ("services.backtest.__main__:main", "run a strategy over a recording"),
+    "data": ("services.data.cli:main", "the data catalog: import, list, show, import-sample"),
 }
 
 
