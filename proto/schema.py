@@ -78,6 +78,10 @@ class Tick(_BySymbol, kw_only=True):
     last: float = float("nan")
     last_size: float = 0.0
     volume: float = 0.0
+    #: IB's delayed data (15-20 minutes late: a paper account without live API data, see
+    #: docs/gateway.md "Market data type"); added at the end with a default, so recordings
+    #: written before it decode as live
+    delayed: bool = False
 
 
 class TradeTick(_BySymbol, kw_only=True):
@@ -88,6 +92,7 @@ class TradeTick(_BySymbol, kw_only=True):
     size: float
     exchange: str = ""
     exch_ts: int = 0  # IB's own time of the trade, ns
+    delayed: bool = False  # IB has no delayed tick-by-tick: always False from IB (see Tick)
 
 
 class QuoteTick(_BySymbol, kw_only=True):
@@ -99,6 +104,7 @@ class QuoteTick(_BySymbol, kw_only=True):
     bid_size: float
     ask_size: float
     exch_ts: int = 0
+    delayed: bool = False  # IB has no delayed tick-by-tick: always False from IB (see Tick)
 
 
 class DepthUpdate(_BySymbol, kw_only=True):

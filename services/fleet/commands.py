@@ -16,6 +16,7 @@ import zmq
 from proto.schema import Ack, BrokerOrders, Control
 from services.bus import keys
 from services.bus.reliable import ReliableClient
+from services.fleet import ports
 from services.fleet import supervisor as sup
 from services.fleet.status import collect, render
 from services.runtime import config as fleet_config
@@ -58,11 +59,14 @@ def _need_running(parser, paths: sup.FleetPaths) -> None:
 # -- up / down ----------------------------------------------------------------------------------
 def up(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="ibfleet up", description=(
-        "Start the fleet under supervisord: against the simulator by default. Runs in the "
-        "foreground with a live status; Ctrl-C stops everything cleanly."))
+        "Start the fleet under supervisord: against the embedded simulator by default, on "
+        "its own port ([simulator] port, default 17497). Refuses to start while a port it "
+        "must bind is taken. Runs in the foreground with a live status; Ctrl-C stops "
+        "everything cleanly."))
     _common(parser)
     parser.add_argument("--gateway", metavar="HOST:PORT",
-                        help="a real TWS / IB Gateway instead of the simulator (loopback only)")
+                        help="a real TWS / IB Gateway instead of the simulator (loopback only); "
+                             "the only way the fleet trades on a gateway it did not start")
     parser.add_argument("--live", action="store_true",
                         help="allow a live port (7496/4001); the config must say live = true too")
     parser.add_argument("--strategies", nargs="*", metavar="TOML",
@@ -92,6 +96,20 @@ def up(argv: list[str]) -> int:
             config.gateway.validate()
         except ConfigError as exc:
             parser.exit(2, f"ibfleet up: {exc}\n")
+    else:  # the bridge trades on the simulator we start, on its own port, and nothing else
+        if "port" in config.raw.get("gateway", {}) \
+                and config.gateway.port != config.simulator.port:
+            print(f"ibfleet up: note: [gateway] port {config.gateway.port} is used with "
+                  f"--gateway only; the embedded simulator listens on [simulator] port "
+                  f"{config.simulator.port}", file=sys.stderr)
+        config.gateway.host, config.gateway.port = "127.0.0.1", config.simulator.port
+    if sup.running(paths):
+        parser.exit(1, f"ibfleet up: a fleet is already running in {paths.run_dir}; "
+                       f"`ibfleet status` shows it, `ibfleet down` stops it\n")
+    taken = ports.problems(config, simulate)
+    if taken:  # before anything starts: the fleet never trades on a listener it did not start
+        parser.exit(1, "ibfleet up: refusing to start, nothing was started:\n"
+                    + "".join(f"  {line}\n" for line in taken))
     paths.prepare()
     for old in paths.strategies.glob("*"):
         old.unlink()

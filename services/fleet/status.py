@@ -33,6 +33,9 @@ class FleetStatus:
     broker_positions: dict[str, float] = field(default_factory=dict)
     risk_positions: dict[str, dict[str, float]] = field(default_factory=dict)  # risk's mirror
     unreachable: list[str] = field(default_factory=list)
+    #: symbol -> kind -> IB's market data type ("live", "delayed"...), from the gateway's
+    #: heartbeat (market_data.py: md_type / md_refused counters)
+    market_data: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return dict(vars(self))
@@ -76,6 +79,8 @@ def _apply(status: FleetStatus, owner: str, topic: str, msg, now: float) -> None
     if isinstance(msg, Heartbeat):
         status.heartbeats[msg.src] = {"age_s": round(now - msg.ts / 1e9, 1),
                                       "state": msg.state, "counters": dict(msg.counters)}
+        if msg.src.startswith("gateway."):
+            status.market_data = market_data_types(msg.counters)
     elif isinstance(msg, GatewayState):
         status.gateway = {"state": msg.state, "reason": msg.reason,
                           "reconnects": msg.reconnects, "server_version": msg.server_version}
@@ -103,6 +108,24 @@ def _apply(status: FleetStatus, owner: str, topic: str, msg, now: float) -> None
                                    "price": msg.limit_price, "state": msg.state})
 
 
+MARKET_DATA_TYPE_NAMES = {0: "pending", 1: "live", 2: "frozen", 3: "delayed",
+                          4: "delayed_frozen"}
+
+
+def market_data_types(counters: dict[str, int]) -> dict[str, dict[str, str]]:
+    """The gateway's ``md_type.SYMBOL.KIND`` (IB's type of each subscription) and
+    ``md_refused.SYMBOL.KIND`` (IB's code when it refused one) counters, by symbol and kind."""
+    out: dict[str, dict[str, str]] = {}
+    for key, value in counters.items():
+        for prefix in ("md_type.", "md_refused."):
+            if key.startswith(prefix):
+                symbol, _, kind = key[len(prefix):].rpartition(".")
+                name = (MARKET_DATA_TYPE_NAMES.get(value, str(value)) if prefix == "md_type."
+                        else f"refused ({value})")
+                out.setdefault(symbol, {})[kind] = name
+    return out
+
+
 def render(status: FleetStatus) -> str:
     lines = ["PROCESSES"]
     for p in status.processes:
@@ -111,6 +134,10 @@ def render(status: FleetStatus) -> str:
     gw = status.gateway
     lines.append(f"GATEWAY  {gw.get('state', 'unknown')}  {gw.get('reason', '')}  "
                  f"reconnects {gw.get('reconnects', 0)}")
+    if status.market_data:
+        lines.append("MARKET DATA  " + "  ".join(
+            f"{symbol} {'/'.join(f'{k} {t}' for k, t in sorted(kinds.items()))}"
+            for symbol, kinds in sorted(status.market_data.items())))
     lines.append("HEARTBEATS (age, gaps)")
     for src, hb in sorted(status.heartbeats.items()):
         gaps = hb["counters"].get("gaps", 0)

@@ -20,6 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="TWS / IB Gateway host (loopback only)")
     parser.add_argument("--port", type=int, help="API port (paper 7497/4002 by default)")
     parser.add_argument("--client-id", type=int, dest="client_id")
+    parser.add_argument("--account", help="the account to land on (default: gateway.account; "
+                                          "unset: any paper account, a code starting with D)")
     t = parser.add_argument_group("tuning (defaults suit a real gateway; tests make them fast)")
     t.add_argument("--backoff-base", type=float, dest="backoff_base", help="first retry delay, s")
     t.add_argument("--backoff-cap", type=float, dest="backoff_cap", help="longest retry delay, s")
@@ -34,13 +36,17 @@ def main(argv: list[str] | None = None) -> int:
                    default=None)
     t.add_argument("--completed-timeout", type=float, dest="completed_timeout",
                    help="how long a reconciliation waits for completedOrdersEnd, s")
+    t.add_argument("--market-data-type", dest="market_data_type",
+                   choices=("auto", "live", "frozen", "delayed", "delayed_frozen"),
+                   help="IB market data type asked on every connection (default auto: live, "
+                        "delayed when IB says the account has no live data)")
     args = parser.parse_args(argv)
     faulthandler.register(signal.SIGUSR1)  # thread dump on demand: kill -USR1 PID
     config = load_config(parser, args)
     overrides = {k: getattr(args, k) for k in (
-        "host", "port", "client_id", "backoff_base", "backoff_cap", "connect_timeout",
+        "host", "port", "client_id", "account", "backoff_base", "backoff_cap", "connect_timeout",
         "probe_interval", "probe_timeout", "rate", "mkt_data_lines", "depth_subscriptions",
-        "account_updates", "completed_timeout")}
+        "account_updates", "completed_timeout", "market_data_type")}
     options = GatewayOptions.from_config(config, **overrides)
     try:  # --host / --port / tuning can override the file: the file's rules still hold
         options.validate()

@@ -194,6 +194,14 @@ class Connection:
                                             client_id=self.opts.client_id,
                                             reconnects=self.reconnects))
 
+    def hold(self, reason: str) -> None:
+        """Stay in the current state for a new reason (e.g. ``connected`` while the account
+        IB landed us on is refused): logged and published like a change."""
+        if reason != self.sm.reason:
+            self.sm.reason = reason
+            self.log.info("state", extra={"state": self.sm.state.value, "reason": reason})
+            self.publish_state()
+
     def synchronised(self, reason: str) -> None:
         """Trusted again: the backoff starts over and a new outage's errors are news."""
         self.backoff.reset()

@@ -3,7 +3,9 @@
 ``errors.classify`` says what a code means; this says who hears it. Connection-level codes
 change the connection (1100 link lost, 1101/1102 restored, 2103/2104 farms, 326, socket
 errors, 100 pacing); everything else is about a request, found by its id: a historical or
-market data request, a contract resolution, or one of our orders. An order's error goes out
+market data request, a contract resolution, or one of our orders. A market data permission
+code (354, 10089, 10167, 10168) for a subscription goes to market data first: it may switch
+to delayed data and ask again (market_data.py). An order's error goes out
 as ``GatewayError(scope="order", code, text, req_id=IB order id, ref=client order id)`` and
 nothing else: IB refuses a *modify* with 110 and the order keeps working, so an error never
 says what became of an order; IB's orderStatus does.
@@ -17,7 +19,8 @@ from proto.schema import Alert
 from services.gateway import translate
 from services.gateway.connection import Connection
 from services.gateway.contracts import ContractResolver
-from services.gateway.errors import ORDER_ERROR_CODES, Kind, classify
+from services.gateway.errors import (MARKET_DATA_PERMISSION_CODES, ORDER_ERROR_CODES, Kind,
+                                     classify)
 from services.gateway.market_data import MarketData
 from services.gateway.order_desk import OrderDesk
 from services.gateway.outbox import Outbox
@@ -44,6 +47,9 @@ class ErrorRouter:
     def on_error(self, req_id: int, code: int, text: str, advanced: str = "") -> None:
         kind = classify(code)
         self.counters[f"ib_error_{code}"] += 1
+        if code in MARKET_DATA_PERMISSION_CODES and req_id >= 0 \
+                and self.market.permission_error(req_id, code, text):
+            return  # no live (or no) market data for a subscription: market data decides
         conn = self.conn
         if kind == Kind.LINK_LOST:
             self._publish(code, text, req_id, "connection")

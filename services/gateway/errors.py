@@ -32,6 +32,11 @@ INFO_CODES = frozenset({2100, 2150, 2168, 2169, 2109, 2137, 2170, 399, 10167, 10
 CONNECTION_CODES = frozenset({502, 503, 504, 507, 509, 1300, 2110})
 #: codes about an order: published with scope "order" even when the id is not one of ours
 ORDER_ERROR_CODES = frozenset({103, 110, 135, 161, 200, 201, 202, 203, 321, 10147, 10148})
+#: a market data request without the account's permission (docs/gateway.md, "Market data
+#: type"): 354 not subscribed, 10089 needs an API subscription (the request stays open and
+#: silent), 10167 displaying delayed data (an advisory: delayed ticks follow), 10168 not
+#: subscribed and delayed data not enabled; routed to market data before anything else
+MARKET_DATA_PERMISSION_CODES = frozenset({354, 10089, 10167, 10168})
 #: errors for a market data request that mean the subscription is dead at IB
 SUBSCRIPTION_DEAD_CODES = frozenset({101, 200, 300, 309, 310, 321, 322, 354, 10090, 10190, 10168})
 

@@ -8,6 +8,15 @@ published together on ``hist.REQUESTER``, closed by ``HistoricalEnd``.
 
 Every request id is the outbox's; a socket loss unassigns them all and ``restore`` asks again
 under fresh ids (IB may or may not have kept a request; a fresh id cannot collide).
+
+The market data type (``market_data_type``; docs/gateway.md, "Market data type"): every
+connection asks ``reqMarketDataType`` before its first subscription. Under ``auto`` it asks
+live (1); when IB refuses a reqMktData for want of live data (354, or 10089 which leaves the
+request open and silent) it switches to delayed (3) for good and asks that subscription
+again; IB sends live data anyway wherever the account has it. A refusal with no way out
+(10168, or any refusal outside ``auto``) ends the subscription with an error and one alert.
+IB's ``marketDataType`` says per request what arrives: Ticks are marked ``delayed``, and the
+heartbeat's ``md_type.SYMBOL.KIND`` counters carry it to ``ibfleet status``.
 """
 from __future__ import annotations
 
@@ -15,7 +24,7 @@ import time
 from collections import Counter
 from typing import Any, Callable
 
-from proto.schema import HistoricalEnd, HistoricalRequest, SubscribeRequest
+from proto.schema import Alert, HistoricalEnd, HistoricalRequest, SubscribeRequest
 from services.gateway import translate
 from services.gateway.contracts import ContractResolver
 from services.gateway.errors import SUBSCRIPTION_DEAD_CODES
@@ -44,6 +53,12 @@ class MarketData:
         self.depth_rows: dict[str, translate.DepthRows] = {}  # by symbol
         self.dirty_ticks: set[int] = set()                    # req ids with an unpublished tick
         self.depth_refreshed: dict[str, float] = {}           # symbol -> monotonic time
+        # -- the market data type (module docstring)
+        self.mode = opts.market_data_type                     # auto, live, frozen, delayed...
+        self.fallback = False       # auto: IB refused live data once; delayed asked since
+        self.session_type: int | None = None  # what this connection asked (None: nothing yet)
+        self.refused: dict[tuple[str, str], int] = {}         # (symbol, kind) -> IB's code
+        self.alerted: set[tuple[str, str]] = set()            # (alert code, subscription)
 
     # -- REQUESTS FROM THE BUS -------------------------------------------------------------
     def on_subscribe(self, req: SubscribeRequest) -> None:
@@ -83,15 +98,34 @@ class MarketData:
             self.contracts.resolve(req.symbol)
 
     # -- AT IB -----------------------------------------------------------------------------
+    def wanted_type(self) -> int:
+        """The market data type this connection should ask (IB's number)."""
+        if self.mode == "auto":
+            return 3 if self.fallback else 1
+        return translate.MARKET_DATA_TYPES[self.mode]
+
+    def _ask_type(self, data_type: int) -> None:
+        """reqMarketDataType, once per connection and type: IB applies it to the reqMktData
+        requests that follow it (the outbox keeps the order)."""
+        if self.session_type == data_type:
+            return
+        self.session_type = data_type
+        self.counters["market_data_type_requests"] += 1
+        self.outbox.submit(f"market data type {data_type}",
+                           lambda c: c.reqMarketDataType(data_type))
+
     def _request(self, sub: Subscription) -> None:
         contract = self.contracts.get(sub.symbol)
         if contract is None or not self.socket_up():
             return
+        if self.session_type is None:  # a new connection: its type before its first request
+            self._ask_type(self.wanted_type())
         rid = self.outbox.req_id()
         self.subs.assign(sub, rid)
         kind = sub.kind
         if kind == "tick":
-            self.top[rid] = translate.TopOfBook(sub.symbol)
+            self.top[rid] = translate.TopOfBook(sub.symbol,
+                                                delayed=translate.is_delayed(sub.data_type))
             call = lambda c: c.reqMktData(rid, contract, "", False, False, [])  # noqa: E731
         elif kind == "trade":
             call = lambda c: c.reqTickByTickData(rid, contract, "AllLast", 0, False)  # noqa: E731
@@ -143,7 +177,10 @@ class MarketData:
 
     def restore(self, resubscribe: bool) -> None:
         """Re-request what IB does not have: everything after a reconnect; with
-        ``resubscribe`` (1101, farm back) also what IB may or may not have kept."""
+        ``resubscribe`` (1101, farm back) also what IB may or may not have kept. A new
+        connection asks its market data type first."""
+        if self.session_type is None and self.socket_up():
+            self._ask_type(self.wanted_type())
         for sub in self.subs:
             if resubscribe and sub.req_id is not None:
                 self._cancel_at_ib(sub)
@@ -157,6 +194,7 @@ class MarketData:
         self.history.requeue_in_flight()
         self.top.clear()
         self.dirty_ticks.clear()
+        self.session_type = None  # IB's market data type is per connection
 
     def contract_resolved(self, symbol: str) -> None:
         for sub in self.subs:
@@ -192,6 +230,75 @@ class MarketData:
             self.top.pop(req_id, None)
         return True
 
+    def permission_error(self, req_id: int, code: int, text: str) -> bool:
+        """354 / 10089 / 10167 / 10168 (errors.MARKET_DATA_PERMISSION_CODES) for one of our
+        subscriptions: True if it was ours. See the module docstring for what follows."""
+        sub = self.subs.owner(req_id)
+        if sub is None:
+            return False
+        self.counters[f"md_permission_{code}"] += 1
+        for requester in sorted(sub.requesters):
+            self.publisher.publish(translate.gateway_error(
+                code, text, req_id, "subscription", f"{requester}/{sub.symbol}"))
+        if code == 10167:  # an advisory: delayed ticks follow on this request
+            self._set_type(sub, 3)
+            return True
+        if sub.kind == "tick" and code in (354, 10089) and self.mode == "auto" \
+                and not sub.fell_back:
+            sub.fell_back = True
+            self.counters["md_delayed_fallbacks"] += 1
+            self.fallback = True
+            self._retire(sub, cancel=code == 10089)  # 10089 leaves it open (and silent) at IB
+            self._ask_type(3)
+            self._request(sub)
+            self._alert_once(sub, "warning", "gateway.delayed_market_data",
+                             f"no live market data for {sub.symbol} (IB {code}: {text}); "
+                             f"asking IB for delayed data (market_data_type auto)")
+            return True
+        self._retire(sub, cancel=code == 10089)
+        self.subs.drop(sub)
+        self.refused[sub.key] = code
+        self._alert_once(sub, "critical", "gateway.no_market_data",
+                         f"no market data for {sub.symbol} {sub.kind}: IB {code}: {text} "
+                         f"(market_data_type {self.mode}); the subscription is dropped")
+        return True
+
+    def _retire(self, sub: Subscription, cancel: bool) -> None:
+        """This request id is over: cancelled at IB too when IB keeps it open."""
+        if cancel:
+            self._cancel_at_ib(sub)
+        elif sub.req_id is not None:
+            self.subs.by_req_id.pop(sub.req_id, None)
+            self.top.pop(sub.req_id, None)
+        self.dirty_ticks.discard(sub.req_id)
+        sub.req_id = None
+
+    def _alert_once(self, sub: Subscription, severity: str, code: str, text: str) -> None:
+        if (code, sub.name) in self.alerted:
+            return
+        self.alerted.add((code, sub.name))
+        self.publisher.publish(Alert(severity=severity, code=code, text=text))
+
+    def on_market_data_type(self, req_id: int, data_type: int) -> None:
+        """IB says what a reqMktData request delivers: live, frozen, delayed, delayed frozen."""
+        sub = self.subs.owner(req_id)
+        if sub is None:
+            self.counters["orphan_data"] += 1
+            return
+        self._set_type(sub, data_type)
+
+    def _set_type(self, sub: Subscription, data_type: int) -> None:
+        first = sub.data_type != data_type
+        sub.data_type = data_type
+        self.refused.pop(sub.key, None)
+        top = self.top.get(sub.req_id) if sub.req_id is not None else None
+        if top is not None:
+            top.delayed = translate.is_delayed(data_type)
+        if first and translate.is_delayed(data_type):
+            self._alert_once(sub, "info", "gateway.delayed_data",
+                             f"{sub.symbol}: IB sends delayed market data (15-20 minutes "
+                             f"late); ticks are marked delayed")
+
     # -- CALLBACKS: STREAMS ----------------------------------------------------------------
     def _data(self, req_id: int) -> Subscription | None:
         sub = self.subs.owner(req_id)
@@ -200,6 +307,8 @@ class MarketData:
             return None
         sub.last_data = time.monotonic()
         sub.updates += 1
+        if not sub.data_type and sub.kind != "tick":
+            sub.data_type = 1  # tick-by-tick, depth and bars: IB has them live only
         return sub
 
     def on_tick_price(self, req_id: int, tick_type: int, px, attrib) -> None:
@@ -271,9 +380,16 @@ class MarketData:
 
     # -- HEARTBEAT -------------------------------------------------------------------------
     def heartbeat(self, counters: Counter, now: float) -> None:
-        for key in [k for k in counters if k.startswith("tick_age_ms.")]:
+        for key in [k for k in counters if k.startswith(("tick_age_ms.", "md_type.",
+                                                          "md_refused."))]:
             del counters[key]
         for sub in self.subs:
             age = -1 if sub.last_data is None else int((now - sub.last_data) * 1000)
             counters[f"tick_age_ms.{sub.symbol}.{sub.kind}"] = age
+            # IB's market data type per subscription (0: not known yet); ibfleet status
+            counters[f"md_type.{sub.symbol}.{sub.kind}"] = sub.data_type
+        for (symbol, kind), code in self.refused.items():
+            if (symbol, kind) not in self.subs.subs:
+                counters[f"md_refused.{symbol}.{kind}"] = code
         counters["subscriptions"] = len(self.subs)
+        counters["market_data_type"] = self.session_type or 0

@@ -1,7 +1,7 @@
 """The gateway's tuning: defaults suit a real TWS / IB Gateway; tests make them fast.
 
 Precedence: the command line, then the fleet config's ``[gateway]`` (host, port, client_id,
-live and the tuning keys of services.runtime.settings.GatewayConfig.TUNING, which are this
+live, account and the tuning keys of services.runtime.settings.GatewayConfig.TUNING, which are this
 class's fields), then the defaults below. ``validate`` holds the result to the config file's
 rules: types and ranges, loopback only, a live port only with ``gateway.live = true``.
 """
@@ -19,6 +19,8 @@ class GatewayOptions:
     port: int = 7497
     client_id: int = 1
     live: bool = False
+    #: the account the bridge must land on ("" : any paper account unless live); accounts.py
+    account: str = ""
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
     connect_timeout: float = 10.0   # TCP + handshake + nextValidId
@@ -33,12 +35,16 @@ class GatewayOptions:
     #: a reconciliation waits this long for completedOrdersEnd (older servers never send
     #: it), then ends with ``completed_included=False``; counted from the request's send
     completed_timeout: float = 10.0
+    #: reqMarketDataType on every connection: auto (live, falling back to delayed when IB
+    #: refuses live data), live, frozen, delayed, delayed_frozen (market_data.py)
+    market_data_type: str = "auto"
 
     @classmethod
     def from_config(cls, cfg: FleetConfig, **overrides) -> "GatewayOptions":
         """The config's [gateway] (tuning included), then the ``overrides`` that are not None."""
         g = cfg.gateway
-        base = cls(host=g.host, port=g.port, client_id=g.client_id, live=g.live, **g.tuning())
+        base = cls(host=g.host, port=g.port, client_id=g.client_id, live=g.live,
+                   account=g.account, **g.tuning())
         return dataclasses.replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
     def validate(self, source: str = "gateway options (config file and command line)"

@@ -13,10 +13,15 @@ Concerns (one module and class each; each gets its collaborators explicitly):
 - ``OrderDesk`` (order_desk.py): execution's order commands, ids, held / resent places;
 - ``Reports`` (reports.py): orders, fills, positions, account; the reconciliation run;
 - ``ErrorRouter`` (error_router.py): each IB error to its owner;
+- ``check_accounts`` (accounts.py): the account IB lands us on is the one the config expects;
 - ``Outbox`` (outbox.py): every client call, paced.
 
 This class wires them, maps every IB callback to its handler (``_callback_table``), and
-decides one thing of its own: when the bridge is ``synchronised`` again.
+decides two things of its own: whether the account IB named (``managedAccounts``) may be
+traded, and when the bridge is ``synchronised`` again. Until the account has passed the check
+nothing goes to IB but the handshake and the liveness probe: no reconciliation, subscription
+or order; a refused account keeps the bridge ``connected`` for good (a critical alert, order
+commands refused) until a new session lands on an account the config allows.
 """
 from __future__ import annotations
 
@@ -31,6 +36,7 @@ from proto.schema import (Alert, BrokerOrders, Control, HistoricalRequest, Messa
 from services.bus.reliable import DEFER, ReliableServer
 from services.bus.subscriber import Subscriber
 from services.gateway import ib_time
+from services.gateway.accounts import AccountCheck, check_accounts
 from services.gateway.connection import ConnState, Connection
 from services.gateway.contracts import ContractResolver
 from services.gateway.error_router import ErrorRouter
@@ -54,7 +60,6 @@ DELIBERATELY_IGNORED = frozenset({
     "tickString",         # reqMktData extras (last timestamp, exchanges): not in a Tick
     "tickGeneric",        # reqMktData extras (halted, shortable...): not in a Tick
     "tickReqParams",      # minTick / BBO exchange / snapshot permissions of a request
-    "marketDataType",     # live vs frozen/delayed; delayed ticks are mapped like live ones
     "updatePortfolio",    # reqAccountUpdates' per-position view: positions come from reqPositions
     "updateAccountTime",  # reqAccountUpdates' clock
     "accountDownloadEnd", # end of reqAccountUpdates' first batch: values are streamed anyway
@@ -79,12 +84,18 @@ class Gateway(Service):
         self.outbox = Outbox(options.rate)
         self.conn = Connection(options, self.events, self.outbox, pub, counters, log,
                                on_up=self._connected, on_down=self._disconnected)
-        socket_up = lambda: self.conn.socket_up  # noqa: E731
+        #: this session's verdict on IB's managedAccounts (None: not named yet)
+        self.account: AccountCheck | None = None
+        self.account_deadline: float | None = None  # managedAccounts due by then
+        self.resync_due = False  # a resync waits for the account check
+        # nothing but the handshake reaches IB before the account has passed the check
+        socket_up = lambda: self.conn.socket_up and self.account_ok  # noqa: E731
         self.contracts = ContractResolver(self.outbox, socket_up, self._contract_resolved,
                                           self._contract_failed)
         self.market = MarketData(options, self.outbox, self.contracts, pub, counters, socket_up)
         self.desk = OrderDesk(state_dir, options.client_id, self.outbox, self.contracts,
-                              lambda: self.conn.can_send_orders, pub, counters, log,
+                              lambda: self.conn.can_send_orders and self.account_ok,
+                              pub, counters, log,
                               self._reconcile_requested)
         self.reports = Reports(options, state_dir, self.outbox, self.contracts, self.desk, pub,
                                counters, log, self._maybe_synchronised)
@@ -118,7 +129,7 @@ class Gateway(Service):
             "session_ended": conn.on_session_ended,
             "bad_frame": conn.on_bad_frame,
             "bad_frame_length": conn.on_bad_frame_length,
-            "managedAccounts": reports.on_managed_accounts,
+            "managedAccounts": self._on_managed_accounts,
             # -- errors
             "error": errors.on_error,
             # -- contracts
@@ -127,6 +138,7 @@ class Gateway(Service):
             # -- market data
             "tickPrice": market.on_tick_price,
             "tickSize": market.on_tick_size,
+            "marketDataType": market.on_market_data_type,
             "tickByTickAllLast": market.on_tick_by_tick_all_last,
             "tickByTickBidAsk": market.on_tick_by_tick_bid_ask,
             "updateMktDepth": market.on_update_mkt_depth,
@@ -189,6 +201,11 @@ class Gateway(Service):
         """Timers: the connection's, history's pacing, reconciliation's, then the outbox."""
         now = time.monotonic()
         self.conn.tick(now)
+        if self.account_deadline is not None and now > self.account_deadline:
+            self.account_deadline = None
+            if self.conn.socket_up and self.account is None:
+                self.conn.lost(f"IB named no account (managedAccounts) within "
+                               f"{self.opts.connect_timeout:g}s of the handshake")
         if self.conn.socket_up:
             self.market.send_due_history(now)
             self.reports.tick(now)
@@ -244,6 +261,10 @@ class Gateway(Service):
             peer = peer if peer.startswith("execution.") else f"execution.{peer}"
         if isinstance(msg, Control) and peer.startswith("cli."):
             return self._operator_control(msg, peer)
+        if self.account is not None and not self.account.ok and isinstance(msg, OrderCommand) \
+                and msg.command in ("place", "modify"):
+            self.counters[f"{msg.command}s_refused_account"] += 1
+            raise CommandRefused(f"the gateway is not trading: {self.account.problem}")
         if isinstance(msg, OrderCommand) and msg.command == "global_cancel" \
                 and peer.startswith("execution."):
             self.desk.counters["cmd_global_cancel"] += 1
@@ -257,7 +278,7 @@ class Gateway(Service):
         cmd = OrderCommand(command="global_cancel", client_order_id="")
         self.log.warning("global cancel", extra={"why": why, "socket_up": self.conn.socket_up})
         self.counters["global_cancels"] += 1
-        if self.conn.socket_up and not self.conn.link_lost:
+        if self.conn.socket_up and not self.conn.link_lost and self.account_ok:
             self.desk.send_now(cmd)
             return True
         self.desk.held.appendleft(cmd)
@@ -283,6 +304,11 @@ class Gateway(Service):
             return [BrokerOrders(connected=False, working=-1, global_cancel=sent,
                                  text=f"the gateway is {self.conn.state.value}, not connected "
                                       f"to IB: working orders unknown")]
+        if not self.account_ok:
+            why = self.account.problem if self.account else "IB has not named the account yet"
+            return [BrokerOrders(connected=False, working=-1, global_cancel=sent,
+                                 text=f"the gateway does not trade on this session ({why}): "
+                                      f"working orders unknown")]
 
         def done(connected: bool, working: list[str]) -> None:
             reply = BrokerOrders(connected=connected, working=len(working) if connected else -1,
@@ -308,6 +334,59 @@ class Gateway(Service):
         self.market.on_lost()
         self.contracts.on_lost()
         self.reports.on_lost()
+        # a new session may land on another account: checked again from scratch
+        self.account, self.account_deadline, self.resync_due = None, None, False
+
+    # -- THE ACCOUNT ---------------------------------------------------------------------------
+    @property
+    def account_ok(self) -> bool:
+        return self.account is not None and self.account.ok
+
+    def _on_managed_accounts(self, accounts: str) -> None:
+        """IB names the login's accounts: trade only on the one the config allows."""
+        check = check_accounts(accounts, self.opts.live, self.opts.account)
+        was_ok, self.account = self.account_ok, check
+        self.account_deadline = None
+        if not check.ok:
+            self._refuse_account(check, was_ok)
+            return
+        self.log.info("account verified", extra={"account": check.account,
+                                                  "accounts": list(check.accounts),
+                                                  "live": self.opts.live})
+        self.reports.on_managed_accounts(check.account)
+        if self.resync_due and self.conn.state == S.CONNECTED:
+            self.resync_due = False
+            self._resync(f"account {check.account} verified", reconcile=True,
+                         resubscribe=False)
+
+    def _refuse_account(self, check: AccountCheck, was_ok: bool) -> None:
+        self.counters["account_refused"] += 1
+        where = f"{self.opts.host}:{self.opts.port}"
+        self.log.error("account refused: not trading", extra={
+            "accounts": list(check.accounts), "expected": self.opts.account,
+            "live": self.opts.live, "gateway": where, "problem": check.problem})
+        self.publisher.publish(Alert(
+            severity="critical", code="gateway.account_refused",
+            text=f"the gateway at {where} landed on account "
+                 f"{', '.join(check.accounts) or '(none)'}: {check.problem}; it sends no order "
+                 f"and refuses order commands until a session lands on the right account"))
+        if was_ok:  # it was trading on this session: nothing more goes out
+            queued = self.outbox.take_all()
+            self.desk.requeue([what for what, _ in queued if isinstance(what, OrderCommand)])
+        if self.conn.state in (S.SYNCHRONISED, S.DEGRADED):
+            self.conn.move(S.CONNECTED, f"account refused, not trading: {check.problem}")
+        elif self.conn.state == S.CONNECTED:
+            self._hold_for_account()
+
+    def _hold_for_account(self) -> None:
+        """Connected, but the account has not passed the check: say why, and wait."""
+        if self.account is None:
+            if self.account_deadline is None:
+                self.account_deadline = time.monotonic() + self.opts.connect_timeout
+            self.conn.hold("handshake done; waiting for IB to name the account "
+                           "(managedAccounts)")
+        else:
+            self.conn.hold(f"account refused, not trading: {self.account.problem}")
 
     def _contract_resolved(self, symbol: str) -> None:
         self.market.contract_resolved(symbol)
@@ -328,6 +407,10 @@ class Gateway(Service):
         follows when everything queued here has gone out and the run (if any) is complete."""
         if self.conn.state != S.CONNECTED:
             self.conn.move(S.CONNECTED, reason)
+        if not self.account_ok:  # verified first; a refused account is never reconciled
+            self.resync_due = True
+            self._hold_for_account()
+            return
         for symbol in sorted(self.market.symbols() | self.desk.held_symbols()):
             self.contracts.resolve(symbol)
         self.market.restore(resubscribe)
@@ -348,6 +431,8 @@ class Gateway(Service):
         if conn.state != S.CONNECTED or not self.restore_barrier_passed:
             return
         if conn.link_lost or conn.farm_down or self.reports.run is not None:
+            return
+        if not self.account_ok:
             return
         conn.synchronised("subscriptions restored, orders/executions/positions/completed "
                           "orders reconciled")

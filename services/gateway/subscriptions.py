@@ -38,6 +38,10 @@ class Subscription:
     req_id: int | None = None     # the live IB request id, None when not requested
     last_data: float | None = None  # monotonic time of the last data received
     updates: int = 0
+    #: IB's market data type of what arrives (marketDataType: 1 live, 2 frozen, 3 delayed,
+    #: 4 delayed frozen); 0 until IB says (tick-by-tick, depth and bars are always live)
+    data_type: int = 0
+    fell_back: bool = False  # re-requested as delayed after IB refused live data (auto)
 
     @property
     def key(self) -> tuple[str, str]:

@@ -67,26 +67,39 @@ def symbol_of(contract: Contract, known: dict[int, str]) -> str:
 
 # -- market data ------------------------------------------------------------------------------
 
-# tickPrice/tickSize types (live and delayed) -> Tick field
+# tickPrice/tickSize types (live and delayed) -> Tick field. IB's delayed tick types: 66 bid,
+# 67 ask, 68 last, 69 bid size, 70 ask size, 71 last size, 72 high, 73 low, 74 volume,
+# 75 close, 76 open (high/low/close/open have no Tick field, live or delayed)
 PRICE_FIELDS = {1: "bid", 2: "ask", 4: "last", 66: "bid", 67: "ask", 68: "last"}
 SIZE_FIELDS = {0: "bid_size", 3: "ask_size", 5: "last_size", 8: "volume",
                69: "bid_size", 70: "ask_size", 71: "last_size", 74: "volume"}
+DELAYED_TICK_TYPES = frozenset(range(66, 77)) | {88}
+#: IB's market data types (reqMarketDataType / marketDataType) and their config names
+MARKET_DATA_TYPES = {"live": 1, "frozen": 2, "delayed": 3, "delayed_frozen": 4}
+MARKET_DATA_TYPE_NAMES = {v: k for k, v in MARKET_DATA_TYPES.items()}
+
+
+def is_delayed(data_type: int) -> bool:
+    return data_type in (3, 4)
 
 
 @dataclass
 class TopOfBook:
-    """reqMktData arrives field by field; a Tick carries the whole top of book."""
+    """reqMktData arrives field by field; a Tick carries the whole top of book, marked
+    ``delayed`` when IB said so (marketDataType 3/4) or sent a delayed tick type."""
 
     symbol: str
     values: dict[str, float] = field(default_factory=lambda: {
         "bid": NAN, "ask": NAN, "bid_size": NAN, "ask_size": NAN, "last": NAN,
         "last_size": 0.0, "volume": 0.0})
+    delayed: bool = False
 
     def price(self, tick_type: int, value) -> bool:
         name = PRICE_FIELDS.get(tick_type)
         if name is None:
             return False
         self.values[name] = price(value)
+        self.delayed = self.delayed or tick_type in DELAYED_TICK_TYPES
         return True
 
     def size(self, tick_type: int, value) -> bool:
@@ -94,10 +107,11 @@ class TopOfBook:
         if name is None:
             return False
         self.values[name] = size(value)
+        self.delayed = self.delayed or tick_type in DELAYED_TICK_TYPES
         return True
 
     def message(self) -> Tick:
-        return Tick(symbol=self.symbol, **self.values)
+        return Tick(symbol=self.symbol, **self.values, delayed=self.delayed)
 
 
 @dataclass

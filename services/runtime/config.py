@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from services.runtime.decoding import ConfigError, decode, decode_map, read_toml
-from services.runtime.settings import (LIVE_PORTS, BusConfig, FleetFile, GatewayConfig,
-                                       InstrumentSettings, is_loopback)
+from services.runtime.settings import (IB_PORTS, LIVE_PORTS, SIM_PORT, BusConfig, FleetFile,
+                                       GatewayConfig, InstrumentSettings, SimulatorSection,
+                                       is_loopback)
 
-__all__ = ["LIVE_PORTS", "BusConfig", "ConfigError", "FleetConfig", "GatewayConfig",
+__all__ = ["IB_PORTS", "LIVE_PORTS", "SIM_PORT", "BusConfig", "ConfigError", "FleetConfig",
+           "GatewayConfig", "SimulatorSection",
            "default_run_dir", "default_state_dir", "ensure_private_dir", "is_loopback", "load"]
 
 
@@ -55,10 +57,13 @@ class FleetConfig:
     #: durable state (journals, the IB order-id sequence): must survive a reboot, unlike run_dir
     state_dir: Path = field(default_factory=default_state_dir)
     raw: dict[str, Any] = field(default_factory=dict)
+    #: the embedded simulator ``ibfleet up`` runs without --gateway: its own port
+    simulator: SimulatorSection = field(default_factory=SimulatorSection)
 
     def validate(self) -> "FleetConfig":
         self.bus.validate()
         self.gateway.validate()
+        self.simulator.validate()
         return self
 
     def service_state_dir(self, name: str) -> Path:
@@ -83,7 +88,7 @@ def load(path: str | Path | None = None, run_dir: str | Path | None = None,
     bus.run_dir = Path(chosen) if chosen else default_run_dir()
     chosen_state = (state_dir or parsed.fleet.state_dir
                     or os.environ.get("IBFLEET_STATE_DIR"))
-    fleet = FleetConfig(bus=bus, gateway=gateway, raw=raw,
+    fleet = FleetConfig(bus=bus, gateway=gateway, raw=raw, simulator=parsed.simulator,
                         state_dir=Path(chosen_state) if chosen_state else default_state_dir())
     try:
         fleet.validate()

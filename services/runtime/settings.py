@@ -7,6 +7,7 @@
 [risk]         # global limits + [risk.strategies.NAME]; shape in services/risk/limits.py
 [instruments.SYMBOL]  # InstrumentSettings: reference data (services/runtime/instruments.py)
 [trading]      # TradingSettings: the trading day (services/model/trading_day.py)
+[simulator]    # SimulatorSection: the embedded simulator's own port
 ```
 
 Every section and key is optional; an unknown one is refused (``forbid_unknown_fields``),
@@ -19,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
@@ -28,6 +29,12 @@ from services.runtime.decoding import (ConfigError, NonNegativeInt, Port, Positi
                                        PositiveInt)
 
 LIVE_PORTS = frozenset({7496, 4001})  # TWS live, IB Gateway live
+#: every port IB's own software listens on by default: the embedded simulator takes none
+IB_PORTS = {7496: "TWS live", 7497: "TWS paper", 4001: "IB Gateway live",
+            4002: "IB Gateway paper"}
+#: the embedded simulator's own port (``[simulator] port``): not one of IB_PORTS, so a TWS
+#: or IB Gateway left running is never mistaken for it, nor it for them
+SIM_PORT = 17497
 
 #: the tcp port offsets from ``bus.base_port`` of each named socket
 TCP_OFFSETS = {"bus-in": 0, "bus-out": 1, "bus-snap": 2, "risk": 3, "execution": 4,
@@ -84,6 +91,9 @@ class BusConfig(Struct, forbid_unknown_fields=True, kw_only=True):
                                   f"loopback requires CURVE keys (set bus.curve_dir)")
 
 
+MarketDataTypeName = Literal["auto", "live", "frozen", "delayed", "delayed_frozen"]
+
+
 class GatewayConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     """TWS / IB Gateway: loopback only, the paper port by default, live only by opt-in.
 
@@ -94,6 +104,9 @@ class GatewayConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     port: Port = 7497  # the paper port; the simulator's default
     client_id: Annotated[int, Meta(ge=-2**31, le=2**31 - 1)] = 1  # IB's client id: an int32
     live: bool = False  # explicit opt-in to talk to a live account
+    #: the account the bridge must land on (IB's managedAccounts): empty, any paper account
+    #: (a code starting with "D", e.g. DU1234567) unless live = true; set, exactly this one
+    account: str = ""
     # -- tuning (seconds unless said otherwise)
     backoff_base: Union[PositiveFloat, UnsetType] = UNSET     # first reconnect delay
     backoff_cap: Union[PositiveFloat, UnsetType] = UNSET      # longest reconnect delay
@@ -109,10 +122,16 @@ class GatewayConfig(Struct, forbid_unknown_fields=True, kw_only=True):
     tick_by_tick_subscriptions: Union[NonNegativeInt, UnsetType] = UNSET
     account_updates: Union[bool, UnsetType] = UNSET
     completed_timeout: Union[PositiveFloat, UnsetType] = UNSET  # wait for completedOrdersEnd
+    #: IB's market data type, asked with reqMarketDataType on every connection before any
+    #: subscription: "live" (1), "frozen" (2), "delayed" (3), "delayed_frozen" (4), or "auto"
+    #: (the default): live, falling back to delayed for good when IB says live data is not
+    #: available (354 / 10089); IB sends live data anyway whenever the account has it
+    market_data_type: Union[MarketDataTypeName, UnsetType] = UNSET
 
     TUNING = ("backoff_base", "backoff_cap", "connect_timeout", "probe_interval",
               "probe_timeout", "rate", "depth_rows", "mkt_data_lines", "depth_subscriptions",
-              "tick_by_tick_subscriptions", "account_updates", "completed_timeout")
+              "tick_by_tick_subscriptions", "account_updates", "completed_timeout",
+              "market_data_type")
 
     def tuning(self) -> dict[str, Any]:
         """The tuning keys the file sets, by GatewayOptions field name."""
@@ -125,6 +144,9 @@ class GatewayConfig(Struct, forbid_unknown_fields=True, kw_only=True):
         if not is_loopback(self.host):
             raise ConfigError(f"gateway.host {self.host!r} is not loopback; ibfleet only talks "
                               f"to a gateway on this machine (127.0.0.1, ::1 or localhost)")
+        if self.account and not self.live and not self.account.startswith("D"):
+            raise ConfigError(f"gateway.account {self.account!r} is not a paper account (those "
+                              f"start with D); a live account needs gateway.live = true")
 
 
 class FleetSection(Struct, forbid_unknown_fields=True):
@@ -154,6 +176,21 @@ class TradingSettings(Struct, forbid_unknown_fields=True):
             raise TypeError('day_roll must be a time such as "17:00" (a string or a TOML time)')
 
 
+class SimulatorSection(Struct, forbid_unknown_fields=True):
+    """``[simulator]``: the embedded simulator ``ibfleet up`` runs without ``--gateway``.
+
+    ``port``: where it listens on 127.0.0.1 (and the bridge connects): its own port, never
+    one of IB_PORTS; ``ibfleet up`` refuses to start while anything else holds it."""
+
+    port: Port = SIM_PORT
+
+    def validate(self) -> None:
+        if self.port in IB_PORTS:
+            raise ConfigError(f"simulator.port {self.port} is IB's {IB_PORTS[self.port]} port; "
+                              f"the simulator takes a port of its own (default {SIM_PORT}), "
+                              f"so it is never mistaken for TWS / IB Gateway")
+
+
 class FleetFile(Struct, forbid_unknown_fields=True):
     """The whole file. ``risk`` and ``instruments`` are tables decoded by their owners (a
     named table at a time, so an error names the strategy or the symbol)."""
@@ -164,3 +201,4 @@ class FleetFile(Struct, forbid_unknown_fields=True):
     risk: dict[str, Any] = {}
     instruments: dict[str, Any] = {}
     trading: TradingSettings = msgspec.field(default_factory=TradingSettings)
+    simulator: SimulatorSection = msgspec.field(default_factory=SimulatorSection)

@@ -27,6 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "across restarts; a new directory is a new account (default: in memory)")
     p.add_argument("--server-version", type=int, dest="server_version", help="highest version served (157..200)")
     p.add_argument("--account", help="paper account code (default DU1234567)")
+    p.add_argument("--market-data", dest="market_data", choices=("live", "delayed", "none"),
+                   help="the account's market-data permission: live (default), delayed (IB's free "
+                        "delayed data only: 10089 for live requests, 10167 and delayed ticks after "
+                        "reqMarketDataType(3)), none (354 / 10168)")
     p.add_argument("--time-zone", dest="time_zone",
                    help="the account's zone of execution times (default America/New_York)")
     p.add_argument("--host-zone", dest="host_zone",

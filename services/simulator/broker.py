@@ -215,7 +215,7 @@ class Broker:
                 dropped += len(subs) - len(keep)
                 table[con_id] = keep
         for s in ([session] if session else list(self.connections)):
-            s.mkt.clear(); s.tbt.clear(); s.depth.clear(); s.rtb.clear()
+            s.mkt.clear(); s.tbt.clear(); s.depth.clear(); s.rtb.clear(); s.mkt_silent.clear()
         return dropped
 
     def count(self, table: dict[int, list]) -> int:
@@ -374,7 +374,8 @@ class Broker:
 
     def status(self) -> dict[str, Any]:
         account = {"account": self.identity.account, "exec_token": f"{self.identity.token:08x}",
-                   "exec_seq": self.engine.exec_seq, "persistent": self.journal is not None}
+                   "exec_seq": self.engine.exec_seq, "persistent": self.journal is not None,
+                   "market_data": self.cfg.market_data}
         if self.journal is not None:
             account["state"] = self.journal.stats()
         return {"sim_time": self.market.now(), "steps": self.market.steps, "clients": self.clients(),
@@ -383,6 +384,8 @@ class Broker:
                 "exec_delayed": self.exec_delayed, "rejecting": self.reject_until > time.monotonic(),
                 "late_replies": self.late_replies,
                 "locked_ids": [c for c, t in self.locked_ids.items() if t > time.monotonic()],
+                # reqMktData answered 10089 (no live permission): open at IB, and silent
+                "mkt_silent": sum(len(c.mkt_silent) for c in self.connections),
                 "subscriptions": {"mkt": self.count(self.mkt_subs), "tbt": self.count(self.tbt_subs),
                                   "depth": self.count(self.depth_subs), "rtb": self.count(self.rtb_subs)}}
 

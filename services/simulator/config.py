@@ -75,6 +75,9 @@ class SimConfig:
     # ExecutionFilter times (a Windows-hosted gateway writes e.g. "Central European Standard
     # Time"); "" = time_zone
     host_zone: str = ""
+    # the account's market-data permission: "live" (a paid API subscription), "delayed" (only
+    # IB's free delayed data: reqMktData needs reqMarketDataType(3/4)), "none" (no data at all)
+    market_data: str = "live"
     # market
     step_ms: float = 100.0               # one step of every price process
     mktdata_ms: float = 250.0            # reqMktData sampling interval (IB: 250 ms for stocks)
@@ -103,12 +106,13 @@ class SimConfig:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
-_SECTIONS = ("server", "market", "limits", "faults")
+_SECTIONS = ("server", "market", "limits", "faults", "account")
 
 
 def load(path: str | Path | None) -> SimConfig:
-    """Read a TOML file. Top-level keys or [server]/[market]/[limits]/[faults] tables map onto
-    SimConfig fields; [[instruments]] replaces the universe; [[schedule]] lists timed faults."""
+    """Read a TOML file. Top-level keys or [server]/[market]/[limits]/[faults]/[account] tables
+    map onto SimConfig fields (``[account] market_data = "delayed"``; a top-level ``account``
+    string is still the account code); [[instruments]] replaces the universe; [[schedule]] lists timed faults."""
     cfg = SimConfig()
     if path is None:
         return cfg
@@ -137,6 +141,9 @@ def validate(cfg: SimConfig) -> None:
     from .encoders import zone_info
     for name in (cfg.time_zone, cfg.host_zone or cfg.time_zone):
         zone_info(name)  # ValueError: unknown time zone
+    if cfg.market_data not in protocol.MARKET_DATA_PERMISSIONS:
+        raise ValueError(f"market_data must be one of {', '.join(protocol.MARKET_DATA_PERMISSIONS)}, "
+                         f"not {cfg.market_data!r}")
     if cfg.step_ms <= 0 or cfg.mktdata_ms <= 0:
         raise ValueError("step_ms and mktdata_ms must be positive")
     ids = [i.con_id for i in cfg.instruments]

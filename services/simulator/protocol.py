@@ -145,8 +145,13 @@ class Tick(IntEnum):
     LAST_TIMESTAMP = 45
 
 
-# tick types a delayed (type 3/4) subscription uses instead of the live ones
-DELAYED_TICK = {0: 69, 1: 66, 2: 67, 3: 70, 4: 68, 5: 71, 6: 72, 7: 73, 8: 74, 9: 75, 45: 88}
+# tick types a delayed (type 3/4) subscription uses instead of the live ones (IB's tick type
+# table: 66 delayed bid .. 76 delayed open, 88 delayed last timestamp)
+DELAYED_TICK = {0: 69, 1: 66, 2: 67, 3: 70, 4: 68, 5: 71, 6: 72, 7: 73, 8: 74, 9: 75, 14: 76,
+                45: 88}
+
+#: an account's market-data permission (SimConfig.market_data)
+MARKET_DATA_PERMISSIONS = ("live", "delayed", "none")
 
 
 class Code:
@@ -166,6 +171,15 @@ class Code:
     VALIDATE_ERROR = (321, "Error validating request.-'{what}' : cause - {cause}")
     DUP_TICKER = (322, "Error processing request.-'{what}' : cause - Duplicate ticker id")
     CLIENT_ID_IN_USE = (326, "Unable to connect as the client id is already in use. Retry with a unique client id.")
+    # market data without live permission; texts as paper gateways send them (docs/simulator.md)
+    NOT_SUBSCRIBED = (354, "Requested market data is not subscribed.")
+    NEEDS_API_SUBSCRIPTION = (10089, "Requested market data requires additional subscription for "
+                                     "API. See link in 'Market Data Connections' dialog for more "
+                                     "details.{suffix}")
+    DISPLAYING_DELAYED = (10167, "Requested market data is not subscribed. Displaying delayed "
+                                 "market data.")
+    DELAYED_NOT_ENABLED = (10168, "Requested market data is not subscribed. Delayed market data "
+                                  "is not enabled.")
     NO_HIST_QUERY = (366, "No historical data query found for ticker id:{id}")
     CONN_LOST = (1100, "Connectivity between IB and Trader Workstation has been lost.")
     CONN_RESTORED_LOST = (1101, "Connectivity between IB and Trader Workstation has been restored - data lost.")

@@ -50,6 +50,7 @@ class Session:
         self._flush_scheduled = False
         self.held: list[bytes] = []          # replies held back by a hang or a server reset
         self.mkt: dict[int, MktSub] = {}
+        self.mkt_silent: dict[int, Instrument] = {}   # reqMktData answered 10089: open, no data
         self.tbt: dict[int, TbtSub] = {}
         self.depth: dict[int, DepthSub] = {}
         self.rtb: dict[int, RtbSub] = {}
@@ -362,7 +363,38 @@ class Session:
         if t not in (1, 2, 3, 4):
             self.error(-1, Code.VALIDATE_ERROR, what="reqMarketDataType", cause=f"Invalid market data type {t}")
             return
+        # like IB: it applies to later reqMktData requests, not to the running ones
         self.market_data_type = t
+
+    def _mkt_data_refused(self, req_id: int, inst: Instrument) -> tuple[bool, bool]:
+        """The account's market-data permission against the requested market data type:
+        (refused, delayed). Refusals are IB's (docs/simulator.md, "Market data permissions"):
+        no live permission and live/frozen asked: 10089 on a delayed-data account (the request
+        stays open and silent, as at IB), 354 on an account without data; delayed asked on an
+        account without data: 10168. Live permission always gives live data (IB: "If live
+        data is available, it will always be returned instead of delayed data")."""
+        perm = self.broker.cfg.market_data
+        wants_delayed = self.market_data_type in (3, 4)
+        if perm == "live":
+            return False, False
+        if perm == "delayed":
+            if wants_delayed:
+                return False, True
+            exch = inst.spec.primary_exchange or inst.spec.exchange
+            self.error(req_id, Code.NEEDS_API_SUBSCRIPTION,
+                       suffix=f"Delayed market data is available.{inst.symbol} {exch}/TOP/ALL")
+            return True, False
+        self.error(req_id, Code.DELAYED_NOT_ENABLED if wants_delayed else Code.NOT_SUBSCRIBED)
+        return True, False
+
+    def _live_only_refused(self, req_id: int) -> bool:
+        """Tick-by-tick, depth and real-time bars have no delayed form: without live permission
+        IB refuses them with 10089 (a paper gateway's answer to reqRealTimeBars, captured in
+        /work/shared/fixtures/tws/transcripts/realtime_bars_api_error.txt)."""
+        if self.broker.cfg.market_data == "live":
+            return False
+        self.error(req_id, Code.NEEDS_API_SUBSCRIPTION, suffix="")
+        return True
 
     def req_mkt_data(self, f: Fields) -> None:
         f.int(0)
@@ -379,16 +411,22 @@ class Session:
         if inst is None:
             return
         b = self.broker
-        if req_id in self.mkt:
+        if req_id in self.mkt or req_id in self.mkt_silent:
             self.error(req_id, Code.DUP_TICKER, what="reqMktData")
             return
-        if not snapshot and b.count(b.mkt_subs) >= b.cfg.mkt_data_lines:
+        if not snapshot and b.count(b.mkt_subs) + len(self.mkt_silent) >= b.cfg.mkt_data_lines:
             self.error(req_id, Code.MAX_TICKERS)
             return
-        delayed = self.market_data_type in (3, 4)
+        refused, delayed = self._mkt_data_refused(req_id, inst)
+        if refused:
+            if not snapshot and b.cfg.market_data == "delayed":
+                self.mkt_silent[req_id] = inst   # 10089: open at IB, and silent
+            return
         sub = MktSub(self, req_id, inst, delayed)
         self.send(self.enc.tick_req_params(req_id, inst.min_tick, "9c0001" if inst.sec_type == "STK" else ""))
         self.send(self.enc.market_data_type(req_id, 3 if delayed else 1))
+        if delayed:
+            self.error(req_id, Code.DISPLAYING_DELAYED)
         if b.data_stopped and b.faults and b.faults.competing:
             self.error(req_id, Code.COMPETING_SESSION)
         proc = b.market.processes[inst.con_id]
@@ -403,6 +441,8 @@ class Session:
     def cancel_mkt_data(self, f: Fields) -> None:
         f.int(0)
         req_id = f.int()
+        if self.mkt_silent.pop(req_id, None) is not None:
+            return
         sub = self.mkt.pop(req_id, None)
         if sub is None:
             self.error(req_id, Code.NO_TICKER, id=req_id)
@@ -427,6 +467,8 @@ class Session:
         b = self.broker
         if req_id in self.tbt:
             self.error(req_id, Code.DUP_TICKER, what="reqTickByTickData")
+            return
+        if self._live_only_refused(req_id):
             return
         if b.count(b.tbt_subs) >= b.cfg.tick_by_tick_subscriptions:
             self.error(req_id, Code.MAX_TBT)
@@ -460,6 +502,8 @@ class Session:
         b = self.broker
         if req_id in self.depth:
             self.error(req_id, Code.DUP_TICKER, what="reqMktDepth")
+            return
+        if self._live_only_refused(req_id):
             return
         if b.count(b.depth_subs) >= b.cfg.depth_subscriptions:
             self.error(req_id, Code.MAX_DEPTH, n=b.cfg.depth_subscriptions)
@@ -497,6 +541,8 @@ class Session:
         b = self.broker
         if req_id in self.rtb:
             self.error(req_id, Code.DUP_TICKER, what="reqRealTimeBars")
+            return
+        if self._live_only_refused(req_id):
             return
         sub = RtbSub(self, req_id, inst, what)
         self.rtb[req_id] = sub

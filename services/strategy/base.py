@@ -58,6 +58,11 @@ class Strategy:
         self._exec_ids: set[str] = set()
         self._incarnation = incarnation
         self._next_id = 0
+        #: the strategy config's ``require_live_data``: delayed market data (``Tick.delayed``,
+        #: IB's 15-20 minute late data on an account without live API data) is not acted on;
+        #: the first one per symbol is logged and alerted (``host.alert`` when the host has it)
+        self.require_live_data = False
+        self.delayed_refused: dict[str, int] = {}  # symbol -> delayed messages not acted on
 
     # -- CALLBACKS (override) -----------------------------------------------------------------
     def on_start(self) -> None: ...
@@ -256,6 +261,9 @@ class Strategy:
         (the book is reset: IB re-sends it as inserts after a resubscription)."""
         if isinstance(msg, DepthUpdate):
             return self.handle_depth(msg)
+        if self.require_live_data and getattr(msg, "delayed", False):
+            self._refuse_delayed(msg)
+            return True
         if isinstance(msg, Tick):
             self.handle_tick(msg)
         elif isinstance(msg, QuoteTick):
@@ -265,6 +273,20 @@ class Strategy:
         elif isinstance(msg, Bar):
             self.on_bar(msg)
         return True
+
+    def _refuse_delayed(self, msg) -> None:
+        """A delayed tick under ``require_live_data``: no callback, no mid; said once."""
+        n = self.delayed_refused.get(msg.symbol, 0)
+        self.delayed_refused[msg.symbol] = n + 1
+        if n:
+            return
+        text = (f"{msg.symbol}: market data is delayed (no live data from IB) and this strategy "
+                f"requires live data (require_live_data): not acting on it")
+        self.log.warning("delayed market data not acted on",
+                         extra={"symbol": msg.symbol, "type": type(msg).__name__})
+        alert = getattr(self.host, "alert", None)
+        if callable(alert):
+            alert("warning", "strategy.delayed_data_refused", text)
 
     def handle_depth(self, msg: DepthUpdate) -> bool:
         book = self.books.get(msg.symbol)

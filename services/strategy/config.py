@@ -5,6 +5,7 @@ name = "mr1"                                  # unique in the fleet
 class = "services.strategy.examples.mean_reversion:MeanReversion"
 symbols = ["AAPL"]
 timer_s = 1.0
+require_live_data = false                     # true: never act on delayed market data
 
 [params]                                      # passed to the strategy as a dict
 window = 60
@@ -45,6 +46,9 @@ class StrategyFile(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     risk: dict[str, Any] = {}  # a table of risk limits: services.risk.limits.LimitsTable
     timer_s: PositiveFloat = 1.0  # seconds between on_timer calls
     depth_rows: PositiveInt = 10  # order-book rows a depth subscription asks for
+    #: true: the strategy is not given delayed market data (a paper account without live
+    #: data: Tick.delayed); it logs and alerts once per symbol instead (Strategy.base)
+    require_live_data: bool = False
 
 
 @dataclass
@@ -56,6 +60,7 @@ class StrategyConfig:
     risk: dict[str, Any] = field(default_factory=dict)
     timer_s: float = 1.0
     depth_rows: int = 10
+    require_live_data: bool = False
     path: Path | None = None
 
     def load_class(self):
@@ -81,4 +86,5 @@ def load(path: str | Path) -> StrategyConfig:
     return StrategyConfig(name=parsed.name, class_path=parsed.class_path,
                           symbols=list(parsed.symbols), params=dict(parsed.params),
                           risk=dict(parsed.risk), timer_s=parsed.timer_s,
-                          depth_rows=parsed.depth_rows, path=path)
+                          depth_rows=parsed.depth_rows,
+                          require_live_data=parsed.require_live_data, path=path)

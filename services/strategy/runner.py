@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from proto.schema import (Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate,
+from proto.schema import (Alert, Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate,
                           QuoteTick, RiskDecision, StrategyDigest, StrategyPosition,
                           SubscribeRequest, Tick, TradeTick)
 from services.bus import snapshot
@@ -59,6 +59,7 @@ class StrategyRunner(Service):
         self.strategy: Strategy = cls(cfg.name, cfg.symbols, cfg.params, self,
                                       Instruments(config.raw.get("instruments")), incarnation,
                                       cfg.depth_rows)
+        self.strategy.require_live_data = cfg.require_live_data
         self.on_socket(self.feed.socket, self._on_feed)
         self.on_socket(self.risk.socket, self._on_risk_reply)
         self.every(cfg.timer_s, self._timer)
@@ -79,6 +80,13 @@ class StrategyRunner(Service):
 
     def now_ns(self) -> int:
         return time.time_ns()
+
+    def alert(self, severity: str, code: str, text: str) -> None:
+        """Something the operator must see (e.g. delayed data refused under
+        ``require_live_data``), on the bus's ``alert`` topic."""
+        self.counters["alerts"] += 1
+        self.publisher.publish(Alert(severity=severity, code=code,
+                                     text=f"strategy {self.cfg.name}: {text}"))
 
     # -- LIFECYCLE ----------------------------------------------------------------------------
     def on_start(self) -> None:

@@ -79,7 +79,7 @@ def test_bad_gateway_tuning_on_the_command_line_is_refused():
 def test_every_gateway_option_can_be_set_in_the_file():
     fields = set(GatewayOptions.__dataclass_fields__)
     assert fields == set(GatewayConfig.__struct_fields__)
-    assert fields - set(GatewayConfig.TUNING) == {"host", "port", "client_id", "live"}
+    assert fields - set(GatewayConfig.TUNING) == {"host", "port", "client_id", "live", "account"}
 
 
 @pytest.mark.parametrize("text,words", [

@@ -31,7 +31,7 @@ class FleetCli:
         self.port = free_port()
         self.config.write_text(tomli_w.dumps({
             "bus": {"run_dir": str(self.run_dir), "heartbeat_ms": 500},
-            "gateway": {"port": self.port},
+            "simulator": {"port": self.port},
             "fleet": {"state_dir": str(tmp / "state")}}))
         self.supervisord_pid = 0
 

@@ -57,11 +57,14 @@ def test_market_data_streams(start_sim):
         # snapshot ends with tickSnapshotEnd and creates no subscription
         c.client.reqMktData(2, stock("MSFT"), "", True, False, [])
         c.wait("tickSnapshotEnd", lambda e: e[0] == 2)
-        # delayed market data type uses delayed tick types
+        # delayed asked on an account with live permission: live data (IB: "If live data is
+        # available, it will always be returned instead of delayed data"); delayed tick types
+        # on a delayed-only account: tests/simulator/test_market_data_permissions.py
         c.client.reqMarketDataType(3)
         c.client.reqMktData(3, stock("SPY"), "", False, False, [])
-        c.wait("marketDataType", lambda e: e[0] == 3 and e[1] == 3)
-        c.wait("tickPrice", lambda e: e[0] == 3 and e[1] == 66)
+        c.wait("marketDataType", lambda e: e[0] == 3 and e[1] == 1)
+        c.wait("tickPrice", lambda e: e[0] == 3 and e[1] == 1)
+        assert not c.rec.get("tickPrice", lambda e: e[0] == 3 and e[1] >= 66)
         c.client.reqMarketDataType(1)
         # tick-by-tick
         c.client.reqTickByTickData(4, stock("AAPL"), "BidAsk", 0, False)
