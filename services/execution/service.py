@@ -271,11 +271,16 @@ class ExecutionService(Service):
     def _send(self, commands: list[OrderCommand]) -> None:
         self.outbox.extend(commands)
 
-    def _commit(self) -> None:
+    def _commit(self, must_sync: bool = True) -> None:
         """Journal durable first (one fsync for the batch), then commands and updates out.
         If the sync fails, nothing of the batch goes out: the records appended since the last
         good sync are cut, the engine is rebuilt from what is durable, and the batch's
         acknowledgements become refusals (``Refused`` for the reliable server)."""
+        if not (must_sync or self.outbox or self.engine.frames or self.engine.alerts):
+            # nothing acts on this batch's records (e.g. only IB ids learned, which the
+            # gateway gives again for the same client order id): they reach the disk with the
+            # next sync that something waits for, or the housekeeping's, not one of their own
+            return
         try:
             self.journal.sync()
         except OSError as exc:
@@ -324,11 +329,12 @@ class ExecutionService(Service):
             return self.engine.on_placed(msg.status)
         return self._event(msg)
 
-    def _commit_quietly(self) -> None:
-        """``_commit`` outside the reliable server (reports, timers): a failure is handled
-        (counted, alerted, engine rebuilt) and goes no further."""
+    def _commit_quietly(self, must_sync: bool = False) -> None:
+        """``_commit`` outside the reliable server (reports, timers): no acknowledgement
+        waits on it, so it syncs only when something goes out (or ``must_sync``); a failure
+        is handled (counted, alerted, engine rebuilt) and goes no further."""
         try:
-            self._commit()
+            self._commit(must_sync)
         except Refused:
             pass
 
@@ -428,6 +434,8 @@ class ExecutionService(Service):
 
     def _housekeeping(self) -> None:
         self.gateway.resend_stale()
+        if self.journal.dirty and not self.journal_error:
+            self._commit_quietly(must_sync=True)  # records no sync has covered yet
         if self.engine.flatten_wanted:
             self._flatten_if_due()
         if self.journal_error:

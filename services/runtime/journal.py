@@ -314,6 +314,11 @@ class Journal:
             raise TypeError(f"append_record takes a dict, not {type(record).__name__}")
         self._append(_frame(KIND_RECORD, _record_encoder.encode(record)))
 
+    @property
+    def dirty(self) -> bool:
+        """Records were appended since the last sync (not yet durable)."""
+        return self._dirty
+
     @contextlib.contextmanager
     def grouped(self):
         """Records appended inside are written together, with one write, when the block

@@ -1,6 +1,7 @@
 """The fault matrix's strategy: a place, a modify and a cancel always on their way.
 
 Every timer (params.timer_s in the strategy file; 0.5 s in the matrix) it
+- cancels (again every 2 s) any order IB has not confirmed within 2 s, whatever holds it up;
 - keeps one order crossing the spread working (alternating sides, so fills keep coming and
   the position stays near flat), cancelling it if it has worked for more than 2 s;
 - keeps one order resting 1% under the mid (never filled while a test runs): once IB has it
@@ -40,6 +41,11 @@ class Flow(Strategy):
             far = order.side == "BUY" and order.limit_price < mid * (1 - FAR)
             (resting if far else crossing).append(order)
             if order.state != "submitted":
+                # not confirmed yet (e.g. IB's answer waits for execution's journal): a cancel
+                # now and then, so intents keep flowing whatever state the orders are in
+                if now_ns - first > 2e9:
+                    self.cancel(order.client_order_id)
+                    self.first_seen[order.client_order_id] = now_ns
                 continue
             if far:
                 done = self.modifies.get(order.client_order_id, 0)
