@@ -98,16 +98,22 @@ class TopOfBook:
         name = PRICE_FIELDS.get(tick_type)
         if name is None:
             return False
-        self.values[name] = price(value)
-        self.delayed = self.delayed or tick_type in DELAYED_TICK_TYPES
-        return True
+        return self._set(name, price(value), tick_type)
 
     def size(self, tick_type: int, value) -> bool:
         name = SIZE_FIELDS.get(tick_type)
         if name is None:
             return False
-        self.values[name] = size(value)
-        self.delayed = self.delayed or tick_type in DELAYED_TICK_TYPES
+        return self._set(name, size(value), tick_type)
+
+    def _set(self, name: str, value: float, tick_type: int) -> bool:
+        """True if the top of book changed. ibapi follows each tickPrice with a tickSize of
+        the same size: a Tick only for what moved, never a second one for an unchanged quote."""
+        old = self.values[name]
+        delayed = self.delayed or tick_type in DELAYED_TICK_TYPES
+        if (value == old or (value != value and old != old)) and delayed == self.delayed:
+            return False
+        self.values[name], self.delayed = value, delayed
         return True
 
     def message(self) -> Tick:

@@ -267,3 +267,17 @@ def test_event_queue_never_loses_a_wakeup():
         t.join()
     assert got == total
     q.close()
+
+
+def test_a_quote_that_did_not_change_makes_no_second_tick():
+    """ibapi follows every tickPrice with a tickSize of the same size: only a change of the
+    top of book may make a Tick (issue 16: 229 orders for 150 injected ticks)."""
+    from services.gateway.translate import TopOfBook
+    top = TopOfBook("AAPL")
+    assert top.price(1, 189.5) and top.size(0, 300)   # bid, bid size: new
+    assert not top.price(1, 189.5)                    # the same bid again
+    assert not top.size(0, 300)                       # the size that follows it, unchanged
+    assert top.size(0, 200) and top.price(1, 189.49)  # real changes
+    assert not top.price(2, None) and top.price(2, 189.6)  # unset ask stays unset; then set
+    assert top.price(67, 189.6)                       # the same ask, now delayed: a change
+    assert top.message().delayed
