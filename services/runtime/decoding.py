@@ -37,6 +37,10 @@ NonNegativeFloat = typing.Annotated[float, msgspec.Meta(ge=0, le=FINITE)]
 NonNegativeInt = typing.Annotated[int, msgspec.Meta(ge=0)]
 PositiveFloat = typing.Annotated[float, msgspec.Meta(gt=0, le=FINITE)]
 PositiveInt = typing.Annotated[int, msgspec.Meta(gt=0)]
+#: a price or quantity increment (a tick, a lot): at least 1e-10, which is far below any IB
+#: min tick (FX 5e-5, crypto 0.01) or size increment (fractional shares 1e-4), and refuses a
+#: denormal such as 5e-324 that would pass ``> 0`` and make every price a multiple of it
+Increment = typing.Annotated[float, msgspec.Meta(ge=1e-10, le=FINITE)]
 Port = typing.Annotated[int, msgspec.Meta(ge=1, le=65535)]
 
 

@@ -25,8 +25,8 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from services.runtime.decoding import (ConfigError, NonNegativeInt, Port, PositiveFloat,
-                                       PositiveInt)
+from services.runtime.decoding import (ConfigError, Increment, NonNegativeInt, Port,
+                                       PositiveFloat, PositiveInt)
 
 LIVE_PORTS = frozenset({7496, 4001})  # TWS live, IB Gateway live
 #: every port IB's own software listens on by default: the embedded simulator takes none
@@ -158,8 +158,8 @@ class FleetSection(Struct, forbid_unknown_fields=True):
 class InstrumentSettings(Struct, forbid_unknown_fields=True, kw_only=True):
     """``[instruments.SYMBOL]``: the fields of runtime.instruments.InstrumentInfo."""
 
-    min_tick: PositiveFloat  # price increment
-    lot_size: PositiveFloat = 1.0  # quantity increment
+    min_tick: Increment  # price increment
+    lot_size: Increment = 1.0  # quantity increment
     multiplier: PositiveFloat = 1.0  # contract multiplier (ES: 50)
     currency: Annotated[str, Meta(min_length=1)] = "USD"
 

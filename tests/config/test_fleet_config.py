@@ -84,7 +84,9 @@ def test_every_gateway_option_can_be_set_in_the_file():
 
 @pytest.mark.parametrize("text,words", [
     ('[instruments.ES]\nmin_tick = "0.25"\n', "instruments.ES.min_tick must be a number"),
-    ("[instruments.ES]\nmin_tick = 0\n", "instruments.ES.min_tick must be greater than 0"),
+    ("[instruments.ES]\nmin_tick = 0\n", "instruments.ES.min_tick must be at least 1e-10"),
+    ("[instruments.ES]\nmin_tick = 5e-324\n", "instruments.ES.min_tick must be at least 1e-10"),
+    ("[instruments.ES]\nmin_tick = 0.25\nlot_size = 1e-300\n", "instruments.ES.lot_size must be at least 1e-10"),
     ("[instruments.ES]\nmultiplier = 50\n", "'instruments.ES.min_tick' is required"),
     ("[instruments.ES]\nmin_tick = 0.25\ntick = 1\n", "unknown key(s) in [instruments.ES]"),
     ("[trading]\nday_roll = 1700\n", "[trading] day_roll must be a time"),
