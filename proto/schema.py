@@ -472,6 +472,25 @@ class Control(Message, kw_only=True):
     reason: str = ""
 
 
+#: a strategy's trading state as risk decides it: ``active``; ``reducing`` (its daily loss
+#: limit: only orders that reduce its position); ``paused`` (``ibfleet pause NAME``);
+#: ``halted`` (the kill switch); ``errored`` (its callbacks kept raising: risk halted it)
+TRADING_STATES = ("active", "reducing", "paused", "halted", "errored")
+
+
+class TradingState(_ByStrategy, kw_only=True):
+    """Risk's decision about one strategy's trading, on ``ctl.state.STRATEGY``: published on
+    every change, repeated every few seconds, and served by risk's snapshot (``risk-snap``,
+    prefix ``ctl.state.STRATEGY``), so a strategy that starts or re-joins while paused or
+    halted learns it. The strategy applies it (no intent leaves it unless ``active`` or
+    ``reducing``) and confirms it in its heartbeat's ``state``. ``state`` is one of
+    ``TRADING_STATES``; ``reason`` says why, for a human."""
+
+    TOPIC: ClassVar[str] = "ctl.state"
+    state: str
+    reason: str = ""
+
+
 class Ack(Message, kw_only=True):
     """The reliable path's acknowledgement of one request, optionally with a reply."""
 
@@ -520,7 +539,7 @@ ALL_TYPES: tuple[type[Message], ...] = (
     Commission, StrategyPosition, StrategyDigest, CompletedOrder, ReconcileEnd,
     Position, AccountValue, PnL,
     GatewayState, GatewayError,
-    Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd, BrokerOrders,
+    Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd, BrokerOrders, TradingState,
 )
 TYPES_BY_NAME: dict[str, type[Message]] = {t.__name__: t for t in ALL_TYPES}
 AnyMessage = Union[ALL_TYPES]  # type: ignore[valid-type]

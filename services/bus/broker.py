@@ -7,6 +7,8 @@
   events from the gateway only, ``ord.update.*`` from execution only).
 - A last-value cache subscribes to the state topics (not to high-rate depth and trades) and
   answers snapshot requests on ``bus-snap`` (the Clone pattern).
+- The alert log (``AlertLog``) keeps the fleet's latest alerts, bounded, in the same snapshot:
+  ``ibfleet status`` shows alerts published while nobody was watching.
 
 Run: ``python -m services.bus.broker`` or ``ibfleet bus``.
 """
@@ -14,12 +16,12 @@ from __future__ import annotations
 
 import argparse
 import threading
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 
 import zmq
 
-from proto.schema import (AccountValue, GatewayState, Heartbeat, Message, OpenOrder, OrderStatus,
-                          PnL, Position, Tick)
+from proto.schema import (AccountValue, Alert, GatewayState, Heartbeat, Message, OpenOrder,
+                          OrderStatus, PnL, Position, Tick)
 from services.bus import keys, sockets
 from services.bus.snapshot import SnapshotServer
 from services.bus.subscriber import Subscriber
@@ -38,15 +40,57 @@ STATE_KEYS = {
     OpenOrder: lambda m: m.ib_order_id,
     OrderStatus: lambda m: m.ib_order_id,
 }
-STATE_TOPICS = ("md.tick", "gw.state", "hb.", "acct.", "ord.open", "ord.status")
+STATE_TOPICS = ("md.tick", "gw.state", "hb.", "acct.", "ord.open", "ord.status", Alert.TOPIC)
+
+#: how many distinct alerts the alert log keeps (the oldest go first)
+ALERT_LOG_SIZE = 200
+#: the snapshot topic of a logged alert: ``alert.log.COUNT``, COUNT its repeats (>= 1)
+ALERT_LOG_TOPIC = "alert.log"
+
+
+class AlertLog:
+    """The fleet's latest alerts, for ``ibfleet status``: the one place they are kept.
+
+    An alert repeated (same source, code and text) is one entry: its latest message and how
+    many times it came, so a flapping alert cannot push the others out. At most ``size``
+    entries, the least recently seen dropped first. In memory: a restart of the bus
+    empties it (the alerts stay in each service's log and in the recordings)."""
+
+    def __init__(self, size: int = ALERT_LOG_SIZE) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[str, str, str], tuple[Alert, int]] = OrderedDict()
+
+    def add(self, alert: Alert) -> None:
+        key = (alert.src, alert.code, alert.text)
+        _, count = self.entries.pop(key, (None, 0))
+        self.entries[key] = (alert, count + 1)
+        while len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+    def items(self) -> list[tuple[str, Alert]]:
+        """Oldest first, as snapshot items: ``(alert.log.COUNT, alert)``."""
+        return [(f"{ALERT_LOG_TOPIC}.{count}", alert) for alert, count in self.entries.values()]
+
+
+def alert_count(topic: str) -> int:
+    """How many times a logged alert came, from its snapshot topic (``alert.log.COUNT``)."""
+    try:
+        return max(1, int(topic.rsplit(".", 1)[-1]))
+    except ValueError:
+        return 1
 
 
 class LastValueCache:
     def __init__(self) -> None:
         self.values: dict[tuple, tuple[str, Message]] = {}
         self.last_seq: dict[str, int] = {}
+        self.alerts = AlertLog()
 
     def apply(self, topic: str, msg: Message) -> None:
+        if isinstance(msg, Alert):
+            self.alerts.add(msg)
+            self.last_seq[f"{msg.src}|{topic}"] = msg.tseq
+            return
         key_of = STATE_KEYS.get(type(msg))
         if key_of is None:
             return
@@ -54,7 +98,7 @@ class LastValueCache:
         self.last_seq[f"{msg.src}|{topic}"] = msg.tseq
 
     def snapshot(self, prefix: str):
-        return list(self.values.values()), dict(self.last_seq)
+        return [*self.values.values(), *self.alerts.items()], dict(self.last_seq)
 
 
 class Broker(Service):

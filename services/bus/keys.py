@@ -1,9 +1,9 @@
 """Per-role CURVE keys: who a peer is comes from the key its connection authenticated with,
 never from what it writes in a message.
 
-Every role (``bus``, ``gateway``, ``execution``, ``risk``, ``operator``, ``recorder`` and
-``strategy.NAME`` for each strategy) has its own key pair in ``STATE_DIR/keys/`` (directory
-0700, files 0600): ``ROLE.key`` (public) and ``ROLE.key_secret``. Every socket a service binds
+Every role (``bus``, ``gateway``, ``execution``, ``risk``, ``operator``, ``recorder``,
+``notify`` and ``strategy.NAME`` for each strategy) has its own key pair in
+``STATE_DIR/keys/`` (directory 0700, files 0600): ``ROLE.key`` (public) and ``ROLE.key_secret``. Every socket a service binds
 is a CURVE server with its own role's key; every socket it connects is a CURVE client with its
 own key, trusting the server key of the role that owns the endpoint (``ENDPOINT_ROLES``).
 The ZAP handler (``RoleAuthenticator``, pyzmq's ThreadAuthenticator) admits a client only if
@@ -35,7 +35,7 @@ from zmq.auth.thread import ThreadAuthenticator
 log = logging.getLogger("bus.keys")
 
 ZAP_DOMAIN = "ibfleet"
-FIXED_ROLES = ("bus", "gateway", "execution", "risk", "operator", "recorder")
+FIXED_ROLES = ("bus", "gateway", "execution", "risk", "operator", "recorder", "notify")
 
 #: which role binds each named endpoint (its server key is that role's key)
 ENDPOINT_ROLES = {"bus-in": "bus", "bus-out": "bus", "bus-snap": "bus", "risk": "risk",
@@ -57,7 +57,7 @@ TOPIC_OWNERS: tuple[tuple[bytes, frozenset[str]], ...] = (
 )
 _RESTRICTED = tuple(prefix for prefix, _ in TOPIC_OWNERS)
 
-_ROLE = re.compile(r"^(bus|gateway|execution|risk|operator|recorder|strategy\.[A-Za-z0-9_.-]+)$")
+_ROLE = re.compile(r"^(bus|gateway|execution|risk|operator|recorder|notify|strategy\.[A-Za-z0-9_.-]+)$")
 
 
 def topic_allowed(role: str, topic: bytes) -> bool:

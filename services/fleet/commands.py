@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -17,6 +16,7 @@ from proto.schema import Ack, BrokerOrders, Control
 from services.bus import keys
 from services.bus.reliable import ReliableClient
 from services.fleet import ports
+from services.fleet.confirm import EXPECTED, STOPPED_STATES, Confirmations
 from services.fleet import supervisor as sup
 from services.fleet.status import collect, render
 from services.runtime import config as fleet_config
@@ -80,6 +80,12 @@ def up(argv: list[str]) -> int:
                         help="return once the fleet is up; stop it with `ibfleet down`")
     args = parser.parse_args(argv)
     config, paths = _load(parser, args, running_fleet=False)
+    if config.notify.urls:  # a URL apprise does not take: refused now, not in a crash loop
+        from services.notify.service import apprise_for
+        try:
+            apprise_for(config.notify.urls)
+        except ConfigError as exc:
+            parser.exit(2, f"ibfleet up: {exc}\n")
     simulate = args.gateway is None
     if args.gateway:
         host, _, port = args.gateway.rpartition(":")
@@ -196,7 +202,7 @@ def status(argv: list[str]) -> int:
     while True:
         result = collect(config, paths)
         if args.json:
-            print(json.dumps(result.as_dict()), flush=True)
+            print(result.to_json(), flush=True)
         else:
             prefix = "\033[2J\033[H" if args.watch else ""
             print(prefix + render(result), flush=True)
@@ -234,23 +240,29 @@ def logs(argv: list[str]) -> int:
 
 
 # -- control ------------------------------------------------------------------------------------
-def _control(argv: list[str], command: str, help_: str) -> int:
-    parser = argparse.ArgumentParser(prog=f"ibfleet {command.replace('_', '-')}",
-                                     description=help_)
+def _control(argv: list[str], command: str, help_: str, name: str) -> int:
+    """``name``: the ibfleet command (``unpause`` sends the control ``resume``)."""
+    parser = argparse.ArgumentParser(prog=f"ibfleet {name}", description=help_)
     _common(parser)
-    if command in ("pause", "resume"):
+    if command in ("pause", "resume", "flatten"):
         parser.add_argument("strategy")
     parser.add_argument("--reason", default="operator")
-    parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=10.0,
+                        help="seconds to wait for risk's acknowledgement")
+    parser.add_argument("--confirm-timeout", type=float, default=5.0,
+                        help="seconds to wait for the strategies' own confirmation (their "
+                             "heartbeats carry the trading state they applied)")
     args = parser.parse_args(argv)
     config, _ = _load(parser, args)
+    target = getattr(args, "strategy", "")
     ctx = zmq.Context()
     keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
     try:
+        confirmations = Confirmations(ctx, config, [target] if target else None)
         client = ReliableClient(ctx, config.bus.endpoint("risk"), f"cli.{__import__('os').getpid()}",
                                 resend_after=1.0)
-        client.send(Control(command=command, target=getattr(args, "strategy", ""),
-                            reason=args.reason))
+        confirmations.mark()
+        client.send(Control(command=command, target=target, reason=args.reason))
         deadline = time.monotonic() + args.timeout
         while client.pending and time.monotonic() < deadline:
             for msg in client.poll(200):
@@ -259,9 +271,12 @@ def _control(argv: list[str], command: str, help_: str) -> int:
         if client.pending:
             parser.exit(1, f"{parser.prog}: risk did not answer within {args.timeout:g}s; "
                            f"is the fleet up? (`ibfleet status`)\n")
+        print(f"{command} acknowledged by risk", flush=True)
+        confirmations.wait(EXPECTED[command], args.confirm_timeout)  # bounded
+        print(confirmations.report(EXPECTED[command], args.confirm_timeout))
+        confirmations.close()
     finally:
         ctx.destroy(linger=0)
-    print(f"{command} acknowledged by risk")
     return 0
 
 
@@ -294,6 +309,7 @@ def kill(argv: list[str]) -> int:
     ctx = zmq.Context()
     keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
     try:
+        confirmations = Confirmations(ctx, config)  # the strategies' word that they halted
         risk = ReliableClient(ctx, config.bus.endpoint("risk"), source, resend_after=1.0)
         risk.send(Control(command=command, reason=args.reason))
         via_risk, risk_error = False, ""
@@ -313,6 +329,10 @@ def kill(argv: list[str]) -> int:
         risk.close()
         report = _broker_orders_after_kill(ctx, config, source, command, via_risk,
                                            started, deadline)
+        if via_risk:  # risk halted every strategy: each one's confirmation (bounded)
+            confirmations.wait(STOPPED_STATES, 3.0)
+            print(confirmations.report(STOPPED_STATES, 3.0), flush=True)
+        confirmations.close()
     finally:
         ctx.destroy(linger=0)
     if report is None:
@@ -371,15 +391,30 @@ def _broker_orders_after_kill(ctx, config, source: str, command: str, via_risk: 
 
 
 def resume(argv: list[str]) -> int:
-    return _control(argv, "resume_all", "Lift the kill switch.")
+    return _control(argv, "resume_all", "Lift the kill switch.", "resume")
 
 
 def pause(argv: list[str]) -> int:
-    return _control(argv, "pause", "Halt one strategy (its open orders stay).")
+    return _control(argv, "pause", "Halt one strategy (its open orders stay).", "pause")
 
 
 def unpause(argv: list[str]) -> int:
-    return _control(argv, "resume", "Resume one paused strategy.")
+    return _control(argv, "resume", "Resume one paused (or errored) strategy.", "unpause")
+
+
+def flatten(argv: list[str]) -> int:
+    """``ibfleet flatten NAME``: pause one strategy, cancel its orders and close its positions
+    at market (execution does it); ``ibfleet flatten --all``: ``ibfleet kill --flatten``."""
+    if "--all" in argv:
+        return kill([a for a in argv if a != "--all"] + ["--flatten"])
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: ibfleet flatten NAME | --all [options]\n\n"
+              "NAME: pause the strategy, cancel its orders and close its positions at market "
+              "(execution does it). --all: the kill switch, then every position closed at "
+              "market (`ibfleet kill --flatten`). `ibfleet flatten NAME --help`: the options.")
+        return 0 if argv else 2
+    return _control(argv, "flatten", "Pause one strategy, cancel its orders and close its "
+                                     "positions at market.", "flatten")
 
 
 # -- strategies ---------------------------------------------------------------------------------
@@ -462,7 +497,8 @@ def keys_command(argv: list[str]) -> int:
         "when they restart, and the servers refuse the old key from then on)."))
     parser.add_argument("action", nargs="?", default="list", choices=("list", "create", "rotate"))
     parser.add_argument("roles", nargs="*", metavar="ROLE",
-                        help="bus, gateway, execution, risk, operator, recorder, strategy.NAME")
+                        help="bus, gateway, execution, risk, operator, recorder, notify, "
+                             "strategy.NAME")
     _common(parser)
     args = parser.parse_args(argv)
     config, _ = _load(parser, args)

@@ -2,9 +2,12 @@
 
 Heartbeats, the gateway's state, positions, open orders and PnL come from the snapshots the bus
 broker, execution and risk serve (the Clone pattern), so ``status`` is a read-only observer.
+The latest alerts come from the bus broker's alert log (``services.bus.broker.AlertLog``).
 """
 from __future__ import annotations
 
+import json
+import math
 import time
 import xmlrpc.client
 from dataclasses import dataclass, field
@@ -15,6 +18,7 @@ from proto.schema import (Alert, GatewayState, Heartbeat, OrderUpdate, PnL, Posi
                           StrategyPosition)
 from services.bus import keys
 from services.bus import snapshot
+from services.bus.broker import alert_count
 from services.bus.snapshot import SnapshotTimeout
 from services.bus.subscriber import Subscriber
 from services.fleet.supervisor import FleetPaths, rpc
@@ -36,9 +40,29 @@ class FleetStatus:
     #: symbol -> kind -> IB's market data type ("live", "delayed"...), from the gateway's
     #: heartbeat (market_data.py: md_type / md_refused counters)
     market_data: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: the bus's alert log, latest first: severity, code, text, src, age_s, count
+    alerts: list[dict] = field(default_factory=list)
+    #: programs supervisord has never started (disabled: ibgateway without IBC, the
+    #: simulator with --gateway...): not listed among the processes
+    not_started: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(vars(self))
+
+    def to_json(self) -> str:
+        """Strict JSON: a number that is not finite (an order's absent price is NaN on the
+        bus) is ``null``."""
+        return json.dumps(_finite(self.as_dict()), allow_nan=False)
+
+
+def _finite(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def collect(config: FleetConfig, paths: FleetPaths, timeout: float = 2.0) -> FleetStatus:
@@ -46,6 +70,9 @@ def collect(config: FleetConfig, paths: FleetPaths, timeout: float = 2.0) -> Fle
     now = time.time()
     try:
         for info in rpc(paths).supervisor.getAllProcessInfo():
+            if info["statename"] == "STOPPED" and not info["start"]:  # never started
+                status.not_started.append(info["name"])
+                continue
             uptime = now - info["start"] if info["statename"] == "RUNNING" else 0
             status.processes.append({"name": info["name"], "group": info["group"],
                                      "state": info["statename"], "pid": info["pid"],
@@ -72,6 +99,7 @@ def collect(config: FleetConfig, paths: FleetPaths, timeout: float = 2.0) -> Fle
                 _apply(status, owner, topic, msg, now)
     finally:
         ctx.destroy(linger=0)
+    status.alerts.sort(key=lambda a: a["age_s"])
     return status
 
 
@@ -101,11 +129,31 @@ def _apply(status: FleetStatus, owner: str, topic: str, msg, now: float) -> None
         status.risk[msg.strategy] = topic.rsplit(".", 1)[-1]
     elif isinstance(msg, Alert) and owner == "risk" and msg.code == "global_state":
         status.risk["*"] = msg.text
+    elif isinstance(msg, Alert) and owner == "bus":
+        status.alerts.append({"severity": msg.severity, "code": msg.code, "text": msg.text,
+                              "src": msg.src, "age_s": round(now - msg.ts / 1e9, 1),
+                              "count": alert_count(topic)})
     elif isinstance(msg, OrderUpdate) and owner == "execution":
         status.open_orders.append({"strategy": msg.strategy, "id": msg.client_order_id,
                                    "symbol": msg.symbol, "side": msg.side,
                                    "quantity": msg.quantity, "filled": msg.filled,
-                                   "price": msg.limit_price, "state": msg.state})
+                                   "type": msg.order_type, "price": _price(msg.limit_price),
+                                   "stop": _price(msg.stop_price), "state": msg.state})
+
+
+def _price(value: float) -> float | None:
+    """An order's limit or stop price; None where the order has none (NaN on the bus)."""
+    return value if math.isfinite(value) else None
+
+
+def order_price(order: dict) -> str:
+    """``@ 101.5``, ``stop 99``, ``stop 99 limit 98.5``, ``@ market``."""
+    parts = []
+    if order.get("stop") is not None:
+        parts.append(f"stop {order['stop']:g}")
+    if order.get("price") is not None:
+        parts.append(f"limit {order['price']:g}" if parts else f"@ {order['price']:g}")
+    return " ".join(parts) or f"@ {order.get('type', 'MKT').lower().replace('mkt', 'market')}"
 
 
 MARKET_DATA_TYPE_NAMES = {0: "pending", 1: "live", 2: "frozen", 3: "delayed",
@@ -143,16 +191,37 @@ def render(status: FleetStatus) -> str:
         gaps = hb["counters"].get("gaps", 0)
         lines.append(f"  {src:<28} {hb['age_s']:>6.1f}s  {hb['state']:<9} gaps {gaps}")
     lines.append(f"RISK  global {status.risk.get('*', 'unknown')}")
-    for name in sorted(set(status.pnl) | set(status.positions)):
+    # each strategy: risk's state, then the strategy's own (its heartbeat: what it applied)
+    own = {src.partition(".")[2]: hb["state"] for src, hb in status.heartbeats.items()
+           if src.startswith("strategy.")}
+    for name in sorted(set(status.pnl) | set(status.positions) | set(own)):
         pnl = status.pnl.get(name, {})
         pos = ", ".join(f"{s} {q:g}" for s, q in status.positions.get(name, {}).items()) or "flat"
         lines.append(f"  {name:<20} {status.risk.get(name, '?'):<9} "
+                     f"strategy {own.get(name, '?'):<9} "
                      f"realized {pnl.get('realized', 0):>10.2f} "
                      f"unrealized {pnl.get('unrealized', 0):>10.2f}  {pos}")
     lines.append(f"OPEN ORDERS ({len(status.open_orders)})")
     for o in status.open_orders[:20]:
         lines.append(f"  {o['strategy']:<12} {o['id']:<28} {o['side']:<4} {o['quantity']:g} "
-                     f"{o['symbol']} @ {o['price']}  {o['state']} filled {o['filled']:g}")
+                     f"{o['symbol']} {order_price(o)}  {o['state']} filled {o['filled']:g}")
+    if status.alerts:
+        lines.append(f"ALERTS ({len(status.alerts)}, latest first)")
+    for a in status.alerts[:10]:
+        repeats = f" (x{a['count']})" if a["count"] > 1 else ""
+        lines.append(f"  {_age(a['age_s']):>7} ago  {a['severity']:<8} {a['code']:<24} "
+                     f"{a['text']}{repeats}")
     for problem in status.unreachable:
         lines.append(f"! {problem}")
     return "\n".join(lines)
+
+
+def _age(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    if seconds < 172800:
+        return f"{seconds / 3600:.0f}h"
+    return f"{seconds / 86400:.0f}d"

@@ -81,6 +81,8 @@ def environment(paths: FleetPaths, config: FleetConfig, simulate: bool, record: 
                 IBFLEET_SIM_AUTOSTART="true" if simulate else "false",
                 IBFLEET_SIM_SEED=str(seed), IBFLEET_RECORD="true" if record else "false",
                 IBFLEET_CRASH_MAX=str(crash_max), IBFLEET_CRASH_WINDOW_S=str(crash_window_s),
+                # the notifier runs when [notify] names somewhere to send alerts
+                IBFLEET_NOTIFY="true" if config.notify.urls else "false",
                 IBC_PATH=os.environ.get("IBC_PATH", "/opt/ibc"), PYTHONUNBUFFERED="1")
 
 

@@ -159,6 +159,9 @@ class Connection:
         self.farm_down = False     # 2103 seen, not yet 2104
         self.close_reason = ""     # why IB is about to close us (326), added to the loss reason
         self.last_connection_error = ""  # a long outage repeats one error: published once
+        #: ibapi reported 502 for this attempt: the TCP connection itself failed (nothing
+        #: listening, or refused), not a session IB closed
+        self.connect_failed = False
 
     # -- QUERIES ---------------------------------------------------------------------------
     @property
@@ -234,6 +237,7 @@ class Connection:
     def _connect(self) -> None:
         self.reconnect_at = None
         self.generation += 1
+        self.connect_failed = False
         self.move(S.CONNECTING, f"attempt {self.backoff.attempts + 1} to "
                                 f"{self.opts.host}:{self.opts.port} as client "
                                 f"{self.opts.client_id}")
@@ -288,8 +292,19 @@ class Connection:
         self.on_up()
 
     def on_connection_closed(self) -> None:
-        if self.sm.state != S.DISCONNECTED:
+        if self.sm.state == S.DISCONNECTED:
+            return
+        if self.connect_failed and self.sm.state == S.CONNECTING:
+            self.lost(f"could not connect to {self.opts.host}:{self.opts.port}: nothing is "
+                      f"listening there, or it refused the connection (is TWS / IB Gateway "
+                      f"running, with its API enabled on that port?)")
+        else:
             self.lost("connection closed by IB")
+
+    def on_connect_failed(self) -> None:
+        """IB's 502 (ibapi: "Couldn't connect to TWS"): the socket never connected."""
+        if self.sm.state == S.CONNECTING:
+            self.connect_failed = True
 
     def on_session_ended(self, detail: str) -> None:
         if self.sm.state != S.DISCONNECTED:

@@ -80,6 +80,8 @@ class ErrorRouter:
             conn.client_id_in_use()
             self._publish(code, text, req_id, "connection")
         elif kind == Kind.CONNECTION:
+            if code == 502:  # ibapi's "Couldn't connect to TWS": the socket never connected
+                conn.on_connect_failed()
             if conn.connection_error_is_news(text):
                 self._publish(code, text, req_id, "connection")
         elif kind == Kind.PACING:

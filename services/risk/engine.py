@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from proto.schema import Message, OrderIntent, OrderUpdate, StrategyDigest, StrategyPosition
@@ -29,6 +30,8 @@ from services.runtime.instruments import Instruments, UnknownInstrument
 
 log = logging.getLogger("risk.engine")
 ACTIVE, REDUCING, HALTED = "active", "reducing", "halted"
+PAUSED, ERRORED = "paused", "errored"  # one strategy: ``ibfleet pause``; its callbacks raise
+STOPPED = (HALTED, PAUSED, ERRORED)  # a strategy in one of these sends no new orders
 ACTIONS = ("new", "modify", "cancel")
 GROUP_TIMEOUT_S = 10.0  # a group whose transmitting leg never comes is refused as a whole
 
@@ -123,6 +126,9 @@ class StrategyBook:
     # approved modifies that raise an order's quantity, not yet carried by execution's
     # updates: client order id -> (the largest quantity asked, the order's reason then)
     modifying: dict[str, tuple[float, str]] = field(default_factory=dict)
+    # (monotonic time, the strategy's callback_errors counter): its heartbeats' samples
+    errors: deque = field(default_factory=deque)
+    reason: str = ""  # why the state is what it is (an operator's pause, errors), for humans
 
     def weight(self, symbol: str, side: str, quantity: float, filled: float = 0.0,
                parent_id: str = "") -> float:
@@ -455,8 +461,10 @@ class RiskEngine:
     def _trading_state(self, intent, order, book, limits) -> Decision | None:
         if self.global_state == HALTED:
             return Decision(False, "halted", "trading is halted (kill switch)")
-        if book.state == HALTED:
-            return Decision(False, "strategy_halted", f"{intent.strategy} is halted")
+        if book.state in STOPPED:
+            return Decision(False, "strategy_halted", f"{intent.strategy} is {book.state}"
+                                                      + (f" ({book.reason})" if book.reason
+                                                         else ""))
         if REDUCING in (self.global_state, book.state) \
                 and not self._reduces(intent, order, book):
             return Decision(False, "reducing_only",
@@ -636,9 +644,14 @@ class RiskEngine:
         return held != 0 and (held > 0) != (signed > 0) and abs(signed) <= abs(held)
 
     # -- STATES -------------------------------------------------------------------------------
-    def set_state(self, target: str, state: str) -> None:
+    def set_state(self, target: str, state: str, reason: str = "") -> None:
+        """One strategy's state (``target``), or the global one (""): lifting the kill switch
+        (ACTIVE) also lifts what it halted, never a pause or an errored strategy."""
         if target:
-            self.book(target).state = state
+            book = self.book(target)
+            book.state, book.reason = state, reason
+            if state == ACTIVE:
+                book.errors.clear()  # an unpaused strategy starts a new error window
         else:
             self.global_state = state
             if state == ACTIVE:
@@ -676,3 +689,46 @@ class RiskEngine:
                     del self.owners[coid]  # execution never took it: the id was not used
         elif intent.action == "modify":
             book.modify_dropped(coid)
+
+    def effective_state(self, strategy: str) -> tuple[str, str]:
+        """(state, reason) of ``strategy`` as it must trade (``TradingState``): errored
+        first (lifting the kill switch does not lift it), then the kill switch, then its own
+        (paused, reducing, active). Creates no book for a strategy risk does not know."""
+        book = self.strategies.get(strategy)
+        state, reason = (book.state, book.reason) if book is not None else (ACTIVE, "")
+        if state == ERRORED:
+            return state, reason
+        if self.global_state == HALTED:
+            return HALTED, "kill switch"
+        if state == REDUCING and not reason:
+            reason = "daily loss limit"
+        return state, reason
+
+    def note_errors(self, strategy: str, total: int, now: float | None = None) -> str | None:
+        """A heartbeat of ``strategy`` says its callbacks raised ``total`` times since it
+        started. Returns a reason once they reach its ``max_errors`` within
+        ``error_window_s`` (the strategy is then ERRORED: no new orders until unpaused);
+        None otherwise, and for a strategy already stopped."""
+        now = self.clock() if now is None else now
+        limits = self.limits.for_strategy(strategy)
+        book = self.book(strategy)
+        samples = book.errors
+        if samples and total < samples[-1][1]:
+            samples.clear()  # the strategy restarted: its counter did too
+        # the first sample is the base: errors from before risk heard it (a restart of risk,
+        # an unpause) are not counted again
+        samples.append((now, total))
+        # 0: no window, every error since the base counts; a window should span a few
+        # heartbeat intervals (errors are sampled by the heartbeat)
+        window = limits.error_window_s
+        while len(samples) > 1 and window and now - samples[0][0] > window:
+            samples.popleft()  # the base: the oldest sample within the window
+        if limits.max_errors <= 0 or book.state in STOPPED:
+            return None
+        errors = total - samples[0][1]
+        if errors < limits.max_errors:
+            return None
+        book.state = ERRORED
+        book.reason = (f"{errors} callback errors within {now - samples[0][0]:.1f}s "
+                       f"(max_errors {limits.max_errors} in {window:g}s)")
+        return book.reason

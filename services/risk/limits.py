@@ -37,6 +37,10 @@ class Limits:
     flatten_on_loss: bool = False
     stale_after_s: float = 10.0  # no tick for this long: no new orders
     equity: float = 1_000_000  # what risk-per-trade sizing is a fraction of
+    #: a strategy whose callbacks raised this many times within ``error_window_s`` (its
+    #: heartbeat's ``callback_errors``) is halted by risk as ``errored`` until unpaused
+    max_errors: int = 20
+    error_window_s: float = 60.0
 
 
 _FILE_TYPES = {"float": NonNegativeFloat, "int": NonNegativeInt, "bool": bool}

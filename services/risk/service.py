@@ -8,7 +8,14 @@ Sockets:
 - ``execution`` DEALER (reliable): approved intents and kill/flatten controls.
 - bus SUB: ``md.tick.``, ``md.quote.`` (marks), ``ord.update.`` (fills and open orders),
   ``gw.state``. (Execution compares positions with the broker's; risk mirrors execution.)
-- ``risk-snap`` ROUTER: per-strategy trading state and PnL (for ``ibfleet status``).
+- ``risk-snap`` ROUTER: per-strategy trading state and PnL (for ``ibfleet status``), and
+  each strategy's ``TradingState`` on ``ctl.state.NAME`` (what a starting strategy joins).
+- bus PUB: ``TradingState`` on ``ctl.state.NAME`` on every change of a strategy's state
+  (a control, a daily-loss breach, errors) and every ``STATE_REPEAT_S`` for every strategy
+  it knows, so each strategy process applies it (and confirms it in its heartbeat).
+
+Risk also reads the strategies' heartbeats (``hb.strategy.``): one whose ``callback_errors``
+reach its ``max_errors`` within ``error_window_s`` is halted as ``errored``.
 """
 from __future__ import annotations
 
@@ -18,14 +25,15 @@ import time
 import tomllib
 from pathlib import Path
 
-from proto.schema import (Ack, Alert, Control, GatewayState, Message, OrderIntent, OrderUpdate, PnL,
-                          QuoteTick, RiskDecision, StrategyDigest, StrategyPosition,
-                          SubscribeRequest, Tick)
+from proto.schema import (Ack, Alert, Control, GatewayState, Heartbeat, Message, OrderIntent,
+                          OrderUpdate, PnL, QuoteTick, RiskDecision, StrategyDigest,
+                          StrategyPosition, SubscribeRequest, Tick, TradingState)
 from services.bus import snapshot
 from services.bus.reliable import DEFER, Refused, ReliableClient, ReliableServer, Token
 from services.bus.snapshot import SnapshotServer, SnapshotTimeout
 from services.bus.subscriber import Subscriber
-from services.risk.engine import ACTIVE, GROUP_TIMEOUT_S, HALTED, REDUCING, GroupDesk, RiskEngine
+from services.risk.engine import (ACTIVE, GROUP_TIMEOUT_S, HALTED, PAUSED, REDUCING, GroupDesk,
+                                  RiskEngine)
 from services.model.trading_day import TradingDay
 from services.risk.limits import LimitBook
 from services.runtime.cli import add_common_args, load_config
@@ -34,8 +42,9 @@ from services.runtime.instruments import Instruments
 from services.runtime.journal import write_json
 from services.runtime.service import Service
 
-TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state")
-CONTROL_STATES = {"kill": HALTED, "resume_all": ACTIVE, "pause": HALTED, "resume": ACTIVE}
+TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state", "hb.strategy.")
+CONTROL_STATES = {"kill": HALTED, "resume_all": ACTIVE, "pause": PAUSED, "resume": ACTIVE}
+STATE_REPEAT_S = 2.0  # every strategy's TradingState again (PUB/SUB may lose one)
 FROM_EXECUTION = (OrderUpdate, StrategyPosition, StrategyDigest)
 SAVE_ALERT_EVERY = 30  # failed saves of the trading state between two alerts (one a second)
 
@@ -68,12 +77,15 @@ class RiskService(Service):
         self.groups = GroupDesk()  # bracket legs held until the group's transmitting leg
         self.resync_wanted: dict[str, str] = {}  # strategy -> why its mirror must re-join
         self.controls_waiting: dict[int, Token] = {}  # execution seq -> the kill's sender
+        self.heard: set[str] = set()  # strategies whose heartbeat risk has seen
+        self.published_states: dict[str, tuple[str, str]] = {}  # strategy -> last published
         self.on_socket(self.server.socket, self._on_requests)
         self.on_socket(self.execution.socket, self._on_execution_reply)
         self.on_socket(self.feed.socket, self._on_feed)
         self.on_socket(self.snapshots.socket, self.snapshots.process_ready)
         self.every(1.0, self._housekeeping)
         self.every(2.0, self._subscribe_marks)
+        self.every(STATE_REPEAT_S, lambda: self._publish_states(force=True))
 
     def _subscribe_marks(self) -> None:
         """Subscription requests ride PUB/SUB: repeat them; the gateway de-duplicates.
@@ -114,6 +126,8 @@ class RiskService(Service):
             self.engine.book(name).state = state
         for name, day in saved.get("loss_days", {}).items():
             self.engine.book(name).loss_day = day
+        for name, reason in saved.get("reasons", {}).items():
+            self.engine.book(name).reason = reason
 
     def _save_trading_state(self) -> bool:
         """Atomically, durably (fsync, rename, fsync of the directory), so that a thrown kill
@@ -126,7 +140,9 @@ class RiskService(Service):
                 "global": self.engine.global_state,
                 "strategies": {n: b.state for n, b in self.engine.strategies.items()},
                 "loss_days": {n: b.loss_day for n, b in self.engine.strategies.items()
-                              if b.loss_day}})
+                              if b.loss_day},
+                "reasons": {n: b.reason for n, b in self.engine.strategies.items()
+                            if b.reason}})
         except OSError as exc:
             self.counters["state_save_errors"] += 1
             self.log.error("trading state not saved; retrying",
@@ -272,11 +288,14 @@ class RiskService(Service):
         if msg.command not in CONTROL_STATES and msg.command != "flatten":
             raise Refused(f"risk does not take a {msg.command!r} control")
         state = CONTROL_STATES.get(msg.command)
-        if msg.command == "flatten" and not msg.target:
-            state = HALTED  # flattening the whole account is the kill switch and more
+        if msg.command == "flatten":  # flattening is the kill switch (or a pause) and more
+            state = PAUSED if msg.target else HALTED
         if state is not None:
-            self.engine.set_state(msg.target if msg.command in ("pause", "resume") else "",
-                                  state)
+            per_strategy = msg.command in ("pause", "resume", "flatten") and msg.target
+            self.engine.set_state(msg.target if per_strategy else "", state,
+                                  f"{msg.command} by the operator ({msg.reason})"
+                                  if per_strategy and state != ACTIVE else "")
+            self._publish_states([msg.target] if per_strategy else None)
         seq = None
         if msg.command in ("kill", "flatten"):
             seq = self.execution.send(Control(command=msg.command, target=msg.target,
@@ -337,7 +356,9 @@ class RiskService(Service):
         self._maybe_resync()
 
     def _apply(self, msg: Message) -> None:
-        if isinstance(msg, (Tick, QuoteTick)):
+        if isinstance(msg, Heartbeat):
+            self._strategy_heartbeat(msg)
+        elif isinstance(msg, (Tick, QuoteTick)):
             self.engine.on_mark(msg.symbol, msg.bid, msg.ask)
         elif isinstance(msg, FROM_EXECUTION):
             if not self.engine.on_execution_message(msg):
@@ -345,6 +366,49 @@ class RiskService(Service):
                 self.resync_wanted.setdefault(msg.strategy, "digest differs from the mirror")
         elif isinstance(msg, GatewayState):
             self.engine.gateway_state = msg.state
+
+    # -- STRATEGIES' STATES -------------------------------------------------------------------
+    def _known_strategies(self) -> set[str]:
+        return set(self.engine.strategies) | set(self.engine.limits.per_strategy) | self.heard
+
+    def _trading_state(self, name: str) -> TradingState:
+        state, reason = self.engine.effective_state(name)
+        return TradingState(strategy=name, state=state, reason=reason)
+
+    def _publish_states(self, names: list[str] | None = None, force: bool = False) -> None:
+        """Each strategy's state on ``ctl.state.NAME``: those that changed (of ``names``,
+        None: every strategy risk knows), or all of them (``force``: the periodic repeat)."""
+        for name in sorted(self._known_strategies() if names is None else names):
+            msg = self._trading_state(name)
+            key = (msg.state, msg.reason)
+            if not force and self.published_states.get(name) == key:
+                continue
+            if self.published_states.get(name, (ACTIVE, ""))[0] != msg.state:
+                self.log.warning("strategy trading state", extra={
+                    "strategy": name, "state": msg.state, "detail": msg.reason})
+            self.published_states[name] = key
+            self.publisher.publish(msg)
+            self.counters["states_published"] += 1
+
+    def _strategy_heartbeat(self, hb: Heartbeat) -> None:
+        """A strategy's heartbeat: risk learns it runs (it gets its state), and counts its
+        callback errors; too many in the window halt it as ``errored``."""
+        head, _, name = hb.src.partition(".")
+        if head != "strategy" or not name:
+            return
+        if name not in self.heard:
+            self.heard.add(name)
+            self._publish_states([name], force=True)
+        reason = self.engine.note_errors(name, int(hb.counters.get("callback_errors", 0)))
+        if reason is None:
+            return
+        self.counters["strategies_errored"] += 1
+        self.log.error("strategy halted: errored", extra={"strategy": name, "detail": reason})
+        self.publisher.publish(Alert(severity="critical", code="strategy_errored",
+                                     text=f"{name} halted by risk as errored: {reason}; "
+                                          f"fix it, then `ibfleet unpause {name}`"))
+        self._publish_states([name])
+        self._save_trading_state()
 
     def _housekeeping(self) -> None:
         self.execution.resend_stale()
@@ -357,6 +421,7 @@ class RiskService(Service):
             self.publisher.publish(Alert(severity="critical", code="daily_loss",
                                          text=f"{strategy}: {text}"))
             self._save_trading_state()
+            self._publish_states([strategy])
             if self.engine.limits.for_strategy(strategy).flatten_on_loss:
                 self.execution.send(Control(command="flatten", target=strategy,
                                             reason="daily loss limit"))
@@ -366,6 +431,7 @@ class RiskService(Service):
             self.publisher.publish(Alert(severity="info", code="daily_loss_reset",
                                          text=f"{strategy}: {text}"))
             self._save_trading_state()
+            self._publish_states([strategy])
         self.engine.notices.clear()
         for legs in self.groups.expired(time.monotonic()):
             self.counters["rejected_incomplete_group"] += 1
@@ -397,7 +463,22 @@ class RiskService(Service):
         msg = Alert(severity="info", code="global_state", text=self.engine.global_state)
         msg.src, msg.ts = self.source, time.time_ns()
         items.append(("risk.global", msg))
-        return items, {}
+        # each strategy's TradingState, as a starting strategy joins it (``ctl.state.NAME``:
+        # also a strategy risk has not heard of yet, which may be under the kill switch)
+        names = self._known_strategies()
+        asked = prefix[len("ctl.state."):] if prefix.startswith("ctl.state.") else ""
+        if asked:
+            names.add(asked)
+        last_seq = {}
+        for name in sorted(names):
+            msg = self._trading_state(name)
+            topic = msg.topic()
+            msg.src, msg.ts = self.source, time.time_ns()
+            msg.tseq = self.publisher.stamper.topic_seq.get(topic, 0)
+            items.append((topic, msg))
+            if msg.tseq:
+                last_seq[f"{self.source}|{topic}"] = msg.tseq
+        return items, last_seq
 
 
 def _listing(strategies_dir: Path | None) -> dict[str, float]:

@@ -17,11 +17,11 @@ from typing import Any
 
 from services.runtime.decoding import ConfigError, decode, decode_map, read_toml
 from services.runtime.settings import (IB_PORTS, LIVE_PORTS, SIM_PORT, BusConfig, FleetFile,
-                                       GatewayConfig, InstrumentSettings, SimulatorSection,
-                                       is_loopback)
+                                       GatewayConfig, InstrumentSettings, NotifySection,
+                                       SimulatorSection, is_loopback)
 
 __all__ = ["IB_PORTS", "LIVE_PORTS", "SIM_PORT", "BusConfig", "ConfigError", "FleetConfig",
-           "GatewayConfig", "SimulatorSection",
+           "GatewayConfig", "NotifySection", "SimulatorSection",
            "default_run_dir", "default_state_dir", "ensure_private_dir", "is_loopback", "load"]
 
 
@@ -59,11 +59,14 @@ class FleetConfig:
     raw: dict[str, Any] = field(default_factory=dict)
     #: the embedded simulator ``ibfleet up`` runs without --gateway: its own port
     simulator: SimulatorSection = field(default_factory=SimulatorSection)
+    #: where alerts are sent (services/notify): apprise URLs, a minimum severity, rate limits
+    notify: NotifySection = field(default_factory=NotifySection)
 
     def validate(self) -> "FleetConfig":
         self.bus.validate()
         self.gateway.validate()
         self.simulator.validate()
+        self.notify.validate()
         return self
 
     def service_state_dir(self, name: str) -> Path:
@@ -89,6 +92,7 @@ def load(path: str | Path | None = None, run_dir: str | Path | None = None,
     chosen_state = (state_dir or parsed.fleet.state_dir
                     or os.environ.get("IBFLEET_STATE_DIR"))
     fleet = FleetConfig(bus=bus, gateway=gateway, raw=raw, simulator=parsed.simulator,
+                        notify=parsed.notify,
                         state_dir=Path(chosen_state) if chosen_state else default_state_dir())
     try:
         fleet.validate()

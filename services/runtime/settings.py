@@ -8,6 +8,7 @@
 [instruments.SYMBOL]  # InstrumentSettings: reference data (services/runtime/instruments.py)
 [trading]      # TradingSettings: the trading day (services/model/trading_day.py)
 [simulator]    # SimulatorSection: the embedded simulator's own port
+[notify]       # NotifySection: alerts sent by e-mail, Telegram, Slack... (apprise URLs)
 ```
 
 Every section and key is optional; an unknown one is refused (``forbid_unknown_fields``),
@@ -191,6 +192,30 @@ class SimulatorSection(Struct, forbid_unknown_fields=True):
                               f"so it is never mistaken for TWS / IB Gateway")
 
 
+Severity = Literal["info", "warning", "critical"]  # proto.schema.Alert's severities
+
+
+class NotifySection(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[notify]``: alerts sent out by the notifier (services/notify) through apprise.
+
+    ``urls``: apprise URLs (``mailto://user:pass@host:port?to=ops@example.com``,
+    ``tgram://TOKEN/CHAT``, ``slack://...``); empty, the notifier does not run.
+    ``min_severity``: the lowest severity sent. ``repeat_s``: an alert (same source, code
+    and text) sent again at most this often; its repeats meanwhile are counted and the
+    count goes with the next one. ``max_per_minute``: every notification, all kinds."""
+
+    urls: list[Annotated[str, Meta(min_length=1)]] = []
+    min_severity: Severity = "warning"
+    repeat_s: Annotated[float, Meta(ge=0, le=86400)] = 300.0
+    max_per_minute: Annotated[int, Meta(ge=1, le=1000)] = 10
+
+    def validate(self) -> None:
+        for url in self.urls:
+            if "://" not in url:
+                raise ConfigError(f"notify.urls: {url.split(':', 1)[0]!r}... is not an apprise "
+                                  f"URL (SCHEME://..., e.g. mailto://host?to=ops@example.com)")
+
+
 class FleetFile(Struct, forbid_unknown_fields=True):
     """The whole file. ``risk`` and ``instruments`` are tables decoded by their owners (a
     named table at a time, so an error names the strategy or the symbol)."""
@@ -202,3 +227,4 @@ class FleetFile(Struct, forbid_unknown_fields=True):
     instruments: dict[str, Any] = {}
     trading: TradingSettings = msgspec.field(default_factory=TradingSettings)
     simulator: SimulatorSection = msgspec.field(default_factory=SimulatorSection)
+    notify: NotifySection = msgspec.field(default_factory=NotifySection)

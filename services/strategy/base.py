@@ -54,6 +54,8 @@ class Strategy:
         self.mirror = StrategyMirror(name)  # execution's truth: open orders, positions
         self.submitted: dict[str, OrderUpdate] = {}  # intents execution has not reported yet
         self.rejections: list[RiskDecision] = []
+        #: risk's trading state says no (paused, halted, errored; set by the host): nothing
+        #: is sent, not even a modify or a cancel (a kill's cancels are execution's)
         self.paused = False
         self._exec_ids: set[str] = set()
         self._incarnation = incarnation
@@ -150,7 +152,7 @@ class Strategy:
     def modify(self, client_order_id: str, quantity: float = 0.0,
                limit_price: float = math.nan, stop_price: float = math.nan) -> None:
         order = self.order(client_order_id)
-        if order is None:
+        if order is None or self.paused:
             return
         info = self.instrument(order.symbol)
         self.host.send_intent(OrderIntent(strategy=self.name, client_order_id=client_order_id,
@@ -161,13 +163,16 @@ class Strategy:
 
     def cancel(self, client_order_id: str) -> None:
         order = self.order(client_order_id)
-        if order is None:
+        if order is None or self.paused:
             return
         self.host.send_intent(OrderIntent(strategy=self.name, client_order_id=client_order_id,
                                           action="cancel", symbol=order.symbol))
 
     def flatten(self, symbol: str) -> str | None:
-        """Cancel this symbol's open orders and close its position at market."""
+        """Cancel this symbol's open orders and close its position at market (nothing while
+        paused: ``ibfleet flatten NAME`` has execution do it then)."""
+        if self.paused:
+            return None
         for order in self.open_orders(symbol):
             self.cancel(order.client_order_id)
         qty = self.position(symbol)

@@ -12,6 +12,8 @@ window = 60
 
 [risk]                                        # read by risk from this file (see risk.limits)
 max_position = 500
+max_errors = 20                               # callback errors within error_window_s that
+error_window_s = 60.0                         # make risk halt it as "errored" (0: off)
 ```
 
 Decoded strictly (``StrategyFile``; services.runtime.decoding): an unknown key, a misspelt

@@ -5,17 +5,30 @@ On start it recovers its positions and open orders from execution's snapshot, so
 killed and restarted does not double its position; it re-joins that snapshot whenever the bus
 shows a gap on its order topic or execution's digest disagrees with its mirror.
 
-Sockets: bus SUB on its symbols' market data, ``ord.update.NAME``, ``gw.state``, ``ctl``;
-``risk`` DEALER (reliable) for intents; PUB for its subscription requests and heartbeat.
+Sockets: bus SUB on its symbols' market data, ``ord.update.NAME``, ``gw.state``,
+``ctl.state.NAME``; ``risk`` DEALER (reliable) for intents; PUB for its subscription requests
+and heartbeat.
+
+Its trading state is risk's (``TradingState`` on ``ctl.state.NAME``, joined from risk's
+snapshot on start): paused, halted or errored, it sends no intent at all; its heartbeat's
+``state`` is that trading state (``active``, ``reducing``, ``paused``, ``halted``,
+``errored``), published at once on a change: the strategy's confirmation, which ``ibfleet
+pause`` waits for and ``ibfleet status`` shows.
+
+A callback that raises is counted (``callback_errors``, which risk watches: too many within
+its window and risk halts the strategy as errored) and logged with its traceback once per
+kind (exception type and where it was raised), then as a count every ``REPEAT_LOG_S``.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
+import traceback
 
 from proto.schema import (Alert, Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate,
                           QuoteTick, RiskDecision, StrategyDigest, StrategyPosition,
-                          SubscribeRequest, Tick, TradeTick)
+                          SubscribeRequest, Tick, TradeTick, TradingState)
 from services.bus import snapshot
 from services.bus.reliable import ReliableClient
 from services.bus.snapshot import SnapshotTimeout
@@ -33,6 +46,8 @@ MARKET_DATA = (DepthUpdate, Tick, QuoteTick, TradeTick, Bar)
 FROM_EXECUTION = (OrderUpdate, StrategyPosition, StrategyDigest)
 RESYNC_MIN_INTERVAL = 0.5  # s: a burst of gaps costs one snapshot, not one each
 RESUBSCRIBE_S = 2.0  # subscription requests ride PUB/SUB: repeat them, the gateway dedupes
+TRADING = ("active", "reducing")  # risk's states in which a strategy may send intents
+REPEAT_LOG_S = 10.0  # a callback error of a kind already logged: its count, this often
 
 
 class StrategyRunner(Service):
@@ -42,8 +57,10 @@ class StrategyRunner(Service):
         self.cfg = cfg
         self.recover = recover
         bus = config.bus
+        self.state_topic = f"ctl.state.{cfg.name}"
         self.feed = self.track(Subscriber(self.ctx, bus.endpoint("bus-out"),
-                                          [f"ord.update.{cfg.name}", "gw.state", "ctl"]))
+                                          [f"ord.update.{cfg.name}", "gw.state",
+                                           self.state_topic]))
         self.risk = ReliableClient(self.ctx, bus.endpoint("risk"), self.source,
                                    resend_after=3.0)
         self.requests: set[tuple[str, str]] = set()
@@ -52,6 +69,10 @@ class StrategyRunner(Service):
         self.order_topic = f"ord.update.{cfg.name}"
         self.resync_wanted = ""
         self.last_resync = -1e9
+        self.trading_state, self.state_reason = "active", ""  # risk's, as last received
+        # callback errors by kind (exception type, where raised): total, since the last log
+        # line, and when that was
+        self.error_kinds: dict[tuple[str, str], list] = {}
         cls = cfg.load_class()
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise ConfigError(f"{cfg.class_path} is not a Strategy subclass")
@@ -67,6 +88,14 @@ class StrategyRunner(Service):
 
     # -- StrategyHost -------------------------------------------------------------------------
     def send_intent(self, intent: OrderIntent) -> None:
+        if self.strategy.paused:  # the base class sends nothing then; a subclass going
+            self.counters["intents_blocked"] += 1  # around it is stopped here
+            self.strategy.submitted.pop(intent.client_order_id, None)
+            if self.counters["intents_blocked"] == 1:
+                self.log.warning("intent not sent: the strategy is not trading",
+                                 extra={"state": self.trading_state,
+                                        "client_order_id": intent.client_order_id})
+            return
         self.risk.send(intent)
         self.counters["intents"] += 1
 
@@ -94,15 +123,38 @@ class StrategyRunner(Service):
             self._recover()
         self.strategy.on_start()
 
+    def heartbeat(self) -> None:
+        """The trading state risk set, as applied here (``starting``/``stopping`` around)."""
+        running = self.state == "running"
+        if running:
+            self.state = self.trading_state
+        try:
+            super().heartbeat()
+        finally:
+            if running:
+                self.state = "running"
+
     def on_stop(self) -> None:
+        for (kind, where), (total, unlogged, _) in sorted(self.error_kinds.items()):
+            self.log.error("strategy callback errors", extra={
+                "error": kind, "where": where, "count": total, "not_logged": unlogged})
         self.strategy.on_stop()
         for symbol, kind in self.requests:
             self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
                                                     kind=kind, active=False))
 
     def _recover(self) -> None:
-        """Positions and open orders from execution, the gateway state from the bus cache."""
+        """Positions and open orders from execution, the trading state from risk, the gateway
+        state from the bus cache."""
         self._join_execution()
+        try:
+            state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("risk-snap"),
+                                        self.state_topic, timeout=5.0)
+        except SnapshotTimeout:
+            self.log.warning("no trading state from risk yet; it repeats it every few seconds")
+        else:
+            for _, msg in state + live:
+                self._dispatch(msg)
         try:
             state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("bus-snap"),
                                         "gw.state", timeout=5.0)
@@ -162,12 +214,49 @@ class StrategyRunner(Service):
                     self.resync_wanted = "execution's digest differs from the mirror"
             elif isinstance(msg, GatewayState):
                 self.gateway_state = msg.state
+            elif isinstance(msg, TradingState):
+                self._trading_state(msg)
             elif isinstance(msg, Control):
                 self._control(msg)
-        except Exception:  # a bug in the strategy's callback must not kill the process
-            self.counters["callback_errors"] += 1
-            self.log.exception("strategy callback failed",
-                               extra={"message_type": type(msg).__name__})
+        except Exception as exc:  # a bug in the strategy's callback must not kill the process
+            self._callback_failed(exc, type(msg).__name__)
+
+    def _callback_failed(self, exc: BaseException, during: str) -> None:
+        """Counted every time; the traceback logged once per kind (type and where it was
+        raised), then a count every REPEAT_LOG_S: a strategy raising on every tick must not
+        fill the disk. Risk halts it as errored when the count grows too fast."""
+        self.counters["callback_errors"] += 1
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}" if frames else "?"
+        key = (type(exc).__name__, where)
+        now = time.monotonic()
+        entry = self.error_kinds.get(key)
+        if entry is None:
+            self.error_kinds[key] = [1, 0, now]
+            self.log.error("strategy callback failed", exc_info=exc, extra={
+                "error": key[0], "where": where, "during": during,
+                "note": f"logged once; repeats are counted every {REPEAT_LOG_S:g}s"})
+            return
+        entry[0] += 1
+        entry[1] += 1
+        if now - entry[2] >= REPEAT_LOG_S:
+            self.log.error("strategy callback failed again", extra={
+                "error": key[0], "where": where, "during": during, "count": entry[0],
+                "since_last_log": entry[1], "detail": str(exc)[:200]})
+            entry[1], entry[2] = 0, now
+
+    def _trading_state(self, msg: TradingState) -> None:
+        """Risk's decision for this strategy: applied, and confirmed in a heartbeat now."""
+        if msg.strategy != self.cfg.name or not msg.src.startswith("risk."):
+            return
+        self.strategy.paused = msg.state not in TRADING
+        if (msg.state, msg.reason) == (self.trading_state, self.state_reason):
+            return
+        self.trading_state, self.state_reason = msg.state, msg.reason
+        self.counters["state_changes"] += 1
+        self.log.warning("trading state", extra={"state": msg.state, "detail": msg.reason})
+        if self.state == "running":
+            self.heartbeat()
 
     def _refresh_depth(self, symbol: str) -> None:
         """A depth update did not fit our book (one was lost): have IB send the book afresh."""
@@ -179,13 +268,11 @@ class StrategyRunner(Service):
                                                 kind="depth", refresh=True))
 
     def _control(self, msg: Control) -> None:
-        if msg.target not in ("", self.cfg.name):
-            return
-        if msg.command in ("kill", "pause"):
-            self.strategy.paused = True
-        elif msg.command in ("resume", "resume_all"):
-            self.strategy.paused = False
-        self.log.warning("control", extra={"command": msg.command})
+        """A control on the bus is not an order to this process: risk applies controls and
+        publishes the resulting ``TradingState``, which is what the strategy obeys."""
+        self.counters["controls_ignored"] += 1
+        self.log.warning("control on the bus ignored: the trading state comes from risk",
+                         extra={"command": msg.command, "target": msg.target})
 
     def _on_risk_reply(self) -> None:
         for msg in self.risk.poll():
@@ -202,9 +289,8 @@ class StrategyRunner(Service):
     def _timer(self) -> None:
         try:
             self.strategy.on_timer(time.time_ns())
-        except Exception:
-            self.counters["callback_errors"] += 1
-            self.log.exception("on_timer failed")
+        except Exception as exc:
+            self._callback_failed(exc, "on_timer")
         self._maybe_resync()
         realized, unrealized = self.strategy.pnl()
         positions = self.strategy.mirror.positions

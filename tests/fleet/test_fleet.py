@@ -18,22 +18,33 @@ from services.runtime import config as fleet_config
 from services.simulator.control import SimControl
 from tests.support.bus import short_run_dir
 from tests.support.processes import REPO, free_port, wait_for
+from tests.support.smtp import MailSink, text_of
 
 PROBE = "tests.support.probe_strategy:Probe"
 CRASH = "tests.support.crashing_strategy:CrashAfterStart"
 
 
+def strict_json(text: str):
+    """JSON as the standard has it: NaN and Infinity are not JSON."""
+    def refuse(name: str):
+        raise ValueError(f"not JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
 class FleetCli:
-    def __init__(self, tmp) -> None:
+    def __init__(self, tmp, notify_urls: list[str] = ()) -> None:
         self.run_dir = short_run_dir()
         self.tmp = tmp
         self.config = tmp / "fleet.toml"
         self.port = free_port()
-        self.config.write_text(tomli_w.dumps({
-            "bus": {"run_dir": str(self.run_dir), "heartbeat_ms": 500},
-            "simulator": {"port": self.port},
-            "fleet": {"state_dir": str(tmp / "state")}}))
+        raw = {"bus": {"run_dir": str(self.run_dir), "heartbeat_ms": 500},
+               "simulator": {"port": self.port},
+               "fleet": {"state_dir": str(tmp / "state")}}
+        if notify_urls:
+            raw["notify"] = {"urls": list(notify_urls), "min_severity": "warning"}
+        self.config.write_text(tomli_w.dumps(raw))
         self.supervisord_pid = 0
+        self.mail: MailSink | None = None
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "services.cli", *args, "--config",
@@ -43,7 +54,7 @@ class FleetCli:
     def status(self) -> dict:
         result = self.run("status", "--json")
         assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return strict_json(result.stdout)
 
     def processes(self) -> dict[str, dict]:
         return {p["name"]: p for p in self.status()["processes"]}
@@ -65,7 +76,9 @@ def _tree(pid: int) -> set[int]:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory):
-    cli = FleetCli(tmp_path_factory.mktemp("fleet"))
+    mail = MailSink().start()  # [notify]: alerts mailed to an SMTP server on loopback
+    cli = FleetCli(tmp_path_factory.mktemp("fleet"), [mail.url()])
+    cli.mail = mail
     hold = cli.strategy_file("hold", PROBE, {"mode": "target", "target": 100})
     result = cli.run("up", "--detach", "--no-record", "--crash-max", "2", "--crash-window-s",
                      "120", "--strategies", hold, *["--seed", "3"])
@@ -84,10 +97,11 @@ def fleet(tmp_path_factory):
                     os.kill(pid, 9)
                 except ProcessLookupError:
                     pass
+        mail.stop()
 
 
 def test_every_process_runs_and_status_reports_it(fleet):
-    expected = {"bus", "simulator", "gateway", "execution", "risk", "fleetwatch",
+    expected = {"bus", "simulator", "gateway", "execution", "risk", "fleetwatch", "notify",
                 "strategy-hold"}
     wait_for(lambda: expected <= {n for n, p in fleet.processes().items()
                                   if p["state"] == "RUNNING"}, what="every process RUNNING")
@@ -99,6 +113,10 @@ def test_every_process_runs_and_status_reports_it(fleet):
     assert all(hb["age_s"] < 5 for hb in status["heartbeats"].values())
     text = fleet.run("status").stdout
     assert "PROCESSES" in text and "GATEWAY  synchronised" in text
+    # programs never started (IB Gateway under IBC, the recorder with --no-record) are not
+    # listed as STOPPED processes
+    assert "ibgateway" not in text and "ibgateway" not in fleet.processes()
+    assert {"ibgateway", "recorder"} <= set(status["not_started"])
     logs = fleet.run("logs", "gateway", "-n", "5")
     assert logs.returncode == 0 and all(json.loads(line)["svc"] == "gateway.1"
                                         for line in logs.stdout.splitlines() if line)
@@ -173,8 +191,28 @@ def test_a_crash_looping_process_is_stopped_and_reported(fleet):
         wait_for(stopped_and_alerted, deadline=120, what="the crash loop to be stopped")
         assert "strategy-crash" in next(a.text for a in seen if a.code == "crash_loop")
         assert fleet.processes()["strategy-hold"]["state"] == "RUNNING"
+        # published while no `ibfleet status` ran: status lists it all the same
+        listed = [a for a in fleet.status()["alerts"] if a["code"] == "crash_loop"]
+        assert listed and listed[0]["severity"] == "critical"
+        assert "strategy-crash" in listed[0]["text"] and listed[0]["age_s"] >= 0
     finally:
         ctx.destroy(linger=0)
+
+
+def test_the_kill_switch_alert_is_mailed_and_listed_by_status_latest_first(fleet):
+    result = fleet.run("kill", "--reason", "mail test")
+    assert result.returncode == 0, result.stdout + result.stderr
+    mails = wait_for(lambda: [m for m in fleet.mail.mails if "control_kill" in m["Subject"]],
+                     deadline=120, what="the kill switch's alert by mail")
+    assert mails[0]["Subject"] == "[ibfleet critical] control_kill"
+    assert "kill all by" in text_of(mails[0])
+    alerts = fleet.status()["alerts"]  # strict JSON (no NaN anywhere)
+    assert alerts[0]["code"] == "control_kill" and alerts[0]["severity"] == "critical"
+    assert [a["age_s"] for a in alerts] == sorted(a["age_s"] for a in alerts)
+    text = fleet.run("status").stdout
+    assert "ALERTS" in text and "control_kill" in text
+    assert text.index("control_kill") < text.index("crash_loop")  # latest first
+    assert fleet.run("resume").returncode == 0
 
 
 def test_ibfleet_down_leaves_no_process_behind(fleet):

@@ -119,6 +119,46 @@ def test_a_paused_strategy_is_halted_alone():
     assert engine.check(_intent()).reason == "strategy_halted"
 
 
+def test_pause_and_errored_are_per_strategy_and_outlive_lifting_the_kill_switch():
+    from services.risk.engine import ERRORED, PAUSED
+    engine, _ = _engine()
+    engine.set_state("s", PAUSED, "pause by the operator")
+    assert engine.check(_intent()).reason == "strategy_halted"
+    assert engine.effective_state("s") == (PAUSED, "pause by the operator")
+    engine.set_state("", HALTED)
+    assert engine.effective_state("s")[0] == HALTED  # the kill switch shows while it is on
+    assert engine.effective_state("unknown")[0] == HALTED  # also for one risk never saw
+    engine.set_state("", ACTIVE)
+    assert engine.effective_state("s")[0] == PAUSED  # lifting it lifts no pause
+    engine.set_state("s", ACTIVE)
+    assert engine.check(_intent()).approved
+    engine.book("s").state = ERRORED
+    engine.set_state("", HALTED)
+    assert engine.effective_state("s")[0] == ERRORED
+    engine.set_state("", ACTIVE)
+    assert engine.check(_intent(coid="s-2")).reason == "strategy_halted"
+
+
+def test_too_many_callback_errors_within_the_window_make_a_strategy_errored():
+    from services.risk.engine import ERRORED
+    engine, clock = _engine(max_errors=5, error_window_s=10.0)
+    # its heartbeats' callback_errors: the first is the base (risk may have joined late)
+    for t, total in ((0, 100), (4, 102), (8, 104), (12, 106), (16, 108), (20, 110)):
+        assert engine.note_errors("s", total, now=t) is None  # 4 per 10 s: under the limit
+    assert engine.note_errors("s", 115, now=24) is not None  # 7 in the last 10 s
+    assert engine.book("s").state == ERRORED
+    assert engine.check(_intent()).reason == "strategy_halted"
+    assert engine.note_errors("s", 200, now=25) is None  # already stopped: said once
+    engine.set_state("s", ACTIVE)  # unpaused: a new window from the next heartbeat
+    assert engine.note_errors("s", 300, now=26) is None
+    assert engine.note_errors("s", 3, now=27) is None  # the strategy restarted: from 0
+    assert engine.note_errors("s", 7, now=28) is None
+    assert engine.note_errors("s", 8, now=29) is not None
+    engine, _ = _engine(max_errors=0)  # 0 switches it off
+    assert engine.note_errors("s", 0, now=0) is None
+    assert engine.note_errors("s", 10**6, now=1) is None
+
+
 def test_order_rate_is_a_token_bucket_per_strategy():
     engine, clock = _engine(order_rate=2, order_burst=3, max_open_orders=0)
     results = [engine.check(_intent(coid=f"c{i}")).approved for i in range(5)]

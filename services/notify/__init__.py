@@ -1,0 +1,1 @@
+"""Alerts sent out of the fleet (e-mail, Telegram, Slack...) through apprise: ``service``."""

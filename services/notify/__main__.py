@@ -1,0 +1,3 @@
+from services.notify.service import main
+
+raise SystemExit(main())
