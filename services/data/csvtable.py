@@ -134,14 +134,10 @@ def read_csv_table(kind: str, path: str, *, symbol: str | None, zone_text: str,
                ("ts", "symbol")]
     i_ts, i_sym = found["ts"], found.get("symbol")
     plan = [(f, found[f], header[found[f]], f in spec.prices) for f in numeric]
-    width = len(header)
     groups: dict[str, dict[str, list]] = defaultdict(lambda: {f: [] for f in ["ts", *numeric]})
     any_time = False
     for line, fields in rows:
-        if len(fields) != width:
-            column = header[len(fields)] if len(fields) < width else f"{width + 1}"
-            raise DataError(f"expected {width} fields, found {len(fields)}", file=source.name,
-                            row=line, column=column)
+        source.check_width(fields, header, line)
         column = header[i_ts]
         try:
             text = fields[i_ts]

@@ -40,10 +40,7 @@ def read_histdata(path: str, *, symbol: str | None = None, zone_text: str | None
     clock = LocalClock(tz)
     ts, bid, ask = [], [], []
     for line, fields in source.rows():
-        if len(fields) != 4:
-            column = COLUMNS[len(fields)] if len(fields) < 4 else "5"
-            raise DataError(f"expected 4 fields, found {len(fields)}", file=source.name,
-                            row=line, column=column)
+        source.check_width(fields, COLUMNS, line)
         column = "time"
         try:
             match = TIME.match(fields[0])

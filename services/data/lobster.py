@@ -87,10 +87,7 @@ def read_lobster(message_path: str, orderbook_path: str, *, symbol: str | None =
 
     ts, event, order_id, size, price, side = [], [], [], [], [], []
     for line, fields in messages.rows():
-        if len(fields) != 6:
-            column = MESSAGE_COLUMNS[len(fields)] if len(fields) < 6 else "7"
-            raise DataError(f"expected 6 fields, found {len(fields)}", file=messages.name,
-                            row=line, column=column)
+        messages.check_width(fields, MESSAGE_COLUMNS, line)
         column = "time"
         try:
             ns = _seconds_ns(fields[0])

@@ -71,6 +71,15 @@ class Source:
             except (UnicodeDecodeError, csv.Error, EOFError, gzip.BadGzipFile) as exc:
                 raise DataError(f"unreadable: {exc}", file=self.name, row=line + 1) from exc
 
+    def check_width(self, fields: list[str], columns, line: int) -> None:
+        """A row must have one field per column (``columns``: their names, in order); else a
+        DataError naming the first missing column, or the first extra one by number."""
+        width = len(columns)
+        if len(fields) != width:
+            column = columns[len(fields)] if len(fields) < width else str(width + 1)
+            raise DataError(f"expected {width} fields, found {len(fields)}", file=self.name,
+                            row=line, column=column)
+
     def provenance(self, *, rows: int, importer: str, licence: str,
                    options: dict[str, str]) -> Provenance:
         digest = hashlib.sha256()
