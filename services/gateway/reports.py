@@ -296,11 +296,20 @@ class Reports:
             self.run.saw("executions")
         if int(ex.clientId or 0) == self.client_id:
             self.desk.on_execution(int(ex.orderId), translate.size(ex.cumQty))
-        if not self.ledger.is_new_exec(ex.execId):
+        new = self.ledger.is_new_exec(ex.execId)
+        # a reconciliation's answer is published whole, even what was published before: it is
+        # asked for because something was lost (a gap on the bus, a restart), and only the
+        # consumer knows what it missed (execution books each execId once); outside a run an
+        # execution IB tells again is not published twice
+        replay = self.run is not None and req_id == self.run.exec_req_id
+        if not new and not replay:
             self.counters["duplicate_execs_suppressed"] += 1
             return
         msg = translate.execution(contract, ex, self.contracts.symbol_of(contract))
         self.publisher.publish(msg)
+        if not new:
+            self.counters["executions_replayed"] += 1
+            return
         try:
             self.ledger.record_exec(ex.execId, msg.exec_time_ns)
         except OSError as exc:  # published; not remembered: a replay publishes it again
@@ -313,10 +322,13 @@ class Reports:
             self._maybe_done()
 
     def on_commission(self, report) -> None:
-        if not self.ledger.is_new_commission(report.execId):
+        new = self.ledger.is_new_commission(report.execId)
+        if not new and self.run is None:  # during a run: replayed with its execution
             self.counters["duplicate_commissions_suppressed"] += 1
             return
         self.publisher.publish(translate.commission(report))
+        if not new:
+            return
         try:
             self.ledger.record_commission(report.execId)
         except OSError as exc:

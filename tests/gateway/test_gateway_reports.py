@@ -94,3 +94,22 @@ def test_an_untransmitted_leg_is_in_flight_and_never_resent(fleet):
     _, end = reconcile(fleet)
     assert {parent, child} <= set(end.open_ids) and end.in_flight_ids == []
     assert len(requests_for(fleet, parent)) == 1 and len(requests_for(fleet, child)) == 1
+
+
+def test_a_reconciliation_publishes_the_executions_it_finds_even_those_told_before(fleet):
+    """Execution asks for a reconciliation because something was lost (a gap on the bus: the
+    broker restarted while a fill went out). The gateway must not hold back an execution it
+    had published: only the consumer knows it missed it (it books each execId once)."""
+    from proto.schema import Execution
+    fleet.start_gateway()
+    fleet.bus.wait_state("synchronised")
+    place_resting(fleet, "fill-1", limit_price=1000.0, tif="DAY")  # marketable: fills
+    first = fleet.bus.wait(Execution, lambda m: m.client_order_id == "fill-1",
+                           what="the fill")[0]
+    mark, end = reconcile(fleet)
+    with fleet.bus.lock:
+        after = fleet.bus.messages[mark:]
+    end_at = after.index(end)
+    again = [i for i, m in enumerate(after)
+             if isinstance(m, Execution) and m.exec_id == first.exec_id]
+    assert again and again[0] < end_at  # in the run, before its end
