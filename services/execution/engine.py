@@ -32,6 +32,8 @@ from services.model.portfolio import EPSILON, Booked, Fill, Portfolio, exec_base
 from services.runtime.journal import Journal
 
 log = logging.getLogger("execution.engine")
+#: reconciliation runs an order IB lists as Filled waits for its executions before it is closed
+FILLED_WITHOUT_FILLS_RUNS = 3
 E, S = OrderEvent, OrderState
 EXTERNAL = "external"  # the owner of orders and positions execution did not make
 ADJUSTMENT_PREFIX = "adjust:"  # exec ids of bookings that adopt the broker's positions
@@ -92,6 +94,8 @@ class ExecutionEngine:
         self.broker_positions: dict[str, float] = {}
         self.client_id = 0  # the gateway's IB client id (from its state)
         self._completed_this_run: set[str] = set()
+        #: orders IB lists completed Filled whose executions never came: runs waited so far
+        self._filled_without_fills: dict[str, int] = {}
         self._perm_ids_seen: set[int] = set()  # open orders IB reported since the last run
         self._mismatch_seen: dict[str, float] = {}
         self._was_synchronised = False  # to tell a reconnect from the first connection
@@ -653,6 +657,14 @@ class ExecutionEngine:
             if order.filled + EPSILON >= self._quantity(order):
                 self._transition(order, E.FILL)
                 continue
+            if order.client_order_id in self._completed_this_run:
+                # IB lists it completed Filled, its executions not booked yet: the next run
+                # (asked for in on_completed) brings them; a few runs without them, and it
+                # is closed as below, alerted, and the broker's position adopted
+                tries = self._filled_without_fills.get(order.client_order_id, 0) + 1
+                self._filled_without_fills[order.client_order_id] = tries
+                if tries <= FILLED_WITHOUT_FILLS_RUNS:
+                    continue
             self._transition(order, E.CANCELLED, "IB no longer lists it (not open, not "
                                                  "completed)")
             self.alerts.append(("warning", "order_vanished",

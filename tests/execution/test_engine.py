@@ -293,6 +293,31 @@ def test_an_order_gone_at_ib_while_down_is_closed_by_reconciliation(engine):
     assert [c.client_order_id for c in engine.cancel_all()] == ["k"]  # no endless cancel loop
 
 
+def test_an_order_ib_lists_filled_waits_for_its_executions_not_closed_as_cancelled(engine):
+    """The fill's message was lost (the bus restarted): IB's completed orders say Filled, the
+    executions are not booked yet. The order is not closed as cancelled with 0 filled; the
+    next run's executions fill it. Without them for a few runs it is closed, alerted."""
+    filled = _working(engine, "f", 1)
+    done = CompletedOrder(ib_order_id=1, client_order_id="f", perm_id=0, symbol="AAPL",
+                          side="BUY", quantity=100, filled=100, status="Filled")
+    engine.on_completed(done)
+    assert engine.reconcile_wanted  # asks IB for the executions again
+    engine.on_reconcile_end(ReconcileEnd(reason="gap", open_ids=[]))
+    assert filled.state is OrderState.SUBMITTED
+    assert "order_vanished" not in [code for _, code, _ in engine.alerts]
+    engine.on_execution(_fill("f", "e1", 100, ib=1))  # the next run brings it
+    assert filled.state is OrderState.FILLED and filled.filled == 100
+
+    lost = _working(engine, "l", 2)
+    for _ in range(4):  # never: closed after a few runs, as before, and said so
+        engine.on_completed(CompletedOrder(ib_order_id=2, client_order_id="l", perm_id=0,
+                                           symbol="AAPL", side="BUY", quantity=100,
+                                           filled=100, status="Filled"))
+        engine.on_reconcile_end(ReconcileEnd(reason="gap", open_ids=[]))
+    assert lost.state is OrderState.CANCELLED
+    assert [code for _, code, _ in engine.alerts].count("order_vanished") == 1
+
+
 def test_an_execution_correction_replaces_the_fill_it_corrects(engine):
     _working(engine)
     engine.on_execution(_fill("s-1", "0000e0d5.6575a7f3.01.01", 100, 100.0))
