@@ -525,7 +525,13 @@ class ExecutionEngine:
         order = self._find(fill.client_order_id, fill.ib_order_id, fill.perm_id)
         if order is None and exec_base(fill.exec_id)[1] > 1 \
                 and not self.portfolio.knows_execution(fill.exec_id):
+            # a correction of an execution we never booked, of an order we do not know:
+            # nothing to correct; refused (counted, logged), nothing booked. Were it real,
+            # the broker's positions, compared at each reconciliation, bring it in
             self.errors["correction_of_unknown_execution"] += 1
+            log.error("correction of an unknown execution refused",
+                      extra={"exec_id": fill.exec_id, "symbol": fill.symbol})
+            return []
         self.journal.append(fill)
         result = self._book(fill)
         if result is Booked.STALE:

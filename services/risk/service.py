@@ -460,6 +460,8 @@ class RiskService(Service):
             items.append((f"risk.{name}.{book.state}", msg))
             for position in book.mirror.positions.values():  # the mirror, for audits
                 items.append((f"risk.pos.{name}", position))
+            for order in book.mirror.orders.values():  # its working orders, for audits
+                items.append((f"risk.ord.{name}", order))
         msg = Alert(severity="info", code="global_state", text=self.engine.global_state)
         msg.src, msg.ts = self.source, time.time_ns()
         items.append(("risk.global", msg))

@@ -364,6 +364,19 @@ def test_bad_intents_get_a_clear_counted_error_and_change_nothing(engine):
     assert set(engine.orders) == {"done"}
     assert engine.errors["invalid_order"] == 3
     assert engine.errors["cancel_unknown_order"] == 1 and engine.errors["modify_done_order"] == 1
+    with pytest.raises(IntentRefused, match="unknown order"):
+        engine.on_intent(_intent("nope", action="modify", price=2.0))
+    with pytest.raises(IntentRefused, match="already cancelled"):
+        engine.on_intent(_intent("done", action="cancel"))
+    assert engine.errors["modify_unknown_order"] == 1 and engine.errors["cancel_done_order"] == 1
+    # a correction (.02) of an execution never booked, of an order execution does not know
+    records = engine.journal.file_records
+    assert engine.on_execution(_fill("ghost", "0000e1.02", 50, ib=99)) == []
+    assert engine.errors["correction_of_unknown_execution"] == 1
+    assert not engine.portfolio.has_fill("0000e1.02") and engine.portfolio.quantity(
+        EXTERNAL, "AAPL") == 0
+    assert engine.journal.file_records == records  # nothing journalled, nothing booked
+    assert set(engine.orders) == {"done"} and order.state is OrderState.CANCELLED
 
 
 def test_positions_that_differ_from_the_broker_twice_are_adopted(engine):

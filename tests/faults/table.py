@@ -33,6 +33,9 @@ def rows(lines) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
     lines: list[str] = []
     for path in argv:
         with open(path) as fh:

@@ -2,9 +2,10 @@
 broker (the simulator's ledger).
 
 Views compared, per strategy and symbol:
-- the simulator's ledger (positions per symbol, orders working there);
+- the simulator's ledger (positions per symbol, orders working there: counted, and each of
+  an audited strategy's open orders, by client order id, must be working there);
 - execution's snapshot (``StrategyPosition``, open ``OrderUpdate``s, digests);
-- risk's mirror (its ``risk-snap`` snapshot);
+- risk's mirror (its ``risk-snap`` snapshot: positions and working orders);
 - each strategy's mirror (its heartbeat counters ``pos.SYMBOL`` and ``open_orders``);
 - ``ibfleet status --json``'s data (``services.fleet.status.collect``, what the command prints).
 Also: realized PnL net of commissions equal in risk and execution, and each execId booked
@@ -48,24 +49,32 @@ def views(fleet: Fleet, strategies: list[str], status_json: dict | None = None) 
     ex_open: dict[str, int] = {}
     ex_realized: dict[str, float] = {}
     ex_fills = 0
+    ex_ids: dict[str, set[str]] = {}
     for _, msg in _snap(fleet, "execution-snap"):
         if isinstance(msg, StrategyPosition):
             ex_pos.setdefault(msg.strategy, {})[msg.symbol] = msg.quantity
             ex_realized[msg.strategy] = ex_realized.get(msg.strategy, 0.0) + msg.realized
         elif isinstance(msg, OrderUpdate):
             ex_open[msg.strategy] = ex_open.get(msg.strategy, 0) + 1
+            ex_ids.setdefault(msg.strategy, set()).add(msg.client_order_id)
         elif isinstance(msg, StrategyDigest):
             ex_fills += msg.fills
     out["execution"] = {"positions": {s: _nonzero(p) for s, p in ex_pos.items()},
-                        "open": ex_open, "realized": ex_realized, "fills": ex_fills}
+                        "open": ex_open, "realized": ex_realized, "fills": ex_fills,
+                        "ids": ex_ids}
     risk_pos: dict[str, dict[str, float]] = {}
     risk_realized: dict[str, float] = {}
+    risk_open: dict[str, int] = {}
+    risk_ids: dict[str, set[str]] = {}
     for _, msg in _snap(fleet, "risk-snap"):
         if isinstance(msg, StrategyPosition):
             risk_pos.setdefault(msg.strategy, {})[msg.symbol] = msg.quantity
             risk_realized[msg.strategy] = risk_realized.get(msg.strategy, 0.0) + msg.realized
+        elif isinstance(msg, OrderUpdate):
+            risk_open[msg.strategy] = risk_open.get(msg.strategy, 0) + 1
+            risk_ids.setdefault(msg.strategy, set()).add(msg.client_order_id)
     out["risk"] = {"positions": {s: _nonzero(p) for s, p in risk_pos.items()},
-                   "realized": risk_realized}
+                   "realized": risk_realized, "open": risk_open, "ids": risk_ids}
     beats = {m.src: m for _, m in _snap(fleet, "bus-snap", "hb.") if isinstance(m, Heartbeat)}
     strat_pos, strat_open = {}, {}
     for name in strategies:
@@ -108,10 +117,21 @@ def mismatches(fleet: Fleet, strategies: list[str], status_json: dict | None = N
             net[symbol] = net.get(symbol, 0.0) + q
     if _nonzero(net) != _nonzero(truth):
         problems.append(f"execution's net positions {_nonzero(net)} != the simulator's {truth}")
-    working = len(live_orders(fleet))
-    if sum(ex["open"].values()) != working:
+    live = live_orders(fleet)
+    if sum(ex["open"].values()) != len(live):  # all of them, other clients' (adopted) too
         problems.append(f"execution has {sum(ex['open'].values())} open orders, the simulator "
-                        f"{working} working")
+                        f"{len(live)} working")
+    # and order by order for the strategies audited: the same client order ids open in
+    # execution and in risk, each working at the simulator (its order ref)
+    working = {o["order_ref"] for o in live if o["order_ref"]}
+    for name in strategies:
+        mine, risks = ex["ids"].get(name, set()), v["risk"]["ids"].get(name, set())
+        if mine - working:
+            problems.append(f"{name}: open in execution, not working at the simulator: "
+                            f"{sorted(mine - working)}")
+        if risks != mine:
+            problems.append(f"{name}: risk's working orders {sorted(risks)} != execution's "
+                            f"{sorted(mine)}")
     for name in strategies:
         mine = ex["positions"].get(name, {})
         for view in ("risk", "strategies", "status"):
@@ -120,7 +140,7 @@ def mismatches(fleet: Fleet, strategies: list[str], status_json: dict | None = N
                 problems.append(f"no heartbeat from strategy {name}")
             elif theirs != mine:
                 problems.append(f"{view} holds {theirs} for {name}, execution {mine}")
-        for view in ("strategies", "status"):
+        for view in ("risk", "strategies", "status"):
             if v[view]["open"].get(name, 0) != ex["open"].get(name, 0):
                 problems.append(f"{view} shows {v[view]['open'].get(name, 0)} open orders for "
                                 f"{name}, execution {ex['open'].get(name, 0)}")
