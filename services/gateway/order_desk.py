@@ -48,6 +48,9 @@ from services.gateway.contracts import ContractResolver
 from services.gateway.orders import OrderIdSequence, OrderMap, OrderRecord
 from services.gateway.outbox import Outbox
 
+#: the reason of a reconciliation execution asked for (it saw a gap or a difference): its
+#: executions are published whole, even those published before (``Reports.on_exec_details``)
+EXECUTION_ASKED = "reconcile requested by execution"
 #: IB's statuses after which an order works no more
 DONE_STATUSES = frozenset({"Filled", "Cancelled", "ApiCancelled", "Inactive"})
 
@@ -145,7 +148,7 @@ class OrderDesk:
         if msg.command == "place":
             return self._place(msg)
         if msg.command == "reconcile":
-            self.request_reconcile("reconcile requested by execution")
+            self.request_reconcile(EXECUTION_ASKED)
             return []  # without a socket the next connection reconciles anyway
         if msg.command in ("modify", "cancel"):
             rec = self.orders.get(msg.client_order_id) if msg.client_order_id else None

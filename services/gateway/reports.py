@@ -36,7 +36,7 @@ from proto.schema import AccountValue, PnL, ReconcileEnd
 from services.gateway import translate
 from services.gateway.contracts import ContractResolver
 from services.gateway.options import GatewayOptions
-from services.gateway.order_desk import OrderDesk
+from services.gateway.order_desk import EXECUTION_ASKED, OrderDesk
 from services.gateway.outbox import Outbox
 from services.gateway.reconcile import ExecutionLedger
 
@@ -76,6 +76,9 @@ class ReconcileRun:
     waiting: set[str] = field(default_factory=lambda: set(PARTS))
     counts: Counter = field(default_factory=Counter)
     open_ids: set[int] = field(default_factory=set)
+    #: execution asked for it (it lost something on the bus): every execution it finds is
+    #: published, even one published before
+    replay: bool = False
     #: the order desk's place count when reqAllOpenOrders went out (None: not yet sent)
     sends_mark: int | None = None
     completed_sent_at: float | None = None
@@ -121,7 +124,7 @@ class Reports:
     # -- THE RECONCILIATION RUN ------------------------------------------------------------
     def start_run(self, reason: str, server_version: int) -> None:
         rid = self.outbox.req_id()
-        run = ReconcileRun(reason, rid, time.monotonic())
+        run = ReconcileRun(reason, rid, time.monotonic(), replay=reason == EXECUTION_ASKED)
         self.run = run
         flt = ExecutionFilter()
         flt.clientId = self.client_id
@@ -297,11 +300,12 @@ class Reports:
         if int(ex.clientId or 0) == self.client_id:
             self.desk.on_execution(int(ex.orderId), translate.size(ex.cumQty))
         new = self.ledger.is_new_exec(ex.execId)
-        # a reconciliation's answer is published whole, even what was published before: it is
-        # asked for because something was lost (a gap on the bus, a restart), and only the
-        # consumer knows what it missed (execution books each execId once); outside a run an
-        # execution IB tells again is not published twice
-        replay = self.run is not None and req_id == self.run.exec_req_id
+        # the answer to a reconciliation execution asked for is published whole, even what
+        # was published before: execution asks because it lost something on the bus (a gap:
+        # the broker restarted), and only it knows what (it books each execId once).
+        # Otherwise (a reconnect: the bus lost nothing) an execution IB tells again is not
+        # published twice
+        replay = self.run is not None and self.run.replay and req_id == self.run.exec_req_id
         if not new and not replay:
             self.counters["duplicate_execs_suppressed"] += 1
             return
@@ -323,7 +327,8 @@ class Reports:
 
     def on_commission(self, report) -> None:
         new = self.ledger.is_new_commission(report.execId)
-        if not new and self.run is None:  # during a run: replayed with its execution
+        if not new and not (self.run is not None and self.run.replay):  # replayed with its
+            # execution in a run execution asked for
             self.counters["duplicate_commissions_suppressed"] += 1
             return
         self.publisher.publish(translate.commission(report))
