@@ -941,16 +941,14 @@ class ExecutionEngine:
                 for exec_id, amount in self.portfolio.commissions().items()]
         # the published mark, as the last fill that still stands at or before it
         booked = {m.exec_id for m in out if isinstance(m, Execution)}
-        told: list[str] = []
+        mark = ""
         for exec_id in self._executions:
             if exec_id in booked:
-                told.append(exec_id)
+                mark = exec_id
             if exec_id == self.last_published:
+                if mark:
+                    out.append({"published": mark})  # type: ignore[arg-type]
                 break
-        else:
-            told = []
-        if told:
-            out.append({"published": told[-1]})  # type: ignore[arg-type]
         return out
 
     def stuck_cancels(self, now: float, timeout: float) -> list[OrderCommand]:

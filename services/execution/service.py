@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import itertools
 import os
 import time
 
@@ -387,19 +388,9 @@ class ExecutionService(Service):
 
     def _publish_updates(self) -> None:
         # one frame per run of the same topic: the bus order is kept, the sends are fewer
-        frames = self.engine.frames
-        i = 0
-        while i < len(frames):
-            topic, msgs = frames[i]
-            j = i + 1
-            if j < len(frames) and frames[j][0] == topic:
-                msgs = list(msgs)
-                while j < len(frames) and frames[j][0] == topic:
-                    msgs.extend(frames[j][1])
-                    j += 1
-            self.publisher.publish_batch(msgs, topic)
-            i = j
-        frames.clear()
+        for topic, run in itertools.groupby(self.engine.frames, key=lambda frame: frame[0]):
+            self.publisher.publish_batch([m for _, msgs in run for m in msgs], topic)
+        self.engine.frames.clear()
         mark = self.engine.published_mark()
         if mark is not None:
             try:  # durable with the next sync; lost, it only means those fills are told again
