@@ -19,7 +19,7 @@ from services.bus.reliable import ReliableClient
 from services.bus.subscriber import Subscriber
 from services.simulator.control import SimControl
 from tests.support.bus import short_run_dir, start_broker
-from tests.support.processes import ProcessGroup, free_port, port_open, wait_for
+from tests.support.processes import ProcessGroup, free_ports, port_open, wait_for
 
 SIM_FAST = ("--step-ms", "10", "--mktdata-ms", "50", "--reset-repeat-seconds", "0.5")
 GW_FAST = ("--backoff-base", "0.1", "--backoff-cap", "0.5", "--connect-timeout", "2",
@@ -141,7 +141,7 @@ class Fleet:
 def fleet(procs, tmp_path):
     run_dir = short_run_dir()
     _, cfg = start_broker(procs, run_dir)
-    port, cport = free_port(), free_port()
+    port, cport = free_ports(2)
     sim_proc = procs.start_python("sim", "services.simulator", "--port", str(port), "--seed", "1",
                                   "--control", f"tcp://127.0.0.1:{cport}", *SIM_FAST)
     wait_for(lambda: port_open(port) or sim_proc.poll() is not None, 60, what="simulator port")

@@ -18,7 +18,7 @@ from services.runtime import config as fleet_config
 from services.simulator.control import SimControl
 from tests.gateway.conftest import GW_FAST, SIM_FAST, BusRecorder
 from tests.support.bus import short_run_dir, start_broker
-from tests.support.processes import free_port, port_open, wait_for
+from tests.support.processes import free_ports, port_open, wait_for
 
 
 # -- the rules ------------------------------------------------------------------------------
@@ -127,7 +127,7 @@ def test_the_named_account_must_be_the_one_ib_lands_on(tmp_path, monkeypatch):
 def test_the_bridge_landing_on_a_live_looking_account_refuses_to_trade(procs):
     run_dir = short_run_dir()
     _, cfg = start_broker(procs, run_dir)
-    port, cport = free_port(), free_port()
+    port, cport = free_ports(2)
     sim_proc = procs.start_python("sim", "services.simulator", "--port", str(port),
                                   "--control", f"tcp://127.0.0.1:{cport}", "--account",
                                   "U1234567", *SIM_FAST)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from services.simulator.control import SimControl
-from tests.support.processes import ProcessGroup, free_port, port_open, wait_for
+from tests.support.processes import ProcessGroup, free_ports, port_open, wait_for
 
 FAST = ("--step-ms", "10", "--mktdata-ms", "50", "--reset-repeat-seconds", "0.5")
 
@@ -46,7 +46,7 @@ def start_sim(procs, tmp_path):
     def start(*args: str, toml: str | None = None, fast: bool = True) -> Sim:
         counter[0] += 1
         name = f"sim{counter[0]}"
-        port, cport = free_port(), free_port()
+        port, cport = free_ports(2)
         argv = ["--port", str(port), "--seed", "1", "--control", f"tcp://127.0.0.1:{cport}"]
         if fast:
             argv += list(FAST)

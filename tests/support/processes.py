@@ -26,6 +26,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1: all held open until all are chosen, so
+    the OS cannot hand the same one out twice (``free_port(), free_port()`` can)."""
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def wait_for(condition: Callable[[], object], deadline: float = DEFAULT_DEADLINE,
              interval: float = 0.02, what: str = "condition") -> object:
     """Poll `condition` until it returns a truthy value; raise TimeoutError naming `what`."""
