@@ -28,31 +28,56 @@ from tests.support.bus import start_broker  # noqa: E402
 from tests.support.processes import ProcessGroup, wait_for  # noqa: E402
 
 
-def throughput(run_dir: Path, procs: ProcessGroup, subscribers: int, batch: int,
-               count: int) -> dict:
+def _sinks(run_dir: Path, procs: ProcessGroup, argv: list[str], subscribers: int) -> list:
     sinks = []
     for i in range(subscribers):
         ready = run_dir / f"ready-{time.monotonic_ns()}-{i}"
-        sinks.append((procs.start(f"sink{i}-{batch}-{count}-{time.monotonic_ns()}",
-                                  [sys.executable, "-m", "bench.bus_sink", "--endpoint",
-                                   f"ipc://{run_dir}/bus-out", "--count", str(count),
-                                   "--ready-file", str(ready)]), ready))
+        sinks.append((procs.start(f"sink{i}-{time.monotonic_ns()}",
+                                  [*argv, "--ready-file", str(ready)]), ready))
     for _, ready in sinks:
         wait_for(ready.exists, what="sink ready")
-    time.sleep(0.5)  # let the subscriptions reach the broker (bench only; tests wait on data)
-    gen = procs.start(f"gen-{time.monotonic_ns()}", [
-        sys.executable, "-m", "services.bus.loadgen", "--run-dir", str(run_dir), "--count",
-        str(count), "--batch", str(batch)])
-    gen.wait(300)
+    return sinks
+
+
+def _results(procs: ProcessGroup, sinks: list, count: int) -> dict:
     results = []
     for proc, _ in sinks:
         proc.wait(300)
-        name = proc.name
-        line = [ln for ln in procs.log(name).splitlines() if ln.startswith('{"messages"')][-1]
+        line = [ln for ln in procs.log(proc.name).splitlines()
+                if ln.startswith('{"messages"')][-1]
         results.append(json.loads(line))
     rates = [r["messages"] / r["seconds"] for r in results if r["seconds"] > 0]
-    return {"rate_min": min(rates), "lost": sum(count - r["messages"] for r in results),
+    return {"rate_min": min(rates) if rates else 0.0,
+            "lost": sum(count - r["messages"] for r in results),
             "gaps": sum(r["gaps"] for r in results)}
+
+
+def throughput(run_dir: Path, procs: ProcessGroup, subscribers: int, batch: int,
+               count: int, kind: str) -> dict:
+    """Publisher (frames built before the clock starts) -> broker -> ``subscribers`` processes
+    that decode every message and check its sequence numbers (``bench.bus_sink``)."""
+    sinks = _sinks(run_dir, procs, [sys.executable, "-m", "bench.bus_sink", "--endpoint",
+                                    f"ipc://{run_dir}/bus-out", "--count", str(count)],
+                   subscribers)
+    time.sleep(0.5)  # let the subscriptions reach the broker (bench only; tests wait on data)
+    gen = procs.start(f"gen-{time.monotonic_ns()}", [
+        sys.executable, "-m", "services.bus.loadgen", "--run-dir", str(run_dir), "--count",
+        str(count), "--batch", str(batch), "--kind", kind, "--prebuild"])
+    gen.wait(300)
+    return _results(procs, sinks, count)
+
+
+def raw_throughput(run_dir: Path, procs: ProcessGroup, batch: int, count: int,
+                   kind: str) -> dict:
+    """The same frames over raw pyzmq PUB -> SUB: no broker, no decoding (``bench.raw_pubsub``)."""
+    endpoint = f"ipc://{run_dir}/raw-{time.monotonic_ns()}"
+    common = ["--endpoint", endpoint, "--count", str(count), "--batch", str(batch),
+              "--kind", kind]
+    gen = procs.start(f"rawpub-{time.monotonic_ns()}",
+                      [sys.executable, "-m", "bench.raw_pubsub", "pub", *common])
+    sinks = _sinks(run_dir, procs, [sys.executable, "-m", "bench.raw_pubsub", "sub", *common], 1)
+    gen.wait(300)
+    return _results(procs, sinks, count)
 
 
 def round_trip(run_dir: Path, procs: ProcessGroup, n: int) -> list[float]:
@@ -79,6 +104,14 @@ def round_trip(run_dir: Path, procs: ProcessGroup, n: int) -> list[float]:
     return samples
 
 
+MODES = {  # name -> (what it measures, how)
+    "raw pyzmq": "PUB -> SUB, no broker, frames received and counted, not decoded",
+    "bus, md.depth": "publisher -> broker -> subscriber, every message decoded and "
+                     "sequence-checked; depth is not in the broker's last-value cache",
+    "bus, md.tick": "as above on md.tick, which the broker's last-value cache also decodes",
+}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
@@ -88,20 +121,39 @@ def main() -> int:
     count = 200_000 if args.quick else 1_000_000
     run_dir = Path(tempfile.mkdtemp(prefix="ibf-bench-"))
     procs = ProcessGroup(run_dir / "logs")
+    one: dict[tuple[str, int], list[dict]] = {}
     rows = []
     try:
         start_broker(procs, run_dir)
-        for subscribers in (1, 4):
-            for batch in (1, 100):
-                n = count if batch > 1 else count // 10
-                runs = [throughput(run_dir, procs, subscribers, batch, n) for _ in range(repeats)]
-                rows.append((subscribers, batch, n,
-                             statistics.median(r["rate_min"] for r in runs),
-                             sum(r["lost"] for r in runs), sum(r["gaps"] for r in runs)))
+        for batch in (1, 100):  # one subscriber: raw pyzmq and the bus, interleaved
+            n = count if batch > 1 else count // 5
+            for _ in range(repeats):
+                one.setdefault(("raw pyzmq", batch), []).append(
+                    raw_throughput(run_dir, procs, batch, n, "depth"))
+                one.setdefault(("bus, md.depth", batch), []).append(
+                    throughput(run_dir, procs, 1, batch, n, "depth"))
+                one.setdefault(("bus, md.tick", batch), []).append(
+                    throughput(run_dir, procs, 1, batch, n, "tick"))
+        for batch in (1, 100):  # four subscriber processes
+            n = count if batch > 1 else count // 5
+            runs = [throughput(run_dir, procs, 4, batch, n, "depth") for _ in range(repeats)]
+            rows.append((4, batch, n, statistics.median(r["rate_min"] for r in runs),
+                         sum(r["lost"] for r in runs), sum(r["gaps"] for r in runs)))
         rt = round_trip(run_dir, procs, 2000 if args.quick else 10_000)
     finally:
         procs.stop_all()
-    print("| subscribers | messages/frame | messages per run | median msgs/s (slowest sub) "
+    print(f"one subscriber, median of {repeats} interleaved runs (messages/s):\n")
+    print("| messages/frame | " + " | ".join(MODES) + " | bus md.depth / raw | lost | gaps |")
+    print("|---|" + "---|" * (len(MODES) + 3))
+    for batch in (1, 100):
+        med = {m: statistics.median(r["rate_min"] for r in one[(m, batch)]) for m in MODES}
+        lost = sum(r["lost"] for m in MODES for r in one[(m, batch)])
+        gaps = sum(r["gaps"] for m in MODES for r in one[(m, batch)])
+        print(f"| {batch} | " + " | ".join(f"{med[m]:,.0f}" for m in MODES)
+              + f" | {med['bus, md.depth'] / med['raw pyzmq']:.2f} | {lost} | {gaps} |")
+    for mode, how in MODES.items():
+        print(f"- {mode}: {how}")
+    print("\n| subscribers | messages/frame | messages per run | median msgs/s (slowest sub) "
           "| lost | gaps |")
     print("|---|---|---|---|---|---|")
     for subscribers, batch, n, rate, lost, gaps in rows:

@@ -20,6 +20,7 @@ from collections import Counter, OrderedDict, deque
 
 import zmq
 
+from proto import codec
 from proto.schema import (AccountValue, Alert, GatewayState, Heartbeat, Message, OpenOrder,
                           OrderStatus, PnL, Position, Tick)
 from services.bus import keys, sockets
@@ -203,16 +204,37 @@ class Broker(Service):
         self._proxy.start()
 
     def _on_state(self) -> None:
+        """Apply what the state feed holds (up to 1000 frames per call). Quotes are conflated:
+        of each ``md.tick.SYMBOL`` topic only the latest frame waiting is decoded, since the
+        cache keeps only the last value and one publisher (the gateway, ``keys.topic_allowed``)
+        owns those topics; decoding every quote of a burst halved the bus's throughput on two
+        cores (docs/benchmarks.md, "Bus"). Every other state message is applied in order."""
+        latest_ticks: dict[bytes, list[bytes]] = {}
+        recv = self.cache_feed.socket.recv_multipart
         for _ in range(1000):
             try:
-                parts = self.cache_feed.socket.recv_multipart(zmq.NOBLOCK)
+                parts = recv(zmq.NOBLOCK)
             except zmq.Again:
-                return
-            decoded = self.cache_feed.decode_parts(parts)
-            if decoded:
-                topic, msgs = decoded
-                for msg in msgs:
-                    self.lvc.apply(topic, msg)
+                break
+            if len(parts) == 2 and parts[0].startswith(b"md.tick."):
+                latest_ticks[parts[0]] = parts
+                continue
+            self._apply(parts)
+        for topic, frame in latest_ticks.values():  # skipped frames are no loss: no gap check
+            try:
+                msgs = codec.decode(frame)
+            except codec.FrameError as exc:
+                self.cache_feed.errors[exc.kind] += 1
+                continue
+            for msg in msgs:
+                self.lvc.apply(topic.decode("utf-8", "replace"), msg)
+
+    def _apply(self, parts: list[bytes]) -> None:
+        decoded = self.cache_feed.decode_parts(parts)
+        if decoded:
+            topic, msgs = decoded
+            for msg in msgs:
+                self.lvc.apply(topic, msg)
 
     def heartbeat(self) -> None:
         self.counters["snapshots"] = self.snapshots.served

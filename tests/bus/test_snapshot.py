@@ -61,3 +61,32 @@ def test_late_joiner_receives_snapshot_then_live_updates_without_gap(procs):
         assert late.gaps.counters.gaps == 0 and late.gaps.counters.duplicates == 0
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_burst_of_quotes_leaves_the_last_in_the_snapshot_and_no_false_gap(procs):
+    """The broker's cache conflates quotes (only the latest md.tick frame waiting is
+    decoded): after a burst the snapshot still holds each symbol's last quote with its
+    sequence number, and the frames it skipped are not reported as a sequence gap."""
+    run_dir = short_run_dir()
+    _, cfg = start_broker(procs, run_dir)
+    ctx = zmq.Context()
+    try:
+        pub = Publisher(ctx, cfg.bus.endpoint("bus-in"), "feed.1")
+        assert wait_until_routed(ctx, pub, cfg.bus.endpoint("bus-out"), 60)
+        for i in range(20_000):
+            pub.publish(_tick("AAPL" if i % 2 else "MSFT", 100 + i))
+        expected = {"MSFT": 100.0 + 19_998, "AAPL": 100.0 + 19_999}
+
+        def cached():
+            probe = Subscriber(ctx, cfg.bus.endpoint("bus-out"), ["md.tick."])
+            try:
+                state, _ = snapshot.join(ctx, probe, cfg.bus.endpoint("bus-snap"), "md.tick.")
+            finally:
+                probe.close()
+            return {m.symbol: (m.bid, m.tseq) for _, m in state} == {
+                s: (bid, 10_000) for s, bid in expected.items()}
+
+        wait_for(cached, what="the broker to cache each symbol's last quote")
+        assert "sequence gap" not in procs.log("bus")
+    finally:
+        ctx.destroy(linger=0)
