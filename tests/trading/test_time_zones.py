@@ -1,11 +1,13 @@
-"""Issue 13, item 3: a gateway whose account zone is east of UTC. Its execution times carry that
-zone ("yyyymmdd hh:mm:ss Asia/Tokyo"); read as UTC they lay 9 hours in the future, the next
+"""Issue 13, item 3: a gateway whose account zone is not UTC. Its execution times carry that
+zone ("yyyymmdd hh:mm:ss Asia/Hong_Kong"); read as UTC, a zone east of UTC lay hours in the future, the next
 reconciliation's execution filter came after every fill made during an outage, and such a fill
 was lost (the order closed as Cancelled). Now: the fill made while the gateway is away is
 booked once, at the simulator's own time of it, and the order ends Filled."""
 from __future__ import annotations
 
 import collections
+
+import pytest
 
 from proto.schema import Execution, GatewayState
 from tests.support.audit import assert_audit
@@ -15,8 +17,10 @@ PROBE = "tests.support.probe_strategy:Probe"
 AAPL = 265598
 
 
-def test_a_fill_during_an_outage_on_a_gateway_east_of_utc_is_booked_once(fleet):
-    fleet.start_core(sim_args=("--time-zone", "Asia/Tokyo"))
+@pytest.mark.parametrize("zone", ["Asia/Hong_Kong", "Europe/Berlin", "America/New_York"])
+def test_a_fill_during_an_outage_is_booked_once_at_its_utc_time_in_any_account_zone(fleet, zone):
+    """The three zones of issue 13's must-show: east of UTC by 8 h, by 1-2 h, and west."""
+    fleet.start_core(sim_args=("--time-zone", zone))
     intents = [  # one fill now (so the bridge knows a "last fill"), one order left resting
         {"side": "BUY", "quantity": 10, "order_type": "LMT", "ticks_from_mid": 20},
         {"side": "BUY", "quantity": 10, "order_type": "LMT", "ticks_from_mid": -40},
@@ -62,7 +66,7 @@ def test_a_fill_during_an_outage_on_a_gateway_east_of_utc_is_booked_once(fleet):
     assert set(by_id) == {first["exec_id"], outage_fill["exec_id"]}
     for fill in (first, outage_fill):
         assert by_id[fill["exec_id"]].exec_time_ns == int(fill["time"]) * 1_000_000_000, \
-            "exec_time_ns must be the fill's UTC time, not its Tokyo wall time read as UTC"
+            f"exec_time_ns must be the fill's UTC time, not its {zone} wall time read as UTC"
     booked = collections.Counter(u.exec_id for u in fleet.updates("tz") if u.exec_id)
     assert booked.keys() == by_id.keys()
     assert_audit(fleet, ["tz"])
