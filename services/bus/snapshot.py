@@ -83,8 +83,11 @@ class SnapshotTimeout(TimeoutError):
 
 
 def join(ctx: zmq.Context, subscriber: Subscriber, snapshot_endpoint: str, prefix: str = "",
-         timeout: float = 10.0) -> tuple[list[tuple[str, Message]], list[tuple[str, Message]]]:
+         timeout: float = 10.0, exact: bool = False,
+         ) -> tuple[list[tuple[str, Message]], list[tuple[str, Message]]]:
     """Late-joiner handshake. ``subscriber`` must already be subscribed to ``prefix``.
+    ``exact``: the state of that one topic only (the snapshot server matches prefixes, so
+    ``ord.update.mr`` would also bring strategy mr1's orders).
 
     Returns (state from the snapshot, live messages that arrived meanwhile and are newer).
     """
@@ -113,7 +116,7 @@ def join(ctx: zmq.Context, subscriber: Subscriber, snapshot_endpoint: str, prefi
                 for msg in codec.decode(frame):
                     if isinstance(msg, SnapshotEnd):
                         end = msg
-                    else:
+                    elif not exact or topic == prefix.encode():
                         state.append((topic.decode(), msg))
         for key, tseq in end.last_seq.items():
             src, topic = key.split("|", 1)

@@ -16,23 +16,52 @@ log = logging.getLogger("bus.subscriber")
 
 
 class Subscriber:
+    """A SUB socket on the bus's ``bus-out``.
+
+    ``topics`` are prefixes, as ZeroMQ matches them: ``md.tick.`` is every quote. ``exact``
+    topics match only themselves: ZeroMQ would hand ``md.tick.MSFT`` to a subscription to
+    ``md.tick.MS`` and ``ord.update.mr1`` to one to ``ord.update.mr``, so a keyed topic (one
+    symbol, one strategy) is subscribed exactly, and a frame whose topic only extends it is
+    dropped here, before it is decoded or counted by the gap detector (``foreign`` counts them).
+    """
+
     def __init__(self, ctx: zmq.Context, endpoint: str, topics: Iterable[str] = ("",),
-                 hwm: int = sockets.MARKET_DATA_HWM) -> None:
+                 hwm: int = sockets.MARKET_DATA_HWM, exact: Iterable[str] = ()) -> None:
         self.socket = ctx.socket(zmq.SUB)
         self.socket.rcvhwm = hwm
         self.socket.linger = 0
+        self._prefixes: Counter[bytes] = Counter()
+        self._exact: Counter[bytes] = Counter()
         for topic in topics:
-            self.socket.subscribe(topic.encode())
+            self.subscribe(topic)
+        for topic in exact:
+            self.subscribe(topic, exact=True)
         sockets.connect(self.socket, endpoint)
         self.gaps = GapDetector()
         self.errors: Counter[str] = Counter()
         self.received = 0
+        self.foreign = 0  # frames on a topic that only extends an exact subscription
 
-    def subscribe(self, topic: str) -> None:
-        self.socket.subscribe(topic.encode())
+    def subscribe(self, topic: str, exact: bool = False) -> None:
+        """Subscribe to a prefix, or (``exact``) to this one topic only."""
+        raw = topic.encode()
+        (self._exact if exact else self._prefixes)[raw] += 1
+        self.socket.subscribe(raw)
 
-    def unsubscribe(self, topic: str) -> None:
-        self.socket.unsubscribe(topic.encode())
+    def unsubscribe(self, topic: str, exact: bool = False) -> None:
+        raw = topic.encode()
+        held = self._exact if exact else self._prefixes
+        if held[raw] > 0:
+            held[raw] -= 1
+            if not held[raw]:
+                del held[raw]
+        self.socket.unsubscribe(raw)
+
+    def wanted(self, topic: bytes) -> bool:
+        """Whether a frame on ``topic`` is one this subscriber asked for (see the class)."""
+        if not self._exact or topic in self._exact:
+            return True
+        return any(topic.startswith(p) for p in self._prefixes)
 
     def recv(self, timeout_ms: int | None = None) -> tuple[str, list[Message]] | None:
         """One frame's messages, or None on timeout. Bad frames are counted, logged, skipped."""
@@ -61,6 +90,9 @@ class Subscriber:
         if len(parts) != 2:
             self.errors["wrong_parts"] += 1
             log.error("bad bus frame", extra={"kind": "wrong_parts", "parts": len(parts)})
+            return None
+        if not self.wanted(parts[0]):
+            self.foreign += 1
             return None
         topic = parts[0].decode("utf-8", "replace")
         try:
