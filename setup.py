@@ -15,6 +15,7 @@ extensions = [
         f"core.{pyx.stem}",
         [str(pyx.relative_to(HERE))],
         extra_compile_args=["-O3"],
+        libraries=["z"] if pyx.stem == "replay" else [],  # replay checks record CRCs (zlib)
     )
     for pyx in sorted((HERE / "core").glob("*.pyx"))
 ]
@@ -42,6 +43,8 @@ setup(
         "psutil>=5.9",
         "tomli-w>=1.0",
     ],
+    # pip install .[report]: report.html's interactive charts (bokeh, its JavaScript inlined)
+    extras_require={"report": ["bokeh>=3.4"]},
     entry_points={"console_scripts": ["ibfleet = services.cli:main"]},
     zip_safe=False,
 )

@@ -34,6 +34,7 @@ BENCHES = {
     "bench_broker.py": [],
     "bench_tick_to_order.py": [],
     "bench_recovery.py": [],
+    "bench_backtest.py": [],
 }
 NO_QUICK = {"bench_simulator.py", "bench_gateway.py"}
 

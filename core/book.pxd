@@ -83,6 +83,7 @@ cdef class OrderBook:
     cpdef double spread(self) noexcept nogil
     cpdef double microprice(self) noexcept nogil
     cpdef double imbalance(self, int levels=*) noexcept nogil
+    cpdef double size_imbalance(self, int levels=*) noexcept nogil
     cpdef double avg_fill_price(self, bint buy, double quantity) noexcept nogil
     cpdef double size_within_ticks(self, int side, int ticks, double tick_size) noexcept nogil
     cdef bint is_crossed(self) noexcept nogil

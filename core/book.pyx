@@ -522,6 +522,23 @@ cdef class OrderBook:
             return NAN
         return (b - a) / (b + a)
 
+    cpdef double size_imbalance(self, int levels=5) noexcept nogil:
+        """Plain size imbalance (B - A) / (B + A), B and A the sizes summed over the top
+        ``levels`` rows of each side (no weights). Result in [-1, 1]; NaN if
+        ``levels < 1`` or no size is visible.
+        """
+        cdef double b = 0.0, a = 0.0
+        cdef int i
+        if levels < 1:
+            return NAN
+        for i in range(min(levels, self.bid_count)):
+            b += self._bids[i].size
+        for i in range(min(levels, self.ask_count)):
+            a += self._asks[i].size
+        if b + a == 0.0:
+            return NAN
+        return (b - a) / (b + a)
+
     cpdef double avg_fill_price(self, bint buy, double quantity) noexcept nogil:
         """Average price to fill ``quantity`` by walking the book (a buy walks the asks).
 

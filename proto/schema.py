@@ -464,12 +464,18 @@ class ProcessState(Message, kw_only=True):
 
 class Control(Message, kw_only=True):
     """Fleet control: kill switch, pause/resume a strategy. ``orders`` (to the gateway only)
-    asks what is working at the broker; the gateway answers with ``BrokerOrders``."""
+    asks what is working at the broker; the gateway answers with ``BrokerOrders``.
+    ``remove`` (operator -> risk -> execution; ``ibfleet strategy remove``): ``target``'s
+    orders and positions are handed to the reserved ``unowned`` book and risk forgets the
+    strategy. ``on_kill``: on a ``kill`` risk forwards to execution, each strategy's kill mode
+    from its TOML (``keep_exits``, ``cancel_all``, ``flatten``; a strategy not named:
+    ``keep_exits``)."""
 
     TOPIC: ClassVar[str] = "ctl"
-    command: Literal["kill", "resume_all", "pause", "resume", "flatten", "orders"]
+    command: Literal["kill", "resume_all", "pause", "resume", "flatten", "orders", "remove"]
     target: str = ""  # a strategy name, or "" for all
     reason: str = ""
+    on_kill: dict[str, str] = {}  # strategy -> its kill mode (risk fills it for execution)
 
 
 #: a strategy's trading state as risk decides it: ``active``; ``reducing`` (its daily loss
@@ -514,6 +520,27 @@ class BrokerOrders(Message, kw_only=True):
     text: str = ""
 
 
+class ContractLookup(Message, kw_only=True):
+    """The operator asks the gateway whether IB knows ``symbols`` (``ibfleet strategy add``
+    checks a strategy's symbols before it reports success); on the gateway's reliable socket
+    only, answered with a ``ContractLookupResult``."""
+
+    TOPIC: ClassVar[str] = "gw.lookup"
+    symbols: list[str] = []
+
+
+class ContractLookupResult(Message, kw_only=True):
+    """The gateway's answer to a ``ContractLookup``: each symbol IB resolved (its conId) or
+    refused (IB's reason, e.g. ``unknown symbol 'XYZ': IB has no such contract``); a symbol
+    in neither got no answer in time. ``connected`` False: IB could not be asked."""
+
+    TOPIC: ClassVar[str] = "gw.lookup"
+    connected: bool = False
+    resolved: dict[str, int] = {}
+    failed: dict[str, str] = {}
+    text: str = ""
+
+
 class Alert(Message, kw_only=True):
     """Something a human must see: a crash loop, a reconciliation mismatch, a disk full."""
 
@@ -540,6 +567,7 @@ ALL_TYPES: tuple[type[Message], ...] = (
     Position, AccountValue, PnL,
     GatewayState, GatewayError,
     Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd, BrokerOrders, TradingState,
+    ContractLookup, ContractLookupResult,
 )
 TYPES_BY_NAME: dict[str, type[Message]] = {t.__name__: t for t in ALL_TYPES}
 AnyMessage = Union[ALL_TYPES]  # type: ignore[valid-type]

@@ -52,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ibfleet: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module_name, _, func = COMMANDS[name][0].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        print(f"ibfleet {name}: not available in this build ({exc})", file=sys.stderr)
-        return 2
-    return int(getattr(module, func)(rest) or 0)
+    try:  # Ctrl-C while a command loads (or one that does not handle it): one line, no traceback
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            print(f"ibfleet {name}: not available in this build ({exc})", file=sys.stderr)
+            return 2
+        return int(getattr(module, func)(rest) or 0)
+    except KeyboardInterrupt:
+        print(f"ibfleet {name}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

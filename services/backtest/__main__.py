@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from services.backtest import fast_depth
 from services.backtest.engine import BacktestEngine, BacktestResult, Settings
 from services.backtest.frames import write_frames
 from services.backtest.matching import QUEUE_MODELS, CommissionModel
@@ -44,8 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ibfleet backtest", description=DESCRIPTION,
                                      epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config", metavar="CONFIG", help="the strategy's TOML file")
-    parser.add_argument("recording", metavar="RECORDING", help="recording directory or segment")
+    parser.add_argument("paths", nargs="+", metavar="CONFIG [RECORDING]",
+                        help="the strategy's TOML file and the recording; with --data, one "
+                             "or more strategies' TOML files")
+    catalog = parser.add_argument_group(
+        "over the data catalog (`ibfleet data`; docs/backtest.md \"Over the catalog\")")
+    catalog.add_argument("--data", action="append", metavar="DATASET",
+                         help="a catalog dataset (bars-1d/AAPL, bars-1min/6EH4, trades/AMZN, "
+                              "quotes/EUR.USD, lobster/AAPL, or a symbol alone); repeat for "
+                              "several, merged by time")
+    catalog.add_argument("--catalog", metavar="DIR",
+                         help="the catalog (default: $IBFLEET_CATALOG or STATE_DIR/catalog)")
+    catalog.add_argument("--pricing", choices=("fixed", "tiered"), default="fixed",
+                         help="IB's commission schedule: stocks fixed (0.005/share, min 1.00, "
+                              "max 1%% of value) or tiered (0.0035..0.0005/share by the month's "
+                              "volume, min 0.35, max 1%%, + clearing 0.0002/share); futures "
+                              "0.85/contract (tiered: 0.85..0.25) (default: %(default)s)")
+    catalog.add_argument("--fees-per-contract", type=float, default=0.0, metavar="USD",
+                         help="futures: exchange and regulatory fees a contract, added to IB's "
+                              "commission (default: %(default)s)")
+    catalog.add_argument("--exchange-fee-per-share", type=float, default=0.0, metavar="USD",
+                         help="stocks, tiered: exchange fee a share (default: %(default)s)")
+    catalog.add_argument("--cash", type=float, default=1_000_000.0, metavar="USD",
+                         help="initial cash: the base of returns and buy-and-hold "
+                              "(default: %(default)s)")
     parser.add_argument("--out", default="backtest-out", metavar="DIR",
                         help="where the report and the binary logs go (default: %(default)s)")
     parser.add_argument("--latency-ms", type=float, default=5.0, metavar="MS",
@@ -63,13 +86,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="commission a share (default: %(default)s)")
     parser.add_argument("--commission-min", type=float, default=1.0, metavar="USD",
                         help="minimum commission an order (default: %(default)s)")
+    parser.add_argument("--warmup", type=float, default=0.0, metavar="S",
+                        help="seconds of the data before the strategy starts: the market and "
+                             "the bars that Strategy.history returns (default: %(default)s)")
     parser.add_argument("--no-plot", action="store_true", help="skip report.png")
     return parser
 
 
+#: the project's strategy code, on every strategy program's PYTHONPATH (``class =
+#: "sma_cross:SmaCross"``): importable here too
+STRATEGIES = Path(__file__).resolve().parents[2] / "strategies"
+
+
 def run(cfg: strategy_config.StrategyConfig, recording: Recording, settings: Settings,
-        start_ns: int | None = None, end_ns: int | None = None) -> BacktestResult:
+        start_ns: int | None = None, end_ns: int | None = None,
+        fast: bool = True) -> BacktestResult:
+    if str(STRATEGIES) not in sys.path:
+        sys.path.append(str(STRATEGIES))
     engine = BacktestEngine(cfg, settings)
+    if fast and fast_depth.usable(engine):  # depth updates in a Cython loop, same result
+        return engine.run(fast_depth.messages(engine, recording, start_ns, end_ns))
     messages = ((record.recv_ns, msg)
                 for record, msg in recording.messages(start_ns, end_ns, topics=("md.",)))
     return engine.run(messages)
@@ -92,6 +128,11 @@ def write_outputs(result: BacktestResult, out: Path, plot: bool = True) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.data:
+        return catalog_main(parser, args)
+    if len(args.paths) != 2:
+        parser.exit(2, "ibfleet backtest: give CONFIG RECORDING, or CONFIG... --data DATASET\n")
+    args.config, args.recording = args.paths
     try:
         cfg = strategy_config.load(args.config)
         recording = Recording(args.recording)
@@ -106,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"ibfleet backtest: {exc}\n")
     report_latency = args.latency_ms if args.report_latency_ms is None \
         else args.report_latency_ms
-    if args.latency_ms < 0 or report_latency < 0:
-        parser.exit(2, "ibfleet backtest: latencies cannot be negative\n")
+    if args.latency_ms < 0 or report_latency < 0 or args.warmup < 0:
+        parser.exit(2, "ibfleet backtest: latencies and the warm-up cannot be negative\n")
     settings = Settings(latency_ns=int(round(args.latency_ms * 1e6)),
                         report_latency_ns=int(round(report_latency * 1e6)),
-                        queue_model=args.queue_model,
+                        queue_model=args.queue_model, warmup_ns=int(args.warmup * 1e9),
                         commission=CommissionModel(args.commission_per_share,
                                                    args.commission_min))
     try:
@@ -121,6 +162,49 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ibfleet backtest: the recording is damaged; read what was readable "
               f"({recording.report})", file=sys.stderr)
     sys.stdout.write(write_outputs(result, Path(args.out), plot=not args.no_plot))
+    return 0
+
+
+def catalog_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Strategies over catalog datasets (services/backtest/catalog_run.py)."""
+    from services.backtest import catalog_run
+    from services.backtest.matching import IBCommissions
+    from services.data.catalog import Catalog
+    from services.data.cli import default_catalog
+    from services.data.errors import DataError
+
+    catalog = Catalog(args.catalog) if args.catalog else Catalog(default_catalog())
+    try:
+        cfgs = [strategy_config.load(path) for path in args.paths]
+        names = [c.name for c in cfgs]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"two strategies named alike: {', '.join(names)}")
+        probe = catalog_run.CatalogSource(catalog, args.data)
+        start_ns = parse_time(args.start, probe.start_ns) if args.start else None
+        end_ns = parse_time(args.end, probe.start_ns) if args.end else None
+    except (ConfigError, FileNotFoundError, ValueError, DataError) as exc:
+        parser.exit(2, f"ibfleet backtest: {exc}\n")
+    report_latency = args.latency_ms if args.report_latency_ms is None \
+        else args.report_latency_ms
+    if args.latency_ms < 0 or report_latency < 0 or args.warmup < 0 or args.cash <= 0:
+        parser.exit(2, "ibfleet backtest: latencies and the warm-up cannot be negative, "
+                       "the cash must be positive\n")
+    commission = IBCommissions(
+        pricing=args.pricing, sec_types=probe.sec_types(),
+        stock_fixed=CommissionModel(args.commission_per_share, args.commission_min),
+        exchange_per_share=args.exchange_fee_per_share,
+        fees_per_contract=args.fees_per_contract)
+    settings = Settings(latency_ns=int(round(args.latency_ms * 1e6)),
+                        report_latency_ns=int(round(report_latency * 1e6)),
+                        queue_model=args.queue_model, commission=commission,
+                        initial_cash=args.cash)
+    try:
+        source, runs = catalog_run.run_all(cfgs, catalog, args.data, start_ns, end_ns,
+                                           args.warmup or None, settings)
+    except (ConfigError, TypeError, ValueError, DataError) as exc:
+        parser.exit(2, f"ibfleet backtest: {exc}\n")
+    sys.stdout.write(catalog_run.write(source, runs, Path(args.out), settings,
+                                       plot=not args.no_plot))
     return 0
 
 

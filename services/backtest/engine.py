@@ -20,6 +20,15 @@ scheduled events (a command reaching the exchange, reports reaching execution, t
 timer, risk's housekeeping) are merged in time order; an event due at or before a message's
 receive time runs before it, and ties keep the order they were scheduled in (a heap keyed by
 (due, sequence)).
+
+Bars: recorded ``Bar`` messages (IB's 5-second bars) are used as they are; a symbol without
+them gets 5-second bars built from its recorded trade prints, as IB builds them. Either way
+the strategy's bars of other sizes are aggregated from those (``services.strategy.bars``), and
+``Strategy.history`` is answered from the bars before the current time: with
+``Settings.warmup_ns`` the strategy starts that long after the recording's first message, the
+data before it serving as history. The strategy's own timers (``every``, ``at``, the market's
+open and close) are events of the same heap; its ``account`` is published from execution's
+``Portfolio`` (``Settings.initial_cash`` plus the strategy's equity) at every account sample.
 """
 from __future__ import annotations
 
@@ -32,9 +41,9 @@ from typing import Any, Iterable
 
 import msgspec
 
-from proto.schema import (Bar, Commission, DepthUpdate, Execution, GatewayError, GatewayState,
-                          Message, OpenOrder, OrderCommand, OrderIntent, OrderStatus,
-                          OrderUpdate, QuoteTick, RiskDecision, Tick, TradeTick)
+from proto.schema import (AccountValue, Bar, Commission, DepthUpdate, Execution, GatewayError,
+                          GatewayState, Message, OpenOrder, OrderCommand, OrderIntent,
+                          OrderStatus, OrderUpdate, QuoteTick, RiskDecision, Tick, TradeTick)
 from services.backtest.account import snapshot
 from services.backtest.journal import MemoryJournal
 from services.backtest.market import SymbolMarket
@@ -45,6 +54,7 @@ from services.risk.engine import RiskEngine
 from services.risk.limits import LimitBook, Limits, build_limits
 from services.risk.engine import GROUP_TIMEOUT_S, GroupDesk
 from services.runtime.instruments import Instruments
+from services.strategy.bars import IB_BAR, BarAggregator, aggregate, bar_seconds
 from services.strategy.base import Strategy
 from services.strategy.config import StrategyConfig
 
@@ -62,6 +72,11 @@ class Settings:
     queue_model: str = "proportional"
     commission: CommissionModel = field(default_factory=CommissionModel)
     report_latency_ns: int | None = None  # the exchange's reports back; None: latency_ns
+    warmup_ns: int = 0  # the strategy starts this long after the first message (history)
+    initial_cash: float = 1_000_000.0  # the account's cash at the start (account values)
+    #: periodic events (the strategy's timer, risk's housekeeping) over a gap in the data run
+    #: once when due and once more at the next message, not every period (bars: a day's gap)
+    coalesce_idle: bool = False
 
     @property
     def return_latency_ns(self) -> int:
@@ -128,8 +143,10 @@ class BacktestEngine:
         cls = strategy_class or cfg.load_class()
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise TypeError(f"{cfg.class_path} is not a Strategy subclass")
+        params = cfg.params_for(cls)  # its typed Params, as live (services.strategy.runner)
         self.strategy: Strategy = cls(cfg.name, cfg.symbols, cfg.params, self, self.instruments,
                                       INCARNATION, cfg.depth_rows)
+        self.strategy.params = params
         self.intents: list[OrderIntent] = []
         self.fills: list[OrderUpdate] = []
         self.executions: list[Execution] = []
@@ -141,6 +158,19 @@ class BacktestEngine:
         self.start_ns = 0
         self._started = False
         self._last_mids: dict[str, float] = {}
+        self._first_ns: int | None = None
+        self._wake_due: int | None = None  # the earliest "wake" event scheduled
+        # 5-second bars per symbol (recorded, else built from trade prints), for the strategy
+        # and its history; trade prints kept for bars under 5 seconds
+        self.bars: dict[str, list[Bar]] = {s: [] for s in cfg.symbols}
+        self.prints: dict[str, list[tuple[int, float, float]]] = {s: [] for s in cfg.symbols}
+        self._bar_makers = {s: BarAggregator(s, IB_BAR, keep_partial_first=True)
+                            for s in cfg.symbols}
+        self._recorded_bars: set[str] = set()
+        #: every OrderUpdate execution published (the report's stops and targets) and the
+        #: series the strategy plotted (``Strategy.plot``): name -> [(t_ns, value)]
+        self.updates: list[OrderUpdate] = []
+        self.series: dict[str, list[tuple[int, float]]] = {}
 
     # -- StrategyHost -------------------------------------------------------------------------
     def send_intent(self, intent: OrderIntent) -> None:
@@ -155,6 +185,32 @@ class BacktestEngine:
 
     def now_ns(self) -> int:
         return self.now
+
+    def plot(self, name: str, value: float) -> None:
+        """A value of one of the strategy's series (its indicators), for the report."""
+        self.series.setdefault(name, []).append((self.now, float(value)))
+
+    def wake_at(self, t_ns: int) -> None:
+        """The strategy's next own timer: an event of the heap."""
+        if self._wake_due is not None and self._wake_due <= t_ns and self._wake_due >= self.now:
+            return
+        self._wake_due = t_ns
+        self._schedule(max(t_ns, self.now), "wake", t_ns)
+
+    def history(self, symbol: str, bar_size: str, count: int, what_to_show: str = "TRADES",
+                use_rth: bool = True, timeout: float = 0.0) -> list[Bar]:
+        """The recording's bars before now (complete windows), as the gateway would answer."""
+        seconds = bar_seconds(bar_size)
+        if seconds % IB_BAR == 0:
+            bars = aggregate(self.bars.get(symbol, []), seconds, until_ns=self.now)
+        else:
+            maker = BarAggregator(symbol, seconds)
+            bars = []
+            for t, price, size in self.prints.get(symbol, []):
+                bars += maker.add_trade(t, price, size)
+            bars += maker.flush(self.now)
+        return [msgspec.structs.replace(b, request="backtest")
+                for b in bars[-count:] if b.start_ns + b.seconds * 1_000_000_000 <= self.now]
 
     def _seconds(self) -> float:
         return self.now / 1e9
@@ -266,6 +322,7 @@ class BacktestEngine:
                 booked = True
             elif isinstance(msg, Commission):
                 ex.on_commission(msg)
+                self._outbox.append(msg)  # to the strategy: its fill's commission
                 booked = True
             elif isinstance(msg, GatewayError):
                 commands += ex.on_order_error(msg)
@@ -284,8 +341,10 @@ class BacktestEngine:
                 for msg in msgs:
                     self._stamp_seq += 1
                     msg.src, msg.seq, msg.ts = SOURCE, self._stamp_seq, self.now
-                    if isinstance(msg, OrderUpdate) and msg.exec_id:
-                        self.fills.append(msg)
+                    if isinstance(msg, OrderUpdate):
+                        self.updates.append(msg)
+                        if msg.exec_id:
+                            self.fills.append(msg)
                     self._outbox.append(msg)
             ex.frames.clear()
         if ex.alerts:
@@ -304,6 +363,9 @@ class BacktestEngine:
             msg = outbox.popleft()
             if isinstance(msg, RiskDecision):
                 self._call(self.strategy.handle_decision, msg)
+                continue
+            if isinstance(msg, Commission):
+                self._call(self.strategy.handle_commission, msg)
                 continue
             self.risk.on_execution_message(msg)
             if msg.strategy == self.cfg.name:
@@ -325,6 +387,12 @@ class BacktestEngine:
             if kind is None or msg.symbol not in symbols:
                 continue
             if not self._started:
+                if self._first_ns is None:
+                    self._first_ns = recv_ns
+                if recv_ns < self._first_ns + self.settings.warmup_ns:
+                    self.now = max(self.now, recv_ns)
+                    self._warm(msg)
+                    continue
                 self._start(recv_ns)
             if self._events[0][0] <= recv_ns:
                 self._advance(recv_ns)
@@ -350,7 +418,7 @@ class BacktestEngine:
         self._started = True
         self.now = self.start_ns = t_ns
         self._sample()  # the run starts flat
-        self._call(self.strategy.on_start)
+        self._call(self.strategy.handle_start)
         self._deliver()
         self._schedule(t_ns + self._timer_ns(), "timer", None)
         self._schedule(t_ns + HOUSEKEEPING_NS, "housekeeping", None)
@@ -372,14 +440,25 @@ class BacktestEngine:
                 self._venue_out()
             elif kind == "reports":
                 self._reports(payload)
+            elif kind == "wake":  # the strategy's own timers (every, at, market open/close)
+                if self._wake_due == payload:
+                    self._wake_due = None
+                self._call(self.strategy.run_timers, self.now)
             elif kind == "timer":  # the strategy's timer, which also samples the account
                 self._call(self.strategy.on_timer, self.now)
                 self._sample()
-                self._schedule(due + self._timer_ns(), "timer", None)
+                self._schedule(self._next_due(due, self._timer_ns(), until_ns), "timer", None)
             else:
                 self._housekeeping()
-                self._schedule(due + HOUSEKEEPING_NS, "housekeeping", None)
+                self._schedule(self._next_due(due, HOUSEKEEPING_NS, until_ns), "housekeeping",
+                               None)
             self._deliver()
+
+    def _next_due(self, due: int, period: int, until_ns: int) -> int:
+        nxt = due + period
+        if self.settings.coalesce_idle and nxt < until_ns:
+            return until_ns  # a gap in the data: once more at the next message
+        return nxt
 
     def _market(self, msg: Message, kind: str) -> None:
         """The venue matches on the new market first; the strategy then sees the data (and,
@@ -394,10 +473,42 @@ class BacktestEngine:
             self._venue_out()
         if self._outbox:
             self._deliver()
+        for bar in self._bars_from(msg, trades):  # bars completed before this message
+            if (msg.symbol, "bar") in self._subscriptions:
+                self._call(self.strategy.handle_market_data, bar)
+                if self._outbox:
+                    self._deliver()
         if (msg.symbol, kind) in self._subscriptions:
             self._call(self.strategy.handle_market_data, msg)
             if self._outbox:
                 self._deliver()
+
+    def _warm(self, msg: Message) -> None:
+        """A message before the strategy starts (``warmup_ns``): the market and the bars."""
+        trades = self.markets[msg.symbol].apply(msg)
+        self._bars_from(msg, trades)
+
+    def _bars_from(self, msg: Message, trades: list[tuple[float, float]]) -> list[Bar]:
+        """Keep a recorded 5-second bar, or build them from the trade prints (IB's way) for
+        a symbol that has none recorded; returns the bars completed by this message."""
+        symbol = msg.symbol
+        if isinstance(msg, Bar):
+            if symbol not in self._recorded_bars:
+                self._recorded_bars.add(symbol)
+                self.bars[symbol] = []
+            self.bars[symbol].append(msg)
+            return []  # it goes to the strategy as itself
+        if trades:
+            self.prints[symbol].extend((self.now, p, q) for p, q in trades)
+        if symbol in self._recorded_bars:
+            return []
+        maker = self._bar_makers[symbol]
+        done = maker.flush(self.now)
+        for price, size in trades:
+            done += maker.add_trade(self.now, price, size)
+        if done:
+            self.bars[symbol].extend(done)
+        return done
 
     # -- ACCOUNT ------------------------------------------------------------------------------
     def _mids(self) -> dict[str, float]:
@@ -416,6 +527,23 @@ class BacktestEngine:
         account = snapshot(self.portfolio, self.cfg.name, self.cfg.symbols, mids)
         self.samples.append(Sample(self.now, account.equity, account.gross_exposure,
                                    account.positions, mids))
+        self._account_values(account, mids)
+
+    def _account_values(self, account, mids: dict[str, float]) -> None:
+        """The account's values as the gateway would publish them, from execution's
+        Portfolio: cash plus this strategy's equity (no margin model: buying power and
+        available funds are the net liquidation value)."""
+        net_liq = self.settings.initial_cash + account.equity
+        position_value = sum(q * mids.get(s, 0.0) * self.instruments.get(s).multiplier
+                             for s, q in account.positions.items())
+        values = {"NetLiquidation": net_liq, "TotalCashValue": net_liq - position_value,
+                  "BuyingPower": net_liq, "AvailableFunds": net_liq,
+                  "GrossPositionValue": account.gross_exposure,
+                  "RealizedPnL": account.realized, "UnrealizedPnL": account.unrealized}
+        for key, value in values.items():
+            self._call(self.strategy.handle_account,
+                       AccountValue(account="BACKTEST", key=key, value=f"{value:.2f}",
+                                    currency="USD"))
 
 
 def _decision(intent: OrderIntent, approved: bool, reason: str = "",

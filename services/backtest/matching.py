@@ -60,22 +60,119 @@ def exec_id(seq: int, correction: int = 1) -> str:
     return f"{EXEC_TOKEN:08x}.{seq:08x}.01.{correction:02d}"
 
 
+#: IB's published schedules (https://www.interactivebrokers.com/en/pricing/commissions-stocks.php,
+#: .../commissions-futures.php, IBKR Pro, United States): stocks fixed USD 0.005 a share, at
+#: least USD 1.00 and at most 1 % of the trade value an order; stocks tiered by the month's
+#: shares so far, at least USD 0.35 and at most 1 % an order, plus clearing (NSCC/DTC USD
+#: 0.00020 a share) and exchange fees; futures USD 0.85 a contract (fixed; tiered by the
+#: month's contracts: 0.85 / 0.65 / 0.45 / 0.25), plus exchange and regulatory fees.
+STOCK_TIERS = ((300_000, 0.0035), (3_000_000, 0.002), (20_000_000, 0.0015),
+               (100_000_000, 0.001), (math.inf, 0.0005))
+FUTURE_TIERS = ((1_000, 0.85), (10_000, 0.65), (20_000, 0.45), (math.inf, 0.25))
+PRICING = ("fixed", "tiered")
+
+
 @dataclass(frozen=True)
 class CommissionModel:
-    """IB fixed pricing, simplified: no 1 % cap, no exchange or regulatory fees."""
+    """IB's fixed pricing for US stocks: ``per_share`` a share, at least ``minimum`` and at
+    most ``max_rate`` (1 %) of the trade value an order, charged as the order fills (each
+    execution pays what the order's total has grown by); exchange and regulatory fees are
+    included by IB in fixed pricing (the transaction fees on sales are not modelled)."""
 
     per_share: float = 0.005
     minimum: float = 1.0
+    max_rate: float = 0.01  # of the order's traded value; 0: no cap
 
-    def for_order(self, cumulative_quantity: float) -> float:
-        """What an order filled ``cumulative_quantity`` so far has paid in total."""
+    def for_order(self, cumulative_quantity: float, value: float = math.nan) -> float:
+        """What an order filled ``cumulative_quantity`` so far (worth ``value``) has paid."""
         if cumulative_quantity <= 0:
             return 0.0
-        return max(self.minimum, self.per_share * cumulative_quantity)
+        amount = max(self.minimum, self.per_share * cumulative_quantity)
+        if self.max_rate and math.isfinite(value) and value > 0:
+            amount = min(amount, self.max_rate * value)
+        return amount
 
-    def for_fill(self, filled_before: float, quantity: float) -> float:
-        """What one fill of ``quantity`` costs after ``filled_before`` of the same order."""
-        return self.for_order(filled_before + quantity) - self.for_order(filled_before)
+    def for_fill(self, filled_before: float, quantity: float, price: float = math.nan,
+                 value_before: float = math.nan, symbol: str = "", t_ns: int = 0) -> float:
+        """What one fill of ``quantity`` at ``price`` costs after ``filled_before`` (worth
+        ``value_before``) of the same order."""
+        value_after = value_before + quantity * price
+        return self.for_order(filled_before + quantity, value_after) - \
+            self.for_order(filled_before, value_before)
+
+
+@dataclass
+class IBCommissions:
+    """IB's schedules by instrument type, for a run over several instruments: stocks fixed
+    (``CommissionModel``) or tiered (``STOCK_TIERS`` by the calendar month's shares traded
+    before the order's fill, at least ``stock_tiered_min``, at most 1 % of the value, plus
+    ``clearing_per_share`` and ``exchange_per_share``); futures (``sec_types[symbol] ==
+    "FUT"``) ``FUTURE_TIERS`` a contract (fixed: the first tier, 0.85) plus
+    ``fees_per_contract`` (exchange + regulatory: what the exchange charges; 0 unless given).
+    Tiers are taken marginally through the month, as IB does: the month's volume is counted
+    in the order the fills happen, so a run gives the same figures each time."""
+
+    pricing: str = "fixed"
+    sec_types: dict[str, str] = field(default_factory=dict)
+    stock_fixed: CommissionModel = field(default_factory=CommissionModel)
+    stock_tiered_min: float = 0.35
+    max_rate: float = 0.01
+    clearing_per_share: float = 0.0002
+    exchange_per_share: float = 0.0
+    fees_per_contract: float = 0.0
+    _month_volume: dict[tuple[str, str], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.pricing not in PRICING:
+            raise ValueError(f"pricing {self.pricing!r}: one of {', '.join(PRICING)}")
+
+    def for_fill(self, filled_before: float, quantity: float, price: float = math.nan,
+                 value_before: float = math.nan, symbol: str = "", t_ns: int = 0) -> float:
+        future = self.sec_types.get(symbol) == "FUT"
+        if not future and self.pricing == "fixed":
+            return self.stock_fixed.for_fill(filled_before, quantity, price, value_before)
+        month = _month(t_ns)
+        key = ("FUT" if future else "STK", month)
+        done = self._month_volume.get(key, 0.0)
+        self._month_volume[key] = done + quantity
+        if future:
+            tiers = FUTURE_TIERS if self.pricing == "tiered" else FUTURE_TIERS[:1]
+            return _marginal(tiers, done, quantity) + self.fees_per_contract * quantity
+        rate = _marginal(STOCK_TIERS, done, quantity) / quantity
+        value_after = value_before + quantity * price
+
+        def order_total(q: float, value: float) -> float:
+            if q <= 0:
+                return 0.0
+            amount = max(self.stock_tiered_min, rate * q)
+            if self.max_rate and math.isfinite(value) and value > 0:
+                amount = min(amount, self.max_rate * value)
+            return amount + (self.clearing_per_share + self.exchange_per_share) * q
+
+        return order_total(filled_before + quantity, value_after) - \
+            order_total(filled_before, value_before)
+
+
+def _marginal(tiers, done: float, quantity: float) -> float:
+    """The cost of ``quantity`` more units after ``done`` this month, each at its tier."""
+    total, at, left = 0.0, done, quantity
+    for upto, rate in tiers:
+        if left <= 0:
+            break
+        if at >= upto:
+            continue
+        take = min(left, upto - at)
+        total += take * rate
+        at += take
+        left -= take
+    if left > 0:
+        total += left * tiers[-1][1]
+    return total
+
+
+def _month(t_ns: int) -> str:
+    from datetime import datetime, timezone
+    return datetime.fromtimestamp(t_ns / 1e9, tz=timezone.utc).strftime("%Y-%m")
 
 
 @dataclass
@@ -401,6 +498,7 @@ class SimulatedVenue:
             return
         terms = order.terms
         before = order.filled
+        value_before = order.avg_price * before
         total = before + quantity
         order.avg_price = (order.avg_price * before + price * quantity) / total
         order.filled = total
@@ -416,7 +514,9 @@ class SimulatedVenue:
             exec_time_ns=self.clock(), exchange=ACCOUNT))
         self.reports.append(self._status_message(order, last_fill_price=price))
         self.reports.append(Commission(exec_id=eid,
-                                       commission=self.commission.for_fill(before, quantity)))
+                                       commission=self.commission.for_fill(
+                                           before, quantity, price, value_before,
+                                           terms.symbol, self.clock())))
         if done:
             self._after_filled(order)
 

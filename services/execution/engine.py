@@ -28,6 +28,8 @@ from services.model.orders import (CANCEL_REFUSED_CODES, IB_STATUS_EVENTS, ORDER
                                    PLACE_REFUSED_CODES, IllegalTransition, InvalidOrder,
                                    OrderEvent, OrderSide, OrderState, OrderType, TimeInForce,
                                    next_state)
+from services.model.owners import (CANCEL_ALL, EXTERNAL, FLATTEN, UNOWNED, WorkingOrder,
+                                   kill_mode, protective_exits)
 from services.model.portfolio import EPSILON, Booked, Fill, Portfolio, exec_base
 from services.runtime.journal import Journal
 
@@ -35,7 +37,8 @@ log = logging.getLogger("execution.engine")
 #: reconciliation runs an order IB lists as Filled waits for its executions before it is closed
 FILLED_WITHOUT_FILLS_RUNS = 3
 E, S = OrderEvent, OrderState
-EXTERNAL = "external"  # the owner of orders and positions execution did not make
+# EXTERNAL: the owner of orders and positions execution did not make; UNOWNED: what removed
+# strategies handed over (services/model/owners.py)
 ADJUSTMENT_PREFIX = "adjust:"  # exec ids of bookings that adopt the broker's positions
 FLATTEN_PREFIX = "flatten-"  # client order ids of the market orders a flatten sends
 FLATTEN_WAIT_S = 5.0  # s a flatten waits for its target's cancels before closing anyway
@@ -113,6 +116,8 @@ class ExecutionEngine:
         #: flatten controls not acted on yet: target ("" all) -> monotonic time asked
         self.flatten_wanted: dict[str, float] = {}
         self._lenient_journal = False  # the kill switch: a failed write never stops a cancel
+        #: the protective exits the last kill kept working (client order ids), for its report
+        self.kept_exits: list[str] = []
         self._flatten_seq = 0
         self._restore()
 
@@ -192,6 +197,9 @@ class ExecutionEngine:
         modifies/cancels an order holds for IB (the last one journalled is in force)."""
         if "published" in record:
             self.last_published = str(record["published"])
+            return
+        if "reassign" in record:
+            self._reassign(str(record["reassign"]), str(record.get("to", UNOWNED)))
             return
         coid = record.get("waiting")
         if not coid:
@@ -370,14 +378,119 @@ class ExecutionEngine:
                 out.extend(self._act(order, cancel))
         return out
 
-    def kill(self, strategy: str = "") -> list[OrderCommand]:
-        """``cancel_all`` for the kill switch: a journal write that fails while the cancels
-        are made is alerted (``journal_failed``) and does not stop them."""
+    def kill(self, strategy: str = "", modes: dict[str, str] | None = None
+             ) -> list[OrderCommand]:
+        """The kill switch: every active order of ``strategy`` ("" all) is cancelled but the
+        protective exits of owners whose mode (``modes``: owner -> ``on_kill``, from risk;
+        ``services.model.owners.kill_mode``) is ``keep_exits``; owners in ``flatten`` mode
+        are then closed at market (``flatten_due``). The kept exits are listed in
+        ``kept_exits``. A journal write that fails while the cancels are made is alerted
+        (``journal_failed``) and does not stop them. ``modes`` None: ``cancel_all`` for
+        every owner (a kill without risk's modes: the old, safest behaviour)."""
         self._lenient_journal = True
         try:
-            return self.cancel_all(strategy)
+            if modes is None:
+                self.kept_exits = []
+                return self.cancel_all(strategy)
+            keep = self.protective_exits(strategy, modes)
+            self.kept_exits = sorted(keep)
+            out: list[OrderCommand] = []
+            for order in list(self.orders.values()):
+                if order.state.done or (strategy and order.strategy != strategy) \
+                        or order.client_order_id in keep:
+                    continue
+                out.extend(self._cancel_one(order))
+            for owner in sorted({o.strategy for o in self.orders.values()}
+                                | self.portfolio.owners()):
+                if (not strategy or owner == strategy) and kill_mode(modes, owner) == FLATTEN:
+                    self.want_flatten(owner)
+            return out
         finally:
             self._lenient_journal = False
+
+    def protective_exits(self, strategy: str, modes: dict[str, str]) -> set[str]:
+        """The active orders a kill keeps (``services.model.owners.protective_exits``) among
+        those of owners in ``keep_exits`` mode: children of a filled parent, and orders that
+        only reduce their owner's position."""
+        candidates = []
+        for order in self.orders.values():
+            if order.state.done or order.state is S.PENDING_CANCEL \
+                    or (strategy and order.strategy != strategy) \
+                    or kill_mode(modes, order.strategy) != "keep_exits":
+                continue
+            i = order.intent
+            parent = self.orders.get(i.parent_id) if i.parent_id else None
+            parent_working = parent is not None and not (
+                parent.state is S.FILLED or parent.filled + EPSILON >= parent.intent.quantity)
+            candidates.append(WorkingOrder(
+                client_order_id=i.client_order_id, owner=order.strategy, symbol=i.symbol,
+                side=i.side, remaining=max(0.0, i.quantity - order.filled),
+                group=i.oca_group or i.parent_id or i.client_order_id,
+                parent_working=parent_working))
+        return protective_exits(candidates, self.portfolio.quantity)
+
+    def _cancel_one(self, order: ManagedOrder) -> list[OrderCommand]:
+        """Cancel one active order as ``cancel_all`` does (held for IB if it is uncertain)."""
+        if order.state is S.PENDING_CANCEL:
+            return []
+        cancel = OrderIntent(strategy=order.strategy, client_order_id=order.client_order_id,
+                             action="cancel")
+        if order.state is S.NEW:
+            self._transition(order, E.CANCELLED, "cancelled before it was sent")
+        elif order.state.uncertain:
+            if not any(w.action == "cancel" for w in order.waiting):
+                self._set_waiting(order, [*order.waiting, cancel])
+        else:
+            return self._act(order, cancel)
+        return []
+
+    # -- REMOVED STRATEGIES -------------------------------------------------------------------
+    def reassign(self, owner: str, to: str = UNOWNED) -> dict:
+        """``ibfleet strategy remove``: every order (working or done) and every position book
+        (quantity, average cost, PnL, its fills) of ``owner`` becomes ``to``'s, journalled
+        first (``{"reassign": owner, "to": to}``, replayed in place) so a restart rebuilds the
+        same books. Publishes the orders and positions on ``ord.update.TO`` and a flat
+        position per symbol on ``ord.update.OWNER``. Returns what was handed over:
+        ``{"positions": {symbol: quantity}, "orders": [client order id...]}`` (working orders
+        and non-flat positions only). Raises ``IntentRefused`` for a reserved owner."""
+        if owner in (EXTERNAL, UNOWNED) or not owner:
+            raise IntentRefused(f"{owner!r} is not a strategy: it cannot be removed")
+        symbols = sorted(s for o, s in self.portfolio.books if o == owner)
+        handed = {"positions": {s: self.portfolio.quantity(owner, s) for s in symbols
+                                if abs(self.portfolio.quantity(owner, s)) > EPSILON},
+                  "orders": [o.client_order_id for o in self.open_orders(owner)]}
+        if not symbols and not any(o.strategy == owner for o in self.orders.values()):
+            return handed
+        self.journal.append_record({"reassign": owner, "to": to})
+        moved = self._reassign(owner, to)
+        for order in moved:
+            if not order.state.done:
+                self._emit(order)
+        for symbol in symbols:
+            self._emit_position(owner, symbol)
+            self._emit_position(to, symbol)
+        if handed["positions"] or handed["orders"]:
+            self.alerts.append(("warning", "strategy_handed_over",
+                                f"strategy {owner} removed: handed to {to}: "
+                                + ", ".join([f"{s} {q:g}" for s, q in
+                                             handed["positions"].items()]
+                                            + [f"order {c}" for c in handed["orders"]])))
+        return handed
+
+    def _reassign(self, owner: str, to: str) -> list[ManagedOrder]:
+        moved = []
+        for order in self.orders.values():
+            if order.strategy != owner:
+                continue
+            order.intent = msgspec.structs.replace(order.intent, strategy=to)
+            if order.pending_terms is not None:
+                order.pending_terms = msgspec.structs.replace(order.pending_terms, strategy=to)
+            order.waiting = [msgspec.structs.replace(w, strategy=to) for w in order.waiting]
+            moved.append(order)
+        self.portfolio.reassign(owner, to)
+        for target in [t for t in self.flatten_wanted if t == owner]:
+            self.flatten_wanted[to] = self.flatten_wanted.pop(target)
+        return moved
 
     def want_flatten(self, strategy: str = "") -> None:
         self.flatten_wanted.setdefault(strategy, time.monotonic())
@@ -883,7 +996,7 @@ class ExecutionEngine:
                            exec_id=exec_id, last_fill_qty=last_qty,
                            last_fill_price=last_price, reason=order.reason, tif=i.tif,
                            oca_group=i.oca_group,
-                           owner=EXTERNAL if i.strategy == EXTERNAL else "")
+                           owner=i.strategy if i.strategy in (EXTERNAL, UNOWNED) else "")
 
     def digest(self, owner: str) -> StrategyDigest:
         return StrategyDigest(strategy=owner, open_orders=len(self.open_orders(owner)),

@@ -212,6 +212,8 @@ class ExecutionService(Service):
                 raise Refused(str(exc)) from None
         elif isinstance(msg, Control) and msg.command in ("kill", "flatten"):
             self._kill(msg)
+        elif isinstance(msg, Control) and msg.command == "remove":
+            self._remove(msg)
         else:
             raise ValueError(f"execution does not handle {type(msg).__name__}")
         return []
@@ -219,24 +221,50 @@ class ExecutionService(Service):
     # -- THE KILL SWITCH ------------------------------------------------------------------------
     def _kill(self, msg: Control) -> None:
         """Cancel first, persist after: the cancels go to the gateway before any durable
-        write (a journal that cannot be written is alerted, never a reason not to cancel);
-        then, for the whole account, IB's global cancel as the backstop for orders execution
-        does not know (another client's, TWS's, ghosts). ``flatten`` closes the positions at
-        market once the target's orders are done (``engine.flatten_due``)."""
-        commands = self.engine.kill(msg.target)
+        write (a journal that cannot be written is alerted, never a reason not to cancel).
+        A ``kill`` applies each owner's mode (``msg.on_kill``, from risk: ``keep_exits`` keeps
+        protective exits working, ``cancel_all``, ``flatten``; ``engine.kill``); then, for the
+        whole account and only if no exit was kept, IB's global cancel as the backstop for
+        orders execution does not know (another client's, TWS's, ghosts): with exits kept,
+        ``ibfleet kill`` checks the broker's working orders against them and global-cancels
+        if anything else still works. ``flatten`` cancels everything and closes the positions
+        at market once the target's orders are done (``engine.flatten_due``)."""
+        modes = dict(msg.on_kill) if msg.command == "kill" else None
+        commands = self.engine.kill(msg.target, modes)
         for cmd in commands:
             self.gateway.send(cmd)
             self.counters["commands"] += 1
-        if not msg.target:
+        kept = list(self.engine.kept_exits)
+        global_cancel = not msg.target and not kept
+        if global_cancel:
             self.gateway.send(OrderCommand(command="global_cancel", client_order_id=""))
             self.counters["global_cancels"] += 1
         self.counters[f"control_{msg.command}"] += 1
+        self.counters["kill_exits_kept"] = len(kept)
         self.log.warning("kill switch: cancels sent", extra={
             "command": msg.command, "target": msg.target or "*", "cancels": len(commands),
-            "global_cancel": not msg.target})
+            "global_cancel": global_cancel, "exits_kept": kept})
+        if kept:
+            self.publisher.publish(Alert(
+                severity="warning", code="kill_exits_kept",
+                text=f"kill: {len(kept)} protective exit(s) kept working (on_kill = "
+                     f"keep_exits): {', '.join(kept)}"))
         if msg.command == "flatten":
             self.engine.want_flatten(msg.target)
         self._journal_sync_quietly("kill")
+
+    def _remove(self, msg: Control) -> None:
+        """``ibfleet strategy remove NAME`` (through risk): NAME's orders and positions become
+        the ``unowned`` book's (``engine.reassign``, journalled and made durable before the
+        acknowledgement); an OSError refuses the control (``_on_request``)."""
+        try:
+            handed = self.engine.reassign(msg.target)
+        except IntentRefused as exc:
+            raise Refused(str(exc)) from None
+        self.journal.sync()
+        self.counters["strategies_removed"] += 1
+        self.log.warning("strategy removed: its book handed to unowned",
+                         extra={"strategy": msg.target, "handed": handed})
 
     def _journal_sync_quietly(self, what: str) -> bool:
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import sys
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import zmq
 
-from proto.schema import Ack, BrokerOrders, Control
-from services.bus import keys
+from proto.schema import Ack, BrokerOrders, Control, OrderUpdate, StrategyPosition
+from services.bus import keys, snapshot
 from services.bus.reliable import ReliableClient
+from services.bus.snapshot import SnapshotTimeout
+from services.bus.subscriber import Subscriber
 from services.fleet import ports
 from services.fleet.confirm import EXPECTED, STOPPED_STATES, Confirmations
 from services.fleet import supervisor as sup
@@ -57,7 +60,90 @@ def _need_running(parser, paths: sup.FleetPaths) -> None:
 
 
 # -- up / down ----------------------------------------------------------------------------------
+class _Interruption:
+    """SIGINT / SIGTERM while ``ibfleet up`` (or ``down``) runs, noted and never raised: no
+    KeyboardInterrupt lands half way through a step (supervisord spawned, its pid not yet
+    known). ``up`` checks it after each step and, once supervisord is spawned, while it
+    waits for it; an interrupted ``up`` stops whatever it started (``_stop_started``), so it
+    leaves a running fleet or nothing. Installed first thing in ``up``: a Ctrl-C before that
+    (Python still loading ibfleet) has started nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, prog: str = "ibfleet up") -> None:
+        self.prog = prog
+        self.signum = 0
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._note)
+
+    def _note(self, signum, _frame) -> None:
+        self.signum = self.signum or signum  # the first one; more change nothing
+
+    def __bool__(self) -> bool:
+        return bool(self.signum)
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name
+
+    def exit(self, text: str) -> int:
+        """One line, no traceback; the shell's code for a death by that signal."""
+        print(f"{self.prog}: {self.name}: {text}", file=sys.stderr, flush=True)
+        return 128 + self.signum
+
+
+STOP_TIMEOUT_S = 120.0  # supervisord stops each program (stopwaitsecs 10), then itself
+
+
+def _stop_started(paths: sup.FleetPaths, proc, timeout: float = STOP_TIMEOUT_S) -> int:
+    """Stop the supervisord this ``up`` spawned and every process it started, whatever
+    point its start reached; returns how many processes it found. Through its XML-RPC
+    once it answers (``sup.stop``), else SIGTERM: supervisord then stops what it started
+    (each program by process group) and exits; before it has installed its handlers it has
+    started nothing, and the signal's default action ends it. Should it not exit in time,
+    supervisord is killed and so is, by process group, each process it had started (each
+    program runs in a group of its own): nothing of this fleet outlives the call."""
+    import subprocess
+
+    import psutil
+
+    def started() -> list:
+        try:
+            return psutil.Process(proc.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+
+    seen = {p.pid: p for p in started()}
+    if proc.poll() is None and sup.running(paths):
+        try:
+            seen.update((p["pid"], psutil.Process(p["pid"]))
+                        for p in sup.rpc(paths).supervisor.getAllProcessInfo() if p["pid"])
+        except (OSError, xmlrpc.client.Fault, psutil.Error):
+            pass
+        try:
+            sup.stop(paths, timeout)
+        except (sup.FleetError, OSError, xmlrpc.client.Fault):
+            pass
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:  # supervisord is stuck
+        seen.update((p.pid, p) for p in started())
+        proc.kill()
+        proc.wait()
+    for child in seen.values():  # the leftovers of a supervisord that died or was killed
+        try:
+            if child.is_running() and child.status() != psutil.STATUS_ZOMBIE \
+                    and os.getpgid(child.pid) != os.getpgrp():
+                os.killpg(os.getpgid(child.pid), signal.SIGKILL)
+        except (psutil.Error, OSError):
+            pass
+    return len(seen)
+
+
 def up(argv: list[str]) -> int:
+    interrupted = _Interruption()  # before anything starts: see its docstring
     parser = argparse.ArgumentParser(prog="ibfleet up", description=(
         "Start the fleet under supervisord: against the embedded simulator by default, on "
         "its own port ([simulator] port, default 17497). Refuses to start while a port it "
@@ -73,6 +159,10 @@ def up(argv: list[str]) -> int:
                         help="strategy configs to run (default: the two examples)")
     parser.add_argument("--no-record", action="store_true", help="do not run the recorder")
     parser.add_argument("--seed", type=int, default=1, help="the simulator's seed")
+    parser.add_argument("--market", metavar="DATASET[,DATASET...]",
+                        help="market replay: the embedded simulator's market is these catalog "
+                             "datasets (`ibfleet sim --market`), at --speed")
+    parser.add_argument("--speed", type=float, help="replay speed factor (default 1, 0 = unpaced)")
     parser.add_argument("--crash-max", type=int, default=5,
                         help="restarts within --crash-window-s that count as a crash loop")
     parser.add_argument("--crash-window-s", type=float, default=60.0)
@@ -124,7 +214,7 @@ def up(argv: list[str]) -> int:
     names = []
     try:
         for path in configs:
-            names.append(_install_strategy(paths, Path(path)))
+            names.append(_install_strategy(paths, Path(path), config))
     except ConfigError as exc:
         parser.exit(2, f"ibfleet up: {exc}\n")
     sup.write_fleet_config(paths, config)
@@ -133,40 +223,41 @@ def up(argv: list[str]) -> int:
                          [*keys.FIXED_ROLES, *(f"strategy.{name}" for name in names)])
     env = sup.environment(paths, config, simulate, not args.no_record, args.crash_max,
                           args.crash_window_s, args.seed)
+    if simulate and args.market:  # read by the simulator (services/simulator/__main__.py)
+        env.update(IBFLEET_SIM_MARKET=args.market, IBFLEET_SIM_SPEED=str(1.0 if args.speed is None else args.speed))
+    if interrupted:
+        return interrupted.exit("interrupted before the fleet started; nothing was started")
     try:
-        proc = sup.start(paths, env)
+        proc = sup.start(paths, env, interrupted=lambda: bool(interrupted))
     except sup.FleetError as exc:
         parser.exit(1, f"ibfleet up: {exc}\n")
+    if interrupted:  # a fleet half up is stopped whole: `up` leaves a fleet or nothing
+        _stop_started(paths, proc)
+        return interrupted.exit("interrupted while the fleet started; it was stopped, "
+                                "no process is left")
     print(f"fleet up in {paths.run_dir} (logs in {paths.logs}); "
           f"{'simulator' if simulate else config.gateway.host}:{config.gateway.port}",
           flush=True)
     if args.detach:
         return 0
-    return _watch_until_interrupted(config, paths, proc)
+    return _watch_until_interrupted(config, paths, proc, interrupted)
 
 
-def _watch_until_interrupted(config, paths, proc) -> int:
-    stop = False
-
-    def on_signal(*_):
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+def _watch_until_interrupted(config, paths, proc, interrupted: _Interruption) -> int:
+    """The live status until SIGINT / SIGTERM (noted by ``interrupted``, installed by
+    ``up`` before supervisord was spawned) or supervisord's end; then the fleet is stopped
+    whole, whatever else happens (a second Ctrl-C does not cut the stop short)."""
     try:
-        while not stop and proc.poll() is None:
+        while not interrupted and proc.poll() is None:
             text = render(collect(config, paths, timeout=1.0))
             print("\033[2J\033[H" + text + "\n\nCtrl-C stops the fleet.", flush=True)
             for _ in range(20):
-                if stop or proc.poll() is not None:
+                if interrupted or proc.poll() is not None:
                     break
                 time.sleep(0.1)
     finally:
         print("\nstopping the fleet...", flush=True)
-        if sup.running(paths):
-            sup.stop(paths)
-        proc.wait(60)
+        _stop_started(paths, proc)
         print("fleet stopped.", flush=True)
     return 0
 
@@ -180,6 +271,9 @@ def down(argv: list[str]) -> int:
     if not sup.running(paths):
         print(f"no fleet running in {paths.run_dir}")
         return 0
+    # from here the stop is seen through: a Ctrl-C is noted, not raised, so it cannot leave
+    # the stop half done and unreported
+    _Interruption("ibfleet down")
     try:
         pids = sup.stop(paths)
     except sup.FleetError as exc:
@@ -281,25 +375,35 @@ def _control(argv: list[str], command: str, help_: str, name: str) -> int:
 
 
 RISK_WAIT_S = 3.0  # s the kill waits for risk (and execution behind it) before the gateway
+KEPT_STATES = ("submitted", "partially_filled")  # a kept exit: working, no cancel asked
+_BROKER_LINE = re.compile(r"^clientId (\d+) order (-?\d+) ")
 
 
 def kill(argv: list[str]) -> int:
     """The kill switch, which nothing in the fleet may block: through risk (which halts
-    every strategy and forwards it to execution: execution's cancels, then IB's global
-    cancel); if risk does not acknowledge within a few seconds (risk or execution down),
-    straight to the gateway, which sends IB's global cancel itself. Then the gateway is
-    asked what still works at the broker (every client of the account); the command exits
-    non-zero if anything does after ``--timeout``."""
+    every strategy and forwards it to execution with each strategy's ``on_kill`` mode:
+    entries cancelled, protective exits kept under ``keep_exits``, then IB's global cancel
+    if no exit was kept); if risk does not acknowledge within a few seconds (risk or
+    execution down), straight to the gateway, which sends IB's global cancel itself (every
+    order, exits included: safety first). Then the gateway is asked what still works at the
+    broker (every client of the account): the protective exits execution kept are expected
+    and reported (``kept: N protective exits``); anything else still working (another
+    client's order, a cancel stuck) gets the gateway's global cancel (exits included, said
+    so); the command exits non-zero if anything but the kept exits works after
+    ``--timeout``."""
     parser = argparse.ArgumentParser(prog="ibfleet kill", description=(
-        "The kill switch: halt every strategy and cancel every order of the account at IB, "
-        "the fleet's and any other client's; with --flatten, then close every position at "
-        "market. Works with risk or execution down (through the gateway)."))
+        "The kill switch: halt every strategy and cancel the orders of the account at IB, "
+        "the fleet's and any other client's, but the protective exits of strategies whose "
+        "on_kill is keep_exits (the default; cancel_all and flatten: everything); with "
+        "--flatten, cancel everything, then close every position at market. Works with risk "
+        "or execution down (through the gateway: IB's global cancel, exits included)."))
     _common(parser)
     parser.add_argument("--flatten", action="store_true",
                         help="after cancelling, close every position at market (needs execution)")
     parser.add_argument("--reason", default="operator")
     parser.add_argument("--timeout", type=float, default=15.0,
-                        help="seconds to wait until no order works at the broker")
+                        help="seconds to wait until no order but the kept exits works at the "
+                             "broker")
     args = parser.parse_args(argv)
     config, _ = _load(parser, args)
     command = "flatten" if args.flatten else "kill"
@@ -319,16 +423,21 @@ def kill(argv: list[str]) -> int:
                 if isinstance(msg, Ack) and msg.ref_src == source:
                     via_risk, risk_error = msg.ok, msg.error
         if via_risk:
-            print(f"{command}: acknowledged by risk; execution sent its cancels and IB's "
-                  f"global cancel", flush=True)
+            print(f"{command}: acknowledged by risk; execution cancelled "
+                  + ("every order and sent IB's global cancel" if args.flatten else
+                     "the entries (and every order of on_kill = cancel_all / flatten "
+                     "strategies), keeping protective exits (on_kill = keep_exits)"),
+                  flush=True)
         else:
             why = f"refused: {risk_error}" if risk_error else \
                 f"no answer within {RISK_WAIT_S:g}s"
             print(f"{command}: risk/execution {why}; sending the kill straight to the "
-                  f"gateway (IB's global cancel)", file=sys.stderr, flush=True)
+                  f"gateway: IB's global cancel of EVERY order, protective exits included "
+                  f"(safety first: positions are left without exits)", file=sys.stderr,
+                  flush=True)
         risk.close()
-        report = _broker_orders_after_kill(ctx, config, source, command, via_risk,
-                                           started, deadline)
+        report, kept, escalated = _broker_orders_after_kill(ctx, config, source, command,
+                                                            via_risk, started, deadline)
         if via_risk:  # risk halted every strategy: each one's confirmation (bounded)
             confirmations.wait(STOPPED_STATES, 3.0)
             print(confirmations.report(STOPPED_STATES, 3.0), flush=True)
@@ -343,12 +452,20 @@ def kill(argv: list[str]) -> int:
         print(f"{command}: {report.text}: the orders working at the broker are UNKNOWN; "
               f"check TWS", file=sys.stderr)
         return 1
+    if escalated:
+        print(f"{command}: orders not kept by the fleet still worked: the gateway sent IB's "
+              f"global cancel, which cancels the protective exits too (safety first): "
+              f"positions may be left without exits", file=sys.stderr)
     print(f"orders working at the broker: {report.working} "
           f"({time.monotonic() - started:.1f}s after the command)")
-    for line in report.orders:
+    print(f"kept: {len(kept)} protective exits")
+    for line in kept:
+        print(f"  kept: {line}")
+    unexpected = [line for line in report.orders if line not in kept]
+    for line in unexpected:
         print(f"  still working: {line}")
-    if report.working:
-        print(f"{command}: {report.working} order(s) still working after {args.timeout:g}s",
+    if unexpected:
+        print(f"{command}: {len(unexpected)} order(s) still working after {args.timeout:g}s",
               file=sys.stderr)
         return 1
     if args.flatten and not via_risk:
@@ -358,19 +475,54 @@ def kill(argv: list[str]) -> int:
     return 0
 
 
+def _execution_orders(ctx, config, timeout: float = 2.0) -> list[OrderUpdate] | None:
+    """Every owner's open orders in execution's snapshot (None: execution did not answer)."""
+    sub = Subscriber(ctx, config.bus.endpoint("bus-out"), ["no-live-data-needed"])
+    try:
+        state, _ = snapshot.join(ctx, sub, config.bus.endpoint("execution-snap"),
+                                 "ord.update.", timeout=timeout)
+    except SnapshotTimeout:
+        return None
+    finally:
+        sub.close()
+    return [m for _, m in state if isinstance(m, OrderUpdate)]
+
+
+def _kept_exits(ctx, config) -> set[tuple[int, int]]:
+    """(IB client id, IB order id) of the orders execution keeps working after a kill: open
+    in its snapshot, working, no cancel asked, not a flatten's closing order. Execution not
+    answering: none (everything working is then unexpected: safety first)."""
+    orders = _execution_orders(ctx, config)
+    if orders is None:
+        return set()
+    return {(config.gateway.client_id, o.ib_order_id) for o in orders
+            if o.state in KEPT_STATES and o.ib_order_id
+            and not o.client_order_id.startswith("flatten-")}
+
+
 def _broker_orders_after_kill(ctx, config, source: str, command: str, via_risk: bool,
-                              started: float, deadline: float) -> BrokerOrders | None:
-    """Ask the gateway until no order works at the broker or the deadline passes; the last
-    answer (None if it never answered). Without risk, every question is a kill (a repeated
-    global cancel); with risk, a question only, until half the time is gone: then the
-    gateway's global cancel too, in case execution's cancels are stuck."""
+                              started: float, deadline: float
+                              ) -> tuple[BrokerOrders | None, list[str], bool]:
+    """Ask the gateway until nothing but the exits execution kept works at the broker, or
+    the deadline passes: (the last answer, None if it never answered; its lines that are
+    kept exits; whether the gateway's global cancel was sent because something else still
+    worked). Without risk, every question is a kill (a repeated global cancel: every order,
+    exits included); with risk, a question only, until another client's order is seen
+    working (execution cannot cancel it: only IB's global cancel can) or half the time is
+    gone with an order of ours neither kept nor cancelled: then the gateway's global cancel
+    too (it cancels the kept exits as well)."""
     gateway = ReliableClient(ctx, config.bus.endpoint("gateway"), source, resend_after=1.0,
                              curve_dir=config.bus.curve_dir)
     escalate_at = started + (deadline - started) / 2
     last: BrokerOrders | None = None
+    kept_lines: list[str] = []
+    escalate = escalated = not via_risk
     try:
         while time.monotonic() < deadline:
-            kill_now = not via_risk or time.monotonic() >= escalate_at
+            kill_now = escalate or time.monotonic() >= escalate_at and bool(
+                last is None or not last.connected or [ln for ln in last.orders
+                                                        if ln not in kept_lines])
+            escalated = escalated or kill_now
             seq = gateway.send(Control(command=command if kill_now else "orders",
                                        reason="ibfleet kill"))
             answered = False
@@ -381,13 +533,23 @@ def _broker_orders_after_kill(ctx, config, source: str, command: str, via_risk: 
                     elif isinstance(msg, Ack) and msg.ref_seq == seq and not msg.ok:
                         print(f"{command}: the gateway refused: {msg.error}", file=sys.stderr)
                         answered = True
-            if last is not None and last.connected and last.working == 0:
-                return last
+            if last is not None and last.connected:
+                kept = _kept_exits(ctx, config) if via_risk and not escalated else set()
+                kept_lines = []
+                for line in last.orders:
+                    match = _BROKER_LINE.match(line)
+                    ids = (int(match.group(1)), int(match.group(2))) if match else None
+                    if ids in kept:
+                        kept_lines.append(line)
+                    elif ids is not None and ids[0] != config.gateway.client_id:
+                        escalate = True  # another client's: only a global cancel reaches it
+                if len(kept_lines) == len(last.orders):
+                    return last, kept_lines, escalated and via_risk
             gateway.pending.clear()  # a new question replaces an unanswered one
             time.sleep(0.5)
     finally:
         gateway.close()
-    return last
+    return last, kept_lines, escalated and via_risk
 
 
 def resume(argv: list[str]) -> int:
@@ -418,14 +580,31 @@ def flatten(argv: list[str]) -> int:
 
 
 # -- strategies ---------------------------------------------------------------------------------
-def _install_strategy(paths: sup.FleetPaths, source: Path) -> str:
+def _install_strategy(paths: sup.FleetPaths, source: Path,
+                      config: fleet_config.FleetConfig | None = None,
+                      symbols_at_ib: bool = False) -> str:
+    """Check the strategy as the fleet would run it, then put it in the fleet's run
+    directory (its TOML, which risk reads its budget from, and its supervisord program).
+    Nothing is written unless every check passed (services/fleet/strategies.py): the file
+    decoded strictly, the class and its typed [params] loaded by the fleet's own Python and
+    environment, and (``symbols_at_ib``, a running fleet) the symbols resolved at IB."""
+    from services.fleet import strategies
+
+    config = config or fleet_config.load(None)
     cfg = strategy_config.load(source)
-    cfg.load_class()  # fail now, with the reason, rather than in a crash loop later
     target = paths.strategies / f"{cfg.name}.toml"
     if target.exists():
         raise ConfigError(f"a strategy named {cfg.name!r} is already in the fleet")
+    # a running fleet's programs get supervisord's environment; before `up` starts it, ours
+    env = sup.fleet_environment(paths) if sup.running(paths) else dict(os.environ)
+    strategies.validate(source, config, env, symbols_at_ib)
+    for symbol in strategies.unknown_to_risk(config, cfg.symbols):
+        print(f"warning: {symbol} has no reference data in the fleet config: risk refuses "
+              f"every order in it until [instruments.{symbol}] gives its min_tick",
+              file=sys.stderr)
     shutil.copyfile(source, target)
-    (paths.strategies / f"{cfg.name}.conf").write_text(sup.strategy_program(cfg.name, target))
+    (paths.strategies / f"{cfg.name}.conf").write_text(
+        sup.strategy_program(cfg.name, target, sup.strategy_pythonpath(config)))
     return cfg.name
 
 
@@ -433,26 +612,58 @@ def strategy(argv: list[str]) -> int:
     if argv and argv[0] == "run":
         from services.strategy.runner import main as run_main
         return run_main(argv)
+    if argv and argv[0] == "check":
+        from services.fleet.strategies import check_main
+        return check_main(argv[1:])
     parser = argparse.ArgumentParser(prog="ibfleet strategy", description=(
         "Run a strategy (`run CONFIG`), or add/remove one in the running fleet without "
-        "touching the others."))
+        "touching the others. Strategy code lives in the fleet's strategies folder (the "
+        "project's strategies/, or [fleet] strategies_dir), which is on every strategy's "
+        "PYTHONPATH: `new NAME` writes a skeleton there; `add` checks it first."))
     sub = parser.add_subparsers(dest="action", required=True)
     sub.add_parser("run", help="run one strategy in the foreground: ibfleet strategy run CONFIG")
-    add = sub.add_parser("add", help="add a strategy to the running fleet")
+    sub.add_parser("check", help="check that a strategy loads in this environment: "
+                                 "ibfleet strategy check CONFIG")
+    add = sub.add_parser("add", help="add a strategy to the running fleet, once it is checked: "
+                                     "its TOML (strictly), its class and typed [params] loaded "
+                                     "by the fleet's own Python, its symbols known at IB")
     add.add_argument("strategy_config")
+    add.add_argument("--no-symbol-check", action="store_true",
+                     help="do not ask IB about the symbols (the gateway is not connected)")
     _common(add)
-    remove = sub.add_parser("remove", help="stop and remove a strategy from the running fleet")
+    new = sub.add_parser("new", help="write a working strategy skeleton, NAME.py (typed "
+                                     "Params) and NAME.toml, in the fleet's strategies folder "
+                                     "([fleet] strategies_dir, else the project's strategies/)")
+    new.add_argument("name")
+    new.add_argument("--symbol", default="AAPL", help="the symbol its TOML names (AAPL)")
+    _common(new)
+    remove = sub.add_parser("remove", help=(
+        "stop and remove a strategy from the running fleet; refused while it has a position "
+        "or working orders, unless --flatten or --keep"))
     remove.add_argument("name")
+    how = remove.add_mutually_exclusive_group()
+    how.add_argument("--flatten", action="store_true",
+                     help="first cancel its orders and close its positions at market, wait "
+                          "(--timeout) until it is flat with no order, then remove it")
+    how.add_argument("--keep", action="store_true",
+                     help="hand its positions and working orders to the 'unowned' book "
+                          "(execution keeps them, risk watches them, status shows them; no "
+                          "strategy may trade them), then remove it")
+    remove.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds --flatten waits for the strategy to be flat")
     _common(remove)
     args = parser.parse_args(argv)
     config, paths = _load(parser, args)
+    if args.action == "new":
+        return _new_strategy(parser, config, args.name, args.symbol)
     _need_running(parser, paths)
     server = sup.rpc(paths)
     try:
         if args.action == "add":
             try:
-                name = _install_strategy(paths, Path(args.strategy_config))
-            except ConfigError as exc:
+                name = _install_strategy(paths, Path(args.strategy_config), config,
+                                         symbols_at_ib=not args.no_symbol_check)
+            except (ConfigError, sup.FleetError) as exc:
                 parser.exit(2, f"ibfleet strategy add: {exc}\n")
             if config.bus.auth:
                 keys.ensure_keys(config.state_dir, [f"strategy.{name}"])
@@ -461,16 +672,165 @@ def strategy(argv: list[str]) -> int:
                 server.supervisor.addProcessGroup(group)
             print(f"strategy {name} added")
         else:
-            group = f"strategy-{args.name}"
-            server.supervisor.stopProcessGroup(group)
-            server.supervisor.removeProcessGroup(group)
-            for suffix in (".conf", ".toml"):
-                (paths.strategies / f"{args.name}{suffix}").unlink(missing_ok=True)
-            server.supervisor.reloadConfig()
-            print(f"strategy {args.name} removed")
+            return _remove_strategy(parser, args, config, paths, server)
     except xmlrpc.client.Fault as exc:
         parser.exit(1, f"ibfleet strategy: supervisord refused: {exc.faultString}\n")
     return 0
+
+
+def _new_strategy(parser, config, name: str, symbol: str) -> int:
+    """``ibfleet strategy new NAME``: a working skeleton in the fleet's strategies folder."""
+    from services.fleet.strategies import write_skeleton
+    directory = sup.strategy_code_dirs(config)[0]
+    try:
+        code, toml = write_skeleton(name, directory, symbol)
+    except ConfigError as exc:
+        parser.exit(2, f"ibfleet strategy new: {exc}\n")
+    print(f"wrote {code} and {toml}\nadd it to the running fleet with: "
+          f"ibfleet strategy add {toml}")
+    return 0
+
+
+REMOVE_ACK_TIMEOUT_S = 10.0  # s to wait for risk's (and execution's) acknowledgement
+
+
+def _remove_strategy(parser, args, config, paths: sup.FleetPaths, server) -> int:
+    """``ibfleet strategy remove NAME [--flatten | --keep]``.
+
+    Execution's snapshot says what NAME holds (non-flat positions, working orders). With
+    something and neither option: refused (exit 1, listing them), nothing changed.
+    ``--flatten``: risk pauses NAME and execution cancels its orders and closes its
+    positions at market; the command waits (``--timeout``) until execution shows it flat
+    with no order (else exit 1: NAME stays, paused). Then NAME's process is stopped, and a
+    ``remove`` control goes to risk, which has execution hand whatever NAME still has (its
+    position, its orders, its PnL: ``--keep``) to the reserved ``unowned`` book, journalled,
+    and then forgets NAME (no longer listed, its intents refused). Only then are its
+    supervisord group and files removed. A failure after the stop leaves NAME stopped, not
+    removed, its book its own: the command says so and can be run again."""
+    from services.model.owners import RESERVED_OWNERS, UNOWNED
+
+    prog, name = "ibfleet strategy remove", args.name
+    group = f"strategy-{name}"
+    if name in RESERVED_OWNERS:
+        parser.exit(2, f"{prog}: {name!r} is not a strategy (a reserved book)\n")
+    ctx = zmq.Context()
+    keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
+    try:
+        held = _strategy_holdings(ctx, config, name)
+        if held is None:
+            parser.exit(1, f"{prog}: execution did not answer: whether {name} has a position "
+                           f"or working orders is unknown; nothing was changed\n")
+        groups = {info["group"] for info in server.supervisor.getAllProcessInfo()}
+        if group not in groups and not _describe(held):
+            parser.exit(1, f"{prog}: no strategy named {name!r} in the fleet\n")
+        if _describe(held) and not (args.flatten or args.keep):
+            parser.exit(1, f"{prog}: refused: strategy {name} has "
+                           + "; ".join(_describe(held)) + ". Nothing was changed. Close "
+                           f"them first (--flatten: cancel its orders, close at market, "
+                           f"then remove) or hand them to the {UNOWNED} book (--keep)\n")
+        if args.flatten and _describe(held):
+            ok, error = _ask_risk(ctx, config, Control(
+                command="flatten", target=name, reason="ibfleet strategy remove --flatten"))
+            if not ok:
+                parser.exit(1, f"{prog}: the flatten was not taken: {error}; nothing was "
+                               f"removed\n")
+            print(f"flatten {name}: acknowledged by risk; waiting (up to {args.timeout:g}s) "
+                  f"for its orders to end and its positions to close", flush=True)
+            limit = time.monotonic() + args.timeout
+            while True:
+                held = _strategy_holdings(ctx, config, name)
+                if held is not None and not _describe(held):
+                    break
+                if time.monotonic() > limit:
+                    left = "; ".join(_describe(held)) if held else "unknown (no answer)"
+                    parser.exit(1, f"{prog}: {name} is not flat after {args.timeout:g}s: "
+                                   f"{left}. It stays in the fleet, paused; run the command "
+                                   f"again, or use --keep\n")
+                time.sleep(0.5)
+            print(f"{name} is flat, no order working", flush=True)
+        try:  # from here on it sends nothing
+            server.supervisor.stopProcessGroup(group)
+        except xmlrpc.client.Fault as exc:
+            if "BAD_NAME" not in exc.faultString:  # already gone from supervisord: go on
+                raise
+        held = _strategy_holdings(ctx, config, name) or held  # what is handed over now
+        if _describe(held) and not (args.flatten or args.keep):  # it traded meanwhile
+            server.supervisor.startProcessGroup(group)
+            parser.exit(1, f"{prog}: refused: strategy {name} traded while it was being "
+                           f"removed and now has " + "; ".join(_describe(held))
+                           + ". It was started again; nothing else was changed\n")
+        ok, error = _ask_risk(ctx, config, Control(command="remove", target=name,
+                                                   reason="ibfleet strategy remove"))
+        if not ok:
+            parser.exit(1, f"{prog}: {name} is stopped but NOT removed ({error}): its orders "
+                           f"and positions are still its own; run the command again\n")
+    finally:
+        ctx.destroy(linger=0)
+    try:
+        server.supervisor.removeProcessGroup(group)
+    except xmlrpc.client.Fault as exc:
+        if "BAD_NAME" not in exc.faultString:
+            raise
+    for suffix in (".conf", ".toml"):
+        (paths.strategies / f"{name}{suffix}").unlink(missing_ok=True)
+    server.supervisor.reloadConfig()
+    handed = _describe(held)
+    print(f"strategy {name} removed"
+          + (f"; handed to the {UNOWNED} book: " + "; ".join(handed) if handed else ""))
+    return 0
+
+
+def _strategy_holdings(ctx, config, name: str
+                       ) -> tuple[dict[str, float], list[OrderUpdate]] | None:
+    """Execution's snapshot for strategy ``name``: (its non-flat positions by symbol, its
+    working orders); None if execution did not answer."""
+    sub = Subscriber(ctx, config.bus.endpoint("bus-out"), ["no-live-data-needed"])
+    try:
+        state, _ = snapshot.join(ctx, sub, config.bus.endpoint("execution-snap"),
+                                 f"ord.update.{name}", timeout=5.0)
+    except SnapshotTimeout:
+        return None
+    finally:
+        sub.close()
+    positions = {m.symbol: m.quantity for _, m in state
+                 if isinstance(m, StrategyPosition) and m.strategy == name
+                 and abs(m.quantity) > 1e-9}
+    orders = [m for _, m in state if isinstance(m, OrderUpdate) and m.strategy == name]
+    return positions, orders
+
+
+def _describe(held) -> list[str]:
+    """``["a position of SPY 199", "1 working order: SELL 199 SPY STP stop 480 (...)"]``."""
+    if not held:
+        return []
+    positions, orders = held
+    out = [f"a position of {s} {q:g}" for s, q in sorted(positions.items())]
+    if orders:
+        out.append(f"{len(orders)} working order(s): " + ", ".join(
+            f"{o.side} {o.quantity - o.filled:g} {o.symbol} {o.order_type}"
+            + (f" stop {o.stop_price:g}" if o.stop_price == o.stop_price else "")
+            + (f" limit {o.limit_price:g}" if o.limit_price == o.limit_price else "")
+            + f" ({o.client_order_id}, {o.state})" for o in orders))
+    return out
+
+
+def _ask_risk(ctx, config, control: Control, timeout: float = REMOVE_ACK_TIMEOUT_S
+              ) -> tuple[bool, str]:
+    """Send ``control`` to risk on its reliable socket; (acknowledged, why not)."""
+    client = ReliableClient(ctx, config.bus.endpoint("risk"), f"cli.{os.getpid()}",
+                            resend_after=1.0)
+    try:
+        client.send(control)
+        deadline = time.monotonic() + timeout
+        while client.pending and time.monotonic() < deadline:
+            for msg in client.poll(200):
+                if isinstance(msg, Ack) and not msg.ok:
+                    return False, f"refused: {msg.error}"
+        if client.pending:
+            return False, f"risk did not answer within {timeout:g}s"
+        return True, ""
+    finally:
+        client.close()
 
 
 def start_process(argv: list[str]) -> int:

@@ -3,6 +3,9 @@
 Heartbeats, the gateway's state, positions, open orders and PnL come from the snapshots the bus
 broker, execution and risk serve (the Clone pattern), so ``status`` is a read-only observer.
 The latest alerts come from the bus broker's alert log (``services.bus.broker.AlertLog``).
+Besides the strategies, execution's reserved books are listed with their positions and
+orders: ``unowned`` (what ``ibfleet strategy remove --keep`` handed over) and ``external``
+(orders and positions the fleet did not make); a removed strategy is not listed.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from services.bus.broker import alert_count
 from services.bus.snapshot import SnapshotTimeout
 from services.bus.subscriber import Subscriber
 from services.fleet.supervisor import FleetPaths, rpc
+from services.model.owners import EXTERNAL, RESERVED_OWNERS, UNOWNED
 from services.runtime.config import FleetConfig
 
 
@@ -156,6 +160,8 @@ def order_price(order: dict) -> str:
     return " ".join(parts) or f"@ {order.get('type', 'MKT').lower().replace('mkt', 'market')}"
 
 
+OWNER_LABELS = {UNOWNED: "(removed strategies' book)", EXTERNAL: "(not the fleet's orders)"}
+
 MARKET_DATA_TYPE_NAMES = {0: "pending", 1: "live", 2: "frozen", 3: "delayed",
                           4: "delayed_frozen"}
 
@@ -191,14 +197,25 @@ def render(status: FleetStatus) -> str:
         gaps = hb["counters"].get("gaps", 0)
         lines.append(f"  {src:<28} {hb['age_s']:>6.1f}s  {hb['state']:<9} gaps {gaps}")
     lines.append(f"RISK  global {status.risk.get('*', 'unknown')}")
-    # each strategy: risk's state, then the strategy's own (its heartbeat: what it applied)
+    # each strategy: risk's state, then the strategy's own (its heartbeat: what it applied).
+    # The bus keeps a removed strategy's last heartbeat: the strategies listed are risk's
+    # (it knows each running one from its first heartbeat, and forgets a removed one) and
+    # execution's owners; only without risk's snapshot are the heartbeats' names listed
     own = {src.partition(".")[2]: hb["state"] for src, hb in status.heartbeats.items()
            if src.startswith("strategy.")}
-    for name in sorted(set(status.pnl) | set(status.positions) | set(own)):
+    risk_seen = not any(p.startswith("risk:") for p in status.unreachable)
+    heard = set() if risk_seen else set(own)
+    for name in sorted((set(status.pnl) | set(status.positions) | heard) - RESERVED_OWNERS):
         pnl = status.pnl.get(name, {})
         pos = ", ".join(f"{s} {q:g}" for s, q in status.positions.get(name, {}).items()) or "flat"
         lines.append(f"  {name:<20} {status.risk.get(name, '?'):<9} "
                      f"strategy {own.get(name, '?'):<9} "
+                     f"realized {pnl.get('realized', 0):>10.2f} "
+                     f"unrealized {pnl.get('unrealized', 0):>10.2f}  {pos}")
+    for name in sorted(RESERVED_OWNERS & (set(status.pnl) | set(status.positions))):
+        pnl = status.pnl.get(name, {})
+        pos = ", ".join(f"{s} {q:g}" for s, q in status.positions.get(name, {}).items()) or "flat"
+        lines.append(f"  {name:<20} {OWNER_LABELS[name]:<28} "
                      f"realized {pnl.get('realized', 0):>10.2f} "
                      f"unrealized {pnl.get('unrealized', 0):>10.2f}  {pos}")
     lines.append(f"OPEN ORDERS ({len(status.open_orders)})")

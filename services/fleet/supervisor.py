@@ -19,6 +19,8 @@ from services.runtime.config import FleetConfig, ensure_private_dir
 
 REPO = Path(__file__).resolve().parents[2]
 CONF = REPO / "supervisord.conf"
+#: the project's strategy code (and the example TOMLs): on every strategy program's PYTHONPATH
+STRATEGIES = REPO / "strategies"  # = services.strategy.config.STRATEGIES_DIR
 
 
 class FleetError(RuntimeError):
@@ -86,8 +88,10 @@ def environment(paths: FleetPaths, config: FleetConfig, simulate: bool, record: 
                 IBC_PATH=os.environ.get("IBC_PATH", "/opt/ibc"), PYTHONUNBUFFERED="1")
 
 
-def start(paths: FleetPaths, env: dict[str, str], timeout: float = 60.0) -> subprocess.Popen:
-    """Start supervisord in the foreground as our child, in its own session."""
+def start(paths: FleetPaths, env: dict[str, str], timeout: float = 60.0,
+          interrupted=lambda: False) -> subprocess.Popen:
+    """Start supervisord in the foreground as our child, in its own session; returns once it
+    answers, or as soon as ``interrupted()`` is true (the caller then stops it whole)."""
     if running(paths):
         raise FleetError(f"a fleet is already running in {paths.run_dir}; "
                          f"`ibfleet status` shows it, `ibfleet down` stops it")
@@ -98,6 +102,8 @@ def start(paths: FleetPaths, env: dict[str, str], timeout: float = 60.0) -> subp
     log.close()
     deadline = time.monotonic() + timeout
     while not running(paths):
+        if interrupted():
+            return proc
         if proc.poll() is not None:
             tail = (paths.logs / "supervisord.console.log").read_text(errors="replace")[-2000:]
             raise FleetError(f"supervisord exited at start (code {proc.returncode}):\n{tail}")
@@ -144,8 +150,71 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def strategy_program(name: str, config_path: Path) -> str:
-    """The supervisord program section of one strategy."""
+def strategy_code_dirs(config: FleetConfig) -> list[Path]:
+    """Where the fleet imports strategy code from, besides the project itself (a strategy
+    program runs in the project's directory): ``[fleet] strategies_dir`` when set, then the
+    project's ``strategies/``. The first is where ``ibfleet strategy new`` writes."""
+    configured = str(config.raw.get("fleet", {}).get("strategies_dir", "") or "")
+    dirs = [Path(configured).expanduser().resolve()] if configured else []
+    return dirs + [STRATEGIES] if STRATEGIES not in dirs else dirs
+
+
+def strategy_pythonpath(config: FleetConfig) -> str:
+    """The PYTHONPATH of every strategy program: the strategy code folders and nothing of
+    the shell that started the fleet or adds the strategy."""
+    return os.pathsep.join(str(d) for d in strategy_code_dirs(config))
+
+
+def fleet_environment(paths: FleetPaths) -> dict[str, str]:
+    """The environment supervisord gives its programs (its own, which ``ibfleet up`` set):
+    read from /proc; this process's when it cannot be read (no fleet running yet: ``up``
+    starts supervisord with this process's environment)."""
+    try:
+        pid = int(paths.pidfile.read_text().strip())
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, ValueError):
+        return dict(os.environ)
+    env = {}
+    for item in raw.split(b"\0"):
+        key, sep, value = item.partition(b"=")
+        if sep:
+            env[os.fsdecode(key)] = os.fsdecode(value)
+    return env
+
+
+def strategy_environment(base: dict[str, str], pythonpath: str) -> dict[str, str]:
+    """A strategy program's environment: supervisord's plus its program section's."""
+    return dict(base, PYTHONUNBUFFERED="1", PYTHONPATH=pythonpath)
+
+
+def check_strategy(config_path: Path, env: dict[str, str], timeout: float = 120.0) -> str:
+    """Load the strategy as a strategy program would, in a process of its own: the fleet's
+    interpreter, working directory and environment (``strategy_environment``), not the
+    caller's. Its file decoded strictly, its class imported (a ``Strategy``), its
+    ``[params]`` decoded into the class's ``Params``. Returns "" if it loads, else why not."""
+    python = env.get("IBFLEET_PYTHON") or sys.executable
+    try:
+        result = subprocess.run([python, "-m", "services.cli", "strategy", "check",
+                                 str(config_path)], cwd=REPO, env=env, capture_output=True,
+                                text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"loading the strategy took more than {timeout:g}s"
+    if result.returncode == 0:
+        return ""
+    lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
+    return "\n".join(lines[-5:]) or f"exit code {result.returncode}"
+
+
+def _quoted(value: str) -> str:
+    """A value for a supervisord ``environment`` line: quoted, ``%`` doubled."""
+    if '"' in value or "\n" in value:
+        raise FleetError(f"a path with a quote or a newline cannot go to supervisord: {value!r}")
+    return '"' + value.replace("%", "%%") + '"'
+
+
+def strategy_program(name: str, config_path: Path, pythonpath: str = str(STRATEGIES)) -> str:
+    """The supervisord program section of one strategy. Its PYTHONPATH is ``pythonpath``
+    (``strategy_pythonpath``): the strategy code folders, never the shell's."""
     cmd = ("%(ENV_IBFLEET_PYTHON)s -m services.cli strategy run "
            f"{shlex.quote(str(config_path))} "
            "--config %(ENV_IBFLEET_RUN_DIR)s/fleet.toml")
@@ -158,7 +227,7 @@ startretries = 10
 stopasgroup = true
 killasgroup = true
 stopwaitsecs = 10
-environment = PYTHONUNBUFFERED="1"
+environment = PYTHONUNBUFFERED="1",PYTHONPATH={_quoted(pythonpath)}
 redirect_stderr = true
 stdout_logfile = %(ENV_IBFLEET_RUN_DIR)s/logs/%(program_name)s.log
 """

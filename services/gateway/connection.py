@@ -3,16 +3,26 @@
 ``ConnState``, ``TRANSITIONS``, ``StateMachine``, ``Backoff`` and ``HangProbe`` are pure logic,
 no sockets and no clocks of their own (callers pass ``now``), unit-tested directly.
 ``Connection`` owns the one TWS socket's life with them: a ``Session`` per attempt, the
-handshake deadline, the hang probe, reconnects with backoff, and IB's own link state (1100 /
+handshake deadline, the hang probe, reconnects, and IB's own link state (1100 /
 1101 / 1102, market data farms) as reported through errors. Every state change goes out as a
 ``GatewayState``. What a connect or a loss means for orders and data is not decided here: the
 gateway is told (``on_up``, ``on_down``) and tells each concern.
+
+Reconnects follow the gateway, not a backoff table: while it is gone a ``PortProbe`` tries a
+plain TCP connect to its port every ``PORT_PROBE_S`` (cheap: no thread, no session, nothing
+published), and the full handshake starts as soon as a connection is accepted and not dropped
+at once. The backoff applies only to what a probe cannot see: a handshake that failed on an
+accepting port (closed during the handshake, no nextValidId or account in time) and 326
+(client id in use); after its delay the probe runs again.
 """
 from __future__ import annotations
 
 import enum
+import errno
 import logging
 import random
+import select
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -131,6 +141,112 @@ class HangProbe:
         return self.sent_at is not None and now - self.sent_at >= self.timeout
 
 
+#: while the gateway is gone: one TCP connect to its port this often
+PORT_PROBE_S = 0.15
+#: a probe's connection must stay up this long before the handshake starts: a restarting
+#: gateway behind a socket proxy accepts and drops at once (TWS itself never writes first)
+PORT_PROBE_SETTLE_S = 0.05
+#: a probe connect still pending after this long is abandoned (and tried again)
+PORT_PROBE_TIMEOUT_S = 1.0
+
+
+def _ready(sock: socket.socket, events: int) -> bool:
+    """Is ``sock`` ready for ``events`` (or closed, or in error) right now? (``poll``, not
+    ``select``: any descriptor number.)"""
+    poller = select.poll()
+    poller.register(sock, events)
+    return bool(poller.poll(0))
+
+
+class PortProbe:
+    """Is anything accepting on host:port? One non-blocking TCP connect at a time, advanced by
+    ``poll(now)`` from the service's timer: it never waits. ``poll`` is True once a connection
+    was accepted and stayed up ``settle`` seconds (then it is closed: the handshake opens its
+    own); a refused, failed, dropped or slow connect is closed and tried again ``interval``
+    later. No thread, no session, nothing published: cheap enough to run every 150 ms for as
+    long as an outage lasts."""
+
+    def __init__(self, host: str, port: int, interval: float = PORT_PROBE_S,
+                 settle: float = PORT_PROBE_SETTLE_S,
+                 timeout: float = PORT_PROBE_TIMEOUT_S) -> None:
+        self.host, self.port = host, port
+        self.interval, self.settle, self.timeout = interval, settle, timeout
+        self.sock: socket.socket | None = None
+        self.next_at = 0.0
+        self.opened_at = 0.0
+        self.connected_at: float | None = None
+        self.attempts = 0   # connects tried since the last reset
+        self.last_error = ""
+
+    def reset(self, at: float) -> None:
+        """Start probing at ``at`` (monotonic)."""
+        self.close()
+        self.next_at = at
+        self.attempts = 0
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+            self.sock = None
+        self.connected_at = None
+
+    def _failed(self, now: float, why: str) -> bool:
+        self.last_error = why
+        self.close()
+        self.next_at = now + self.interval
+        return False
+
+    def poll(self, now: float) -> bool:
+        if self.sock is None:
+            if now < self.next_at:
+                return False
+            self.attempts += 1
+            try:  # loopback only (the config's rule): resolving never waits on a network
+                family, _, _, _, address = socket.getaddrinfo(
+                    self.host, self.port, type=socket.SOCK_STREAM)[0]
+                sock = socket.socket(family, socket.SOCK_STREAM)
+            except OSError as exc:
+                return self._failed(now, f"socket: {exc}")
+            sock.setblocking(False)
+            try:
+                err = sock.connect_ex(address)
+            except OSError as exc:  # e.g. a host name that does not resolve
+                sock.close()
+                return self._failed(now, str(exc))
+            if err not in (0, errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN):
+                sock.close()
+                return self._failed(now, errno.errorcode.get(err, str(err)))
+            self.sock, self.opened_at = sock, now
+            self.connected_at = now if err == 0 else None
+            return False
+        sock = self.sock
+        if self.connected_at is None:
+            if not _ready(sock, select.POLLOUT):
+                if now - self.opened_at > self.timeout:
+                    return self._failed(now, "connect timed out")
+                return False
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                return self._failed(now, errno.errorcode.get(err, str(err)))
+            self.connected_at = now
+        if now - self.connected_at < self.settle:
+            return False
+        if _ready(sock, select.POLLIN):  # TWS waits for the client's handshake: anything
+            # here is a close or a reset
+            try:
+                data = sock.recv(1)
+            except OSError:
+                data = b""
+            if not data:
+                return self._failed(now, "accepted, then dropped")
+        self.close()
+        self.last_error = ""
+        return True
+
+
 class Connection:
     """The one TWS socket: connect, handshake, probe, reconnect; IB's link and farm state."""
 
@@ -153,7 +269,12 @@ class Connection:
         self.generation = 0
         self.server_version = 0
         self.reconnects = 0
+        #: when the next attempt may start: the first at once (a full handshake, so a
+        #: gateway with nothing listening says so), later ones through the port probe
         self.reconnect_at: float | None = time.monotonic()
+        self.port_probe = PortProbe(opts.host, opts.port)
+        self.probing = False       # the next attempt waits for the probe
+        self.trusted = False       # this session has been synchronised at least once
         self.connect_deadline: float | None = None
         self.link_lost = False     # 1100 seen, not yet 1101/1102
         self.farm_down = False     # 2103 seen, not yet 2104
@@ -208,6 +329,7 @@ class Connection:
     def synchronised(self, reason: str) -> None:
         """Trusted again: the backoff starts over and a new outage's errors are news."""
         self.backoff.reset()
+        self.trusted = True
         self.last_connection_error = ""
         self.move(S.SYNCHRONISED, reason)
 
@@ -217,7 +339,14 @@ class Connection:
         silent socket and drop it if the probe goes unanswered."""
         state = self.sm.state
         if state == S.DISCONNECTED and self.reconnect_at is not None and now >= self.reconnect_at:
-            self._connect()
+            if not self.probing:
+                self._connect()
+            elif self.port_probe.poll(now):
+                self.counters["port_probes"] += self.port_probe.attempts
+                self.log.info("the gateway's port accepts again: handshake", extra={
+                    "probes": self.port_probe.attempts, "host": self.opts.host,
+                    "port": self.opts.port})
+                self._connect()
         elif state == S.CONNECTING and self.connect_deadline is not None \
                 and now > self.connect_deadline:
             self.lost(f"no handshake/nextValidId within {self.opts.connect_timeout:g}s")
@@ -238,6 +367,7 @@ class Connection:
         self.reconnect_at = None
         self.generation += 1
         self.connect_failed = False
+        self.trusted = False
         self.move(S.CONNECTING, f"attempt {self.backoff.attempts + 1} to "
                                 f"{self.opts.host}:{self.opts.port} as client "
                                 f"{self.opts.client_id}")
@@ -246,8 +376,20 @@ class Connection:
                                self.opts.client_id)
         self.session.start()
 
-    def lost(self, reason: str) -> None:
-        """The session is gone (or we gave up on it): clean up, schedule the next attempt."""
+    def lost(self, reason: str, backoff: bool | None = None) -> None:
+        """The session is gone (or we gave up on it): clean up, schedule the next attempt.
+
+        ``backoff`` (None: decided here): a session that failed on a port that accepted
+        before it was ever trusted (``connecting`` with the TCP connect done, or
+        ``connected`` and not yet synchronised: a gateway that takes the handshake and
+        drops us must not be hammered), and 326, wait the backoff's next step before
+        probing again; any other loss (nothing listening, a synchronised session IB closed
+        or we dropped) probes the port at once and handshakes as soon as it accepts."""
+        if backoff is None:
+            backoff = bool(self.close_reason) or (
+                self.sm.state == S.CONNECTED and not self.trusted) or (
+                self.sm.state == S.CONNECTING and not self.connect_failed)
+        refused = self.connect_failed and self.sm.state == S.CONNECTING
         if self.session is not None:
             self.session.abort()
             self.session = None
@@ -259,15 +401,28 @@ class Connection:
         self.on_down()
         self.link_lost = self.farm_down = False
         self.connect_deadline = None
-        delay = self.backoff.next_delay()
-        self.reconnect_at = time.monotonic() + delay
+        now = time.monotonic()
+        self.probing = True
+        if backoff:
+            delay = self.backoff.next_delay()
+            self.counters["handshake_backoffs"] += 1
+            then = f"retry in {delay:.2f}s (backoff), then as soon as the port accepts"
+        else:
+            # refused: the port was just tried, probe from the next interval; a session that
+            # was up (or failed after connecting): probe at once
+            delay = self.port_probe.interval if refused else 0.0
+            then = (f"probing {self.opts.host}:{self.opts.port} every "
+                    f"{self.port_probe.interval:g}s, handshake as soon as it accepts")
+        self.reconnect_at = now + delay
+        self.port_probe.reset(self.reconnect_at)
         if was_up:
             self.reconnects += 1
         self.counters["disconnects"] += 1
-        self.move(S.DISCONNECTED, f"{reason}; retry in {delay:.2f}s")
+        self.move(S.DISCONNECTED, f"{reason}; {then}")
 
     def abort(self) -> None:
         """The service is stopping."""
+        self.port_probe.close()
         if self.session is not None:
             self.session.abort()
 

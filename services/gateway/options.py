@@ -21,6 +21,8 @@ class GatewayOptions:
     live: bool = False
     #: the account the bridge must land on ("" : any paper account unless live); accounts.py
     account: str = ""
+    #: the reconnect backoff, after a failed handshake and 326 only: while the gateway is
+    #: gone its port is probed every 150 ms instead (connection.py, ``PortProbe``)
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
     connect_timeout: float = 10.0   # TCP + handshake + nextValidId

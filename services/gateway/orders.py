@@ -226,9 +226,15 @@ class OrderMap:
         return rec
 
     def mark_sent(self, ib_order_id: int) -> None:
-        """Journal (durably) that a journalled place went to IB: it is not resent after a
-        restart. The same record as ``journal.append({"sent": ib_order_id})``."""
-        self.journal.append({"sent": ib_order_id})
+        """Journal that a journalled place went to IB: it is not resent after a restart. The
+        same record as ``journal.append({"sent": ib_order_id})``, without a sync of its own
+        (it is written now and durable with the next sync, e.g. the next place's): the place
+        itself was durable before it was sent, and a marker lost in a crash only makes that
+        place "unsent" again, which is resent after the first reconciliation only if IB did
+        not mention it, with the same IB id (IB refuses a duplicate id with 103): never a
+        second order. The sync here kept the gateway's loop in ``fsync`` after every
+        placeOrder, ahead of the next tick and the next command."""
+        self.journal.append({"sent": ib_order_id}, sync=False)
         entry = self._entries.get(ib_order_id)
         if entry is not None:
             entry.sent = True

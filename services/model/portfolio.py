@@ -18,7 +18,7 @@ Rules, each from IB's behaviour:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from enum import Enum
 
@@ -190,6 +190,25 @@ class Portfolio:
             book.commissions += amount
             book.daily_commissions[day] = book.daily_commissions.get(day, 0.0) + amount
         return True
+
+    def reassign(self, owner: str, to: str) -> list[str]:
+        """Every book of ``owner`` becomes ``to``'s (a removed strategy's, handed to the
+        ``unowned`` book): its fills are re-booked under ``to``, merged with ``to``'s own in
+        the symbol in execution-time order (a stable sort: equal times keep their order), so
+        quantities, PnL and commissions add up exactly. Returns the symbols moved."""
+        moved = sorted(s for o, s in self.books if o == owner)
+        for symbol in moved:
+            book = self.books.pop((owner, symbol))
+            target = self.books.get((to, symbol))
+            fills = [replace(f, owner=to) for f in book.fills]
+            for f in fills:
+                self._fill_of[f.exec_id] = f
+                base, number = exec_base(f.exec_id)
+                self._by_base[base] = ((to, symbol), number)
+            merged = sorted((target.fills if target else []) + fills, key=lambda f: f.time_ns)
+            self.books[(to, symbol)] = PositionBook(fills=merged)
+            self._recompute((to, symbol))
+        return moved
 
     # -- QUERIES ------------------------------------------------------------------------------
     def has_fill(self, exec_id: str) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from proto.schema import Message, OrderIntent, OrderUpdate, StrategyDigest, StrategyPosition
 from services.model.mirror import StrategyMirror
 from services.model.orders import OrderSide, OrderType, TimeInForce
+from services.model.owners import RESERVED_OWNERS
 from services.model.portfolio import EPSILON, unrealized
 from services.model.trading_day import TradingDay
 from services.risk.limits import LimitBook
@@ -244,6 +245,20 @@ class RiskEngine:
         # client order id -> its strategy: every order risk approved or execution reported
         # (whose order a modify, a cancel, a reused id or a child's parent names)
         self.owners: dict[str, str] = {}
+        #: strategies removed from the fleet (``ibfleet strategy remove``): name -> when (s
+        #: since the epoch); their intents are refused until they are added again
+        self.removed: dict[str, float] = {}
+
+    def forget(self, strategy: str, to: str, when: float) -> None:
+        """A strategy removed from the fleet: its book (mirror, state, counters) is dropped,
+        its orders are ``to``'s (execution handed them over), its limits forgotten; from
+        now on its intents are refused (``removed``) until it is added again."""
+        self.strategies.pop(strategy, None)
+        for coid, owner in self.owners.items():
+            if owner == strategy:
+                self.owners[coid] = to
+        self.limits.forget(strategy)
+        self.removed[strategy] = when
 
     def book(self, strategy: str) -> StrategyBook:
         book = self.strategies.get(strategy)
@@ -333,6 +348,12 @@ class RiskEngine:
         if intent.action not in ACTIONS:  # the bus's decoder refuses it, a direct caller may not
             return Decision(False, "bad_terms", f"action {intent.action!r} is not one of "
                                                 f"{', '.join(ACTIONS)}")
+        if intent.strategy in RESERVED_OWNERS:
+            return Decision(False, "reserved_owner", f"{intent.strategy!r} is not a strategy: "
+                                                     f"no intent may trade its book")
+        if intent.strategy in self.removed:
+            return Decision(False, "removed", f"strategy {intent.strategy} was removed from "
+                                              f"the fleet")
         book = self.book(intent.strategy)
         order = None
         if intent.action in ("modify", "cancel"):
@@ -512,8 +533,9 @@ class RiskEngine:
 
     def _size(self, intent, order, book, limits) -> Decision | None:
         """Positive, finite, a whole number of the instrument's size increment (as it goes to
-        the broker: 5e-10 or 10.0000000001 shares are not), within the order limit; a modify
-        not below what its order has filled."""
+        the broker: 5e-10 or 10.0000000001 shares are not), within the order limit (what the
+        order could open: ``_opening``, the reducing-order rule); a modify not below what
+        its order has filled."""
         symbol = order.symbol if order else intent.symbol
         info = self.instruments.get(symbol)
         qty = self._quantity(intent, order)
@@ -528,9 +550,13 @@ class RiskEngine:
                                                      f"of the size increment "
                                                      f"{info.size_increment:g} of {symbol}")
         if limits.max_order_quantity and qty > limits.max_order_quantity:
-            return Decision(False, "max_order_quantity",
-                            f"{qty:g} is over the maximum order quantity "
-                            f"{limits.max_order_quantity:g}")
+            opening = self._opening(intent, order, book)
+            if opening > limits.max_order_quantity:
+                what = f"{qty:g} is" if opening == qty else \
+                    f"{qty:g} would open {opening:g} beyond the position (the rest closes it):"
+                return Decision(False, "max_order_quantity",
+                                f"{what} over the maximum order quantity "
+                                f"{limits.max_order_quantity:g}")
         return None
 
     def _price(self, intent, order, book, limits) -> Decision | None:
@@ -545,7 +571,7 @@ class RiskEngine:
     def _market_data(self, intent, order, book, limits) -> Decision | None:
         """Fresh market data; the limit price within the band around the mid (a new order's,
         or a modify's that sets a price or raises the quantity: its terms in force after it);
-        the notional within the order limit."""
+        the notional of what the order could open (``_opening``) within the order limit."""
         symbol = order.symbol if order else intent.symbol
         mark = self.marks.get(symbol)
         if mark is None or (limits.stale_after_s and self.clock() - mark[1] >
@@ -563,7 +589,7 @@ class RiskEngine:
             return Decision(False, "price_band", f"limit {price} is more than "
                                                  f"{limits.price_band:.1%} from the mid {mid:.4f}")
         info = self.instruments.get(symbol)
-        qty = self._quantity(intent, order)
+        qty = self._opening(intent, order, book)
         notional = qty * (price if math.isfinite(price) else mid) * info.multiplier
         if limits.max_order_notional and notional > limits.max_order_notional:
             return Decision(False, "max_order_notional", f"notional {notional:,.0f} is over "
@@ -624,6 +650,31 @@ class RiskEngine:
     def _quantity(intent: OrderIntent, order: OrderUpdate | None) -> float:
         """The quantity after the intent: a modify's 0 leaves its order's."""
         return intent.quantity or (order.quantity if order is not None else 0.0)
+
+    def _opening(self, intent: OrderIntent, order: OrderUpdate | None,
+                 book: StrategyBook) -> float:
+        """What an order could open: the measure of the order-size limits
+        (``max_order_quantity``, ``max_order_notional``). THE REDUCING-ORDER RULE (issue 15,
+        finding 9): the part of an order that closes the strategy's position in the
+        instrument only reduces risk and is not counted, so a close or a protective stop of a
+        position larger than the limit is never refused for its size (refused, it would leave
+        the position unprotected); the part beyond zero, which opens the other side, is held
+        to the limit. With max_order_quantity 50 and 199 shares held: SELL 199 (a close) is
+        approved, SELL 240 (-41 beyond zero) too, SELL 300 (-101) is refused; BUY 60 is
+        refused as before. The position is the one execution reports now, without working
+        orders: what they could add is max_position's worst case (``_exposure``), checked on
+        every order. A modify: its new quantity less what its order has filled (the filled
+        part is in the position already); an order that closes nothing counts whole."""
+        if order is not None:
+            symbol, side, filled = order.symbol, order.side, order.filled
+        else:
+            symbol, side, filled = intent.symbol, intent.side, 0.0
+        qty = self._quantity(intent, order)
+        held = book.held(symbol)
+        closes = abs(held) if held and (held > 0) != (side == "BUY") else 0.0
+        if not closes:
+            return qty
+        return max(0.0, qty - filled - closes)
 
     @staticmethod
     def _raises(intent: OrderIntent, order: OrderUpdate) -> bool:

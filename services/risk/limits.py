@@ -25,6 +25,8 @@ from services.runtime.decoding import NonNegativeFloat, NonNegativeInt, decode, 
 
 @dataclass(frozen=True)
 class Limits:
+    # the two order-size limits count what an order could open: the part that closes the
+    # strategy's position is not counted (the reducing-order rule, RiskEngine._opening)
     max_order_quantity: float = 10_000  # shares / contracts per order
     max_order_notional: float = 1_000_000  # quantity x price x multiplier, per order
     max_position: float = 5_000  # per instrument, absolute
@@ -69,6 +71,15 @@ class LimitBook:
         self.global_limits = global_limits or Limits()
         self.per_strategy = dict(per_strategy or {})
         self.refused: dict[str, str] = {}
+        #: strategy -> its TOML's ``on_kill`` (services.model.owners.KILL_MODES); a strategy
+        #: not listed gets the default (``keep_exits``)
+        self.on_kill: dict[str, str] = {}
+
+    def forget(self, name: str) -> None:
+        """A strategy removed from the fleet: its budget and kill mode no longer apply."""
+        self.per_strategy.pop(name, None)
+        self.refused.pop(name, None)
+        self.on_kill.pop(name, None)
 
     def for_strategy(self, name: str) -> Limits:
         return self.per_strategy.get(name, self.global_limits)
@@ -105,6 +116,7 @@ class LimitBook:
                 refusals.append(str(exc))
                 continue
             self.per_strategy[cfg.name] = limits
+            self.on_kill[cfg.name] = cfg.on_kill
             self.refused.pop(cfg.name, None)
         return refusals
 

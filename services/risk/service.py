@@ -34,6 +34,7 @@ from services.bus.snapshot import SnapshotServer, SnapshotTimeout
 from services.bus.subscriber import Subscriber
 from services.risk.engine import (ACTIVE, GROUP_TIMEOUT_S, HALTED, PAUSED, REDUCING, GroupDesk,
                                   RiskEngine)
+from services.model.owners import RESERVED_OWNERS, UNOWNED
 from services.model.trading_day import TradingDay
 from services.risk.limits import LimitBook
 from services.runtime.cli import add_common_args, load_config
@@ -56,6 +57,9 @@ class RiskService(Service):
                                  Instruments(config.raw.get("instruments")),
                                  trading_day=TradingDay.from_config(config.raw))
         self._report_refused(list(self.engine.limits.refused.values()))
+        # alerted again at the first timer: a publisher that has just connected may lose its
+        # first messages (the broker's subscription has not reached it yet)
+        self.refusals_to_repeat = list(self.engine.limits.refused.values())
         self.state_file = config.service_state_dir("risk") / "trading_state.json"
         self.state_dirty = False  # the state in memory is not on disk yet (a save failed)
         self.save_failures = 0  # consecutive failed saves
@@ -77,6 +81,7 @@ class RiskService(Service):
         self.groups = GroupDesk()  # bracket legs held until the group's transmitting leg
         self.resync_wanted: dict[str, str] = {}  # strategy -> why its mirror must re-join
         self.controls_waiting: dict[int, Token] = {}  # execution seq -> the kill's sender
+        self.removals: dict[int, str] = {}  # execution seq -> the strategy being removed
         self.heard: set[str] = set()  # strategies whose heartbeat risk has seen
         self.published_states: dict[str, tuple[str, str]] = {}  # strategy -> last published
         self.on_socket(self.server.socket, self._on_requests)
@@ -90,10 +95,20 @@ class RiskService(Service):
     def _subscribe_marks(self) -> None:
         """Subscription requests ride PUB/SUB: repeat them; the gateway de-duplicates.
         A strategy added to the running fleet brings its budget and symbols: pick them up."""
+        for text in self.refusals_to_repeat:
+            self.publisher.publish(Alert(severity="critical", code="budget_refused", text=text))
+        self.refusals_to_repeat = []
         listing = _listing(self.strategies_dir)
         if listing != self.strategies_seen:
-            self.strategies_seen = listing
+            before, self.strategies_seen = self.strategies_seen, listing
+            for name, when in list(self.engine.removed.items()):  # added again since?
+                file = f"{name}.toml"  # ``ibfleet strategy add`` writes NAME.toml
+                if file in listing and (file not in before or listing[file] > when):
+                    del self.engine.removed[name]
+                    self.state_dirty = True
             self._report_refused(self.engine.limits.load_strategy_budgets(self.strategies_dir))
+            for name in self.engine.removed:  # a stale file of a removed strategy
+                self.engine.limits.forget(name)
             self.watched |= set(_strategy_symbols(self.strategies_dir))
             self.log.info("strategy budgets reloaded", extra={"symbols": sorted(self.watched)})
         for symbol in sorted(self.watched):
@@ -128,6 +143,8 @@ class RiskService(Service):
             self.engine.book(name).loss_day = day
         for name, reason in saved.get("reasons", {}).items():
             self.engine.book(name).reason = reason
+        for name, when in saved.get("removed", {}).items():
+            self.engine.forget(name, UNOWNED, float(when))
 
     def _save_trading_state(self) -> bool:
         """Atomically, durably (fsync, rename, fsync of the directory), so that a thrown kill
@@ -142,7 +159,8 @@ class RiskService(Service):
                 "loss_days": {n: b.loss_day for n, b in self.engine.strategies.items()
                               if b.loss_day},
                 "reasons": {n: b.reason for n, b in self.engine.strategies.items()
-                            if b.reason}})
+                            if b.reason},
+                "removed": dict(self.engine.removed)})
         except OSError as exc:
             self.counters["state_save_errors"] += 1
             self.log.error("trading state not saved; retrying",
@@ -192,6 +210,7 @@ class RiskService(Service):
         for topic, msg in state:
             by_strategy.setdefault(topic.split(".", 2)[-1], []).append(msg)
         names = set(by_strategy) | ({strategy} if strategy else set(self.engine.strategies))
+        names -= set(self.engine.removed)
         for name in names:
             self.engine.resync(name, by_strategy.get(name, []))
             self.feed.gaps.broken.discard(f"ord.update.{name}")
@@ -231,6 +250,9 @@ class RiskService(Service):
         if not peer.startswith("strategy.") or peer.split(".", 1)[1] != msg.strategy:
             raise Refused(f"{peer!r} may not send intents for strategy {msg.strategy!r}")
         self.counters["checks"] += 1
+        limits = self.engine.limits
+        if msg.strategy not in limits.per_strategy and msg.strategy not in limits.refused:
+            self._subscribe_marks()  # a strategy just added: its budget before its first order
         if msg.symbol and msg.symbol not in self.watched and msg.symbol in self.engine.instruments:
             self.watched.add(msg.symbol)
             self._subscribe_marks()
@@ -285,6 +307,8 @@ class RiskService(Service):
         execution has acknowledged it (it sends its cancels before it acknowledges)."""
         self.log.warning("control", extra={"command": msg.command, "target": msg.target,
                                            "peer": peer, "reason": msg.reason})
+        if msg.command == "remove":
+            return self._remove(msg)
         if msg.command not in CONTROL_STATES and msg.command != "flatten":
             raise Refused(f"risk does not take a {msg.command!r} control")
         state = CONTROL_STATES.get(msg.command)
@@ -298,8 +322,10 @@ class RiskService(Service):
             self._publish_states([msg.target] if per_strategy else None)
         seq = None
         if msg.command in ("kill", "flatten"):
+            # each strategy's kill mode from its TOML (on_kill): execution applies it
+            on_kill = dict(self.engine.limits.on_kill) if msg.command == "kill" else {}
             seq = self.execution.send(Control(command=msg.command, target=msg.target,
-                                              reason=msg.reason))
+                                              reason=msg.reason, on_kill=on_kill))
             self.counters[f"control_{msg.command}"] += 1
         self.publisher.publish(Alert(severity="critical" if msg.command in ("kill", "flatten")
                                      and not msg.target else "info",
@@ -312,6 +338,29 @@ class RiskService(Service):
             return []
         self.controls_waiting[seq] = self.server.current
         return DEFER
+
+    def _remove(self, msg: Control):
+        """``ibfleet strategy remove NAME`` (the CLI stopped NAME's process first): execution
+        hands NAME's orders and positions to the ``unowned`` book (journalled); once it has
+        acknowledged, risk forgets NAME (its book, limits and state: no longer listed, its
+        intents refused) and acknowledges the operator. Execution refusing: nothing is
+        forgotten, the operator gets the reason."""
+        name = msg.target
+        if not name or name in RESERVED_OWNERS:
+            raise Refused(f"remove needs a strategy's name, not {name!r}")
+        seq = self.execution.send(Control(command="remove", target=name, reason=msg.reason))
+        self.counters["control_remove"] += 1
+        self.controls_waiting[seq] = self.server.current
+        self.removals[seq] = name
+        return DEFER
+
+    def _forget(self, name: str, when: float) -> None:
+        """Risk's part of a removal: nothing of ``name`` is kept but the fact it was removed
+        (saved with the trading states, so a restart of risk does not list it again)."""
+        self.engine.forget(name, UNOWNED, when)
+        self.heard.discard(name)
+        self.published_states.pop(name, None)
+        self.resync_wanted.pop(name, None)
 
     def _on_requests(self) -> None:
         """Strategies' requests: those approved go to execution as one frame per batch."""
@@ -328,6 +377,16 @@ class RiskService(Service):
                 if not isinstance(msg, Ack) or msg.ref_src != self.source:
                     continue
                 control = self.controls_waiting.pop(msg.ref_seq, None)
+                removed = self.removals.pop(msg.ref_seq, None)
+                if removed is not None and msg.ok:
+                    self._forget(removed, time.time())
+                    self._save_trading_state()
+                    self.log.warning("strategy removed: forgotten; its book is unowned",
+                                     extra={"strategy": removed})
+                    self.publisher.publish(Alert(
+                        severity="info", code="strategy_removed",
+                        text=f"strategy {removed} removed; its orders and positions, if "
+                             f"any, are in the {UNOWNED} book"))
                 if control is not None:
                     self.server.complete(control, ok=msg.ok,
                                          error="" if msg.ok else f"execution: {msg.error}")
@@ -361,6 +420,8 @@ class RiskService(Service):
         elif isinstance(msg, (Tick, QuoteTick)):
             self.engine.on_mark(msg.symbol, msg.bid, msg.ask)
         elif isinstance(msg, FROM_EXECUTION):
+            if msg.strategy in self.engine.removed:
+                return  # its last words (a flat position): its book now is the unowned one
             if not self.engine.on_execution_message(msg):
                 self.counters["digest_mismatches"] += 1
                 self.resync_wanted.setdefault(msg.strategy, "digest differs from the mirror")
@@ -369,7 +430,8 @@ class RiskService(Service):
 
     # -- STRATEGIES' STATES -------------------------------------------------------------------
     def _known_strategies(self) -> set[str]:
-        return set(self.engine.strategies) | set(self.engine.limits.per_strategy) | self.heard
+        return (set(self.engine.strategies) | set(self.engine.limits.per_strategy)
+                | self.heard) - set(self.engine.removed) - RESERVED_OWNERS
 
     def _trading_state(self, name: str) -> TradingState:
         state, reason = self.engine.effective_state(name)
@@ -394,7 +456,7 @@ class RiskService(Service):
         """A strategy's heartbeat: risk learns it runs (it gets its state), and counts its
         callback errors; too many in the window halt it as ``errored``."""
         head, _, name = hb.src.partition(".")
-        if head != "strategy" or not name:
+        if head != "strategy" or not name or name in self.engine.removed:
             return
         if name not in self.heard:
             self.heard.add(name)

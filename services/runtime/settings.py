@@ -154,6 +154,9 @@ class FleetSection(Struct, forbid_unknown_fields=True):
     """``[fleet]``: durable state (journals, the IB order-id sequence), kept across reboots."""
 
     state_dir: str = ""  # empty: IBFLEET_STATE_DIR, else $XDG_STATE_HOME/ibfleet
+    #: strategy code: on the strategy programs' PYTHONPATH (with the project's strategies/),
+    #: where `ibfleet strategy new` writes; empty: the project's strategies/ folder
+    strategies_dir: str = ""
 
 
 class InstrumentSettings(Struct, forbid_unknown_fields=True, kw_only=True):

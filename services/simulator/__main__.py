@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 
@@ -47,6 +48,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth-subscriptions", type=int, dest="depth_subscriptions")
     p.add_argument("--tick-by-tick-subscriptions", type=int, dest="tick_by_tick_subscriptions")
     p.add_argument("--reset-repeat-seconds", type=float, dest="reset_repeat_seconds")
+    p.add_argument("--market", default=os.environ.get("IBFLEET_SIM_MARKET") or None,
+                   metavar="DATASET[,DATASET...]",
+                   help="market replay: these catalog datasets (lobster/AAPL, quotes/X, "
+                        "trades/X) drive the market instead of the random walk "
+                        "(default $IBFLEET_SIM_MARKET)")
+    p.add_argument("--catalog", help="the data catalog's root (default: $IBFLEET_CATALOG, "
+                                     "else STATE_DIR/catalog, as `ibfleet data`)")
+    p.add_argument("--speed", type=float,
+                   default=float(os.environ["IBFLEET_SIM_SPEED"]) if os.environ.get("IBFLEET_SIM_SPEED") else None,
+                   help="replay speed: a factor on the data's event times (1 = real time, "
+                        "default; 0 = as fast as the clients read)")
+    p.add_argument("--market-wait", dest="market_wait", choices=("now", "subscriber", "depth"),
+                   help="when the replay starts: at once, at the first market-data "
+                        "subscription to a replayed instrument (default), or the first depth one")
     p.add_argument("--fault", action="append", default=[], metavar="AT:CMD[:ARG=V,...]",
                    help="schedule a fault, e.g. 10:restart:seconds=5 or 3:server_reset:seconds=2,data_lost=1")
     return p
@@ -72,13 +87,15 @@ def parse_fault(text: str) -> dict:
     return item
 
 
-async def serve(cfg: config_mod.SimConfig) -> int:
+async def serve(cfg: config_mod.SimConfig, replay=None) -> int:
     try:
         broker = Broker(cfg)
     except StateError as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         log("state_error", error=str(exc))
         return 2
+    if replay is not None:
+        replay.attach(broker)              # before any client: the market is the data's
     faults = FaultController(broker)
     server = SimServer(broker, cfg.port)
     await server.start()
@@ -87,6 +104,8 @@ async def serve(cfg: config_mod.SimConfig) -> int:
         control.start()
         log("control_listening", endpoint=control.endpoint)
     broker.start()
+    if replay is not None:
+        replay.start()
     faults.schedule(cfg.schedule)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -96,6 +115,8 @@ async def serve(cfg: config_mod.SimConfig) -> int:
         instruments=[i.symbol + ("/" + i.local_symbol if i.local_symbol else "") for i in cfg.instruments])
     await stop.wait()
     log("stopping")
+    if replay is not None:
+        await replay.stop()
     await server.stop()
     if control:
         await control.stop()
@@ -108,16 +129,26 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_mod.load(args.config)
-        overrides = {k: v for k, v in vars(args).items() if k not in ("config", "fault")}
+        overrides = {k: v for k, v in vars(args).items() if k not in ("config", "fault", "market")}
         cfg = cfg.with_overrides(**overrides)
+        if args.market:
+            cfg = cfg.with_overrides(market=tuple(args.market.split(",")))
         if args.fault:
             cfg = cfg.with_overrides(schedule=cfg.schedule + tuple(parse_fault(f) for f in args.fault))
+        replay = None
+        if cfg.market:
+            from services.data.errors import DataError
+            from .replay import prepare
+            try:
+                cfg, replay = prepare(cfg)
+            except DataError as exc:
+                raise ValueError(f"--market: {exc}") from None
         config_mod.validate(cfg)
     except (ValueError, OSError) as exc:
         print(f"simulator: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(cfg))
+        return asyncio.run(serve(cfg, replay))
     except KeyboardInterrupt:
         return 0
 

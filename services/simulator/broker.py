@@ -21,6 +21,7 @@ from .ledger import Fill, Ledger, Position
 from .logs import log
 from .market import Market
 from .orders import OrderEngine, SimOrder
+from .protocol import Code
 from .store import StateStore
 
 if TYPE_CHECKING:
@@ -88,6 +89,10 @@ class Broker:
         self._last_sample = 0.0
         self._last_pnl = 0.0
         self._last_rtb_second = int(self.market.now())
+        # benchmarks (bench/bench_tick_to_order.py): a frozen market does not step; with
+        # ``stamps`` on, each injected tick written and each placeOrder received is stamped
+        self.frozen = False
+        self.stamps: dict[str, list] | None = None
 
     # ---- lifecycle
     def start(self) -> None:
@@ -150,7 +155,7 @@ class Broker:
                 if due > MAX_CATCH_UP_STEPS:   # fell far behind: let simulated time dilate instead
                     base += (due - MAX_CATCH_UP_STEPS) * step_s
                     due = MAX_CATCH_UP_STEPS
-                for _ in range(due):
+                for _ in range(0 if self.frozen else due):
                     self._step()
                 done += max(0, due)
                 if now - self._last_sample >= sample_s:
@@ -260,6 +265,13 @@ class Broker:
         if s is not None:
             s.error(order_id, code, **fmt)
 
+    def order_cancel_seen(self, client_id: int, order: SimOrder, reason: str) -> None:
+        """Another client (0) cancelled this order: it hears Cancelled and 202 too."""
+        s = self.sessions.get(client_id)
+        if s is not None:
+            s.send_exec(s.enc.order_status(order, client_id=client_id))
+            s.error(order.order_id, Code.ORDER_CANCELLED, reason=reason)
+
     # ---- account views
     def mark(self, inst: Instrument) -> float:
         proc = self.market.processes[inst.con_id]
@@ -357,6 +369,56 @@ class Broker:
         proc.mid += ticks
         proc.anchor += ticks
         return {"mid": inst.price(proc.mid)}
+
+    # ---- benchmark hooks (bench/bench_tick_to_order.py)
+    def bench_freeze(self, frozen: bool = True, stamps: bool = True) -> dict[str, Any]:
+        """Freeze the market (no steps: nothing moves unless injected) and start or stop
+        stamping injected ticks and received orders."""
+        self.frozen = frozen
+        self.stamps = {"ticks": [], "orders": []} if stamps else None
+        return {"frozen": self.frozen, "stamps": stamps}
+
+    def inject_bid(self, con_id: int, bid: float, tick_id: int) -> dict[str, Any]:
+        """Set the instrument's top of book to ``bid`` / bid + 1 tick and write it at once to
+        every market-data subscriber of it; each session's write is stamped (``time_ns`` just
+        after the socket write) under ``tick_id``."""
+        inst = self.universe.by_con_id[con_id]
+        proc = self.market.processes[con_id]
+        ticks = inst.to_ticks(bid)
+        proc.spread = 1
+        proc.mid = proc.anchor = ticks + 0.5
+        proc._rebuild()
+        sessions = []
+        for sub in self.mkt_subs[con_id]:
+            sub.emit(proc)
+            sessions.append(sub.session)
+        now = int(self.market.now())
+        for t in self.tbt_subs[con_id]:
+            if t.kind in ("BidAsk", "MidPoint"):
+                t.emit(proc, now)
+                sessions.append(t.session)
+        for d in self.depth_subs[con_id]:
+            d.emit(proc)
+            sessions.append(d.session)
+        written = []
+        for s in dict.fromkeys(sessions):
+            s.flush_now()
+            written.append((s.client_id, time.time_ns()))
+        if self.stamps is not None:
+            for client_id, t_ns in written:
+                self.stamps["ticks"].append((tick_id, con_id, client_id, inst.price(ticks), t_ns))
+        return {"bid": inst.price(ticks), "written": written}
+
+    def stamp_order(self, client_id: int | None, order_id: int, symbol: str,
+                    lmt_price: float | None, order_ref: str, t_ns: int) -> None:
+        if self.stamps is not None:
+            self.stamps["orders"].append((client_id, order_id, symbol, lmt_price, order_ref, t_ns))
+
+    def take_stamps(self) -> dict[str, list]:
+        out = self.stamps or {"ticks": [], "orders": []}
+        if self.stamps is not None:
+            self.stamps = {"ticks": [], "orders": []}
+        return out
 
     def set_time_zone(self, time_zone: str | None = None, host_zone: str | None = None) -> dict[str, str]:
         """Change the account's zone (execution times from now on) and/or the host's (the next

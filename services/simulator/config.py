@@ -35,10 +35,14 @@ class InstrumentSpec:
 
 
 DEFAULT_UNIVERSE: tuple[InstrumentSpec, ...] = (
+    # NASDAQ-listed stocks have IB's trading class (and market name) "NMS" (contract details,
+    # openOrder and completedOrder in the transcripts of ../shared/fixtures/tws)
     InstrumentSpec("AAPL", "STK", 265598, "SMART", "USD", 0.01, 190.00, primary_exchange="NASDAQ",
-                   long_name="APPLE INC", valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
+                   trading_class="NMS", long_name="APPLE INC",
+                   valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
     InstrumentSpec("MSFT", "STK", 272093, "SMART", "USD", 0.01, 410.00, primary_exchange="NASDAQ",
-                   long_name="MICROSOFT CORP", valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
+                   trading_class="NMS", long_name="MICROSOFT CORP",
+                   valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
     InstrumentSpec("SPY", "STK", 756733, "SMART", "USD", 0.01, 500.00, primary_exchange="ARCA",
                    long_name="SPDR S&P 500 ETF TRUST", valid_exchanges="SMART,ARCA,NASDAQ,BATS,IEX"),
     InstrumentSpec("IBM", "STK", 8314, "SMART", "USD", 0.01, 180.00, primary_exchange="NYSE",
@@ -101,6 +105,11 @@ class SimConfig:
     reset_repeat_seconds: float = 2.0     # how often 1100 is repeated during a server reset
     schedule: tuple[dict[str, Any], ...] = ()
     instruments: tuple[InstrumentSpec, ...] = DEFAULT_UNIVERSE
+    # market replay (replay.py): catalog datasets that drive the market instead of the walk
+    market: tuple[str, ...] = ()
+    catalog: str | None = None           # the catalog's root; None = `ibfleet data`'s default
+    speed: float = 1.0                   # replay speed factor on event times; 0 = unpaced
+    market_wait: str = "subscriber"      # replay starts: now, at the first subscriber, at depth
 
     def with_overrides(self, **kw: Any) -> "SimConfig":
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
@@ -146,6 +155,10 @@ def validate(cfg: SimConfig) -> None:
                          f"not {cfg.market_data!r}")
     if cfg.step_ms <= 0 or cfg.mktdata_ms <= 0:
         raise ValueError("step_ms and mktdata_ms must be positive")
+    if cfg.speed < 0 or cfg.speed != cfg.speed:
+        raise ValueError("speed must be >= 0 (0: as fast as the clients read)")
+    if cfg.market_wait not in ("now", "subscriber", "depth"):
+        raise ValueError("market_wait must be now, subscriber or depth")
     ids = [i.con_id for i in cfg.instruments]
     if len(ids) != len(set(ids)):
         raise ValueError("duplicate conId in the instrument universe")

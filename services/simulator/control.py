@@ -106,6 +106,13 @@ class ControlServer:
             return self.faults.history
         if cmd == "completed_orders":
             return b.completed_orders_view()
+        # benchmark hooks: not logged (one every 30 ms)
+        if cmd == "bench_freeze":
+            return b.bench_freeze(bool(args.get("frozen", True)), bool(args.get("stamps", True)))
+        if cmd == "inject_bid":
+            return b.inject_bid(int(args["con_id"]), float(args["bid"]), int(args.get("tick_id", 0)))
+        if cmd == "stamps":
+            return b.take_stamps()
         log("control", cmd=cmd, args=args)
         # broker-side account events
         if cmd == "broker_cancel":
@@ -233,6 +240,20 @@ class SimControl:
     def shift_price(self, con_id: int, ticks: float) -> dict:
         """Move an instrument's market by ``ticks`` (resting orders it crosses fill)."""
         return self.call("shift_price", con_id=con_id, ticks=ticks)
+
+    # ---- benchmarks
+    def bench_freeze(self, frozen: bool = True, stamps: bool = True) -> dict:
+        """Freeze the market (it moves only when injected) and stamp ticks and orders."""
+        return self.call("bench_freeze", frozen=frozen, stamps=stamps)
+
+    def inject_bid(self, con_id: int, bid: float, tick_id: int) -> dict:
+        """Top of book to ``bid`` / bid + 1 tick, written at once, stamped as ``tick_id``."""
+        return self.call("inject_bid", con_id=con_id, bid=bid, tick_id=tick_id)
+
+    def stamps(self) -> dict:
+        """{"ticks": [(tick_id, con_id, client_id, bid, t_ns)], "orders": [(client_id,
+        order_id, symbol, lmt_price, order_ref, t_ns)]} since the last call (then cleared)."""
+        return self.call("stamps")
 
     def set_time_zone(self, time_zone: str | None = None, host_zone: str | None = None) -> dict:
         """The account's zone (execution times) and/or the host's (connection time)."""

@@ -201,14 +201,23 @@ class TextEncoder:
                 exchange if exchange is not None else s.exchange, s.currency, inst.local_symbol,
                 inst.trading_class]
 
+    @staticmethod
+    def order_price(o: SimOrder, price: float | None) -> str:
+        """An openOrder price as IB Gateway writes it: to the instrument's tick decimals
+        ("10.00" for a limit of 10), and "0", not unset, when the order has none (a MKT order's
+        limit, a LMT order's aux price; every openOrder in the transcripts)."""
+        if price is None or price == UNSET_DOUBLE:
+            return "0"
+        return f"{price:.{o.inst.decimals}f}"
+
     def open_order(self, o: SimOrder) -> bytes:
         v = self.v
         r = o.req
-        lmt = r.lmt_price if r.lmt_price is not None else UNSET_DOUBLE
-        aux = r.aux_price if r.aux_price is not None else UNSET_DOUBLE
+        lmt = self.order_price(o, r.lmt_price)
+        aux = self.order_price(o, r.aux_price)
         f: list[object] = [int(Out.OPEN_ORDER), r.order_id]
         f += self._contract_block(o.inst, r.contract.exchange or o.inst.spec.exchange)
-        f += [r.action, qty(r.total_qty), r.order_type, num(lmt), num(aux), r.tif, r.oca_group,
+        f += [r.action, qty(r.total_qty), r.order_type, lmt, aux, r.tif, r.oca_group,
               r.account or "", r.open_close, r.origin, r.order_ref, o.client_id, o.perm_id,
               r.outside_rth, r.hidden, 0.0, r.good_after_time, "",
               "", "", ""]                                   # faGroup, faMethod, faPercentage
@@ -266,11 +275,19 @@ class TextEncoder:
             f.append(False)
         return encode(f)
 
-    def order_status(self, o: SimOrder) -> bytes:
+    def order_status(self, o: SimOrder, client_id: int | None = None) -> bytes:
+        """orderStatus as IB writes it: an untriggered stop is PreSubmitted with whyHeld
+        "trigger" and mktCapPrice is 0 (transcript api_stop_loss_management_aapl.txt);
+        ``client_id``: the clientId field when another client (0) is told (IB writes the
+        receiver's, transcript api_client_id0_order_observation_aapl.txt)."""
         status = o.status if o.status != "PendingSubmit" else "PreSubmitted"
+        why = o.why_held
+        if not why and status == "PreSubmitted" and o.req.order_type.startswith("STP") \
+                and not o.triggered:
+            why = "trigger"
         return encode([int(Out.ORDER_STATUS), o.order_id, status, qty(o.filled), qty(o.remaining),
-                       o.avg_fill_price, o.perm_id, o.req.parent_id, o.last_fill_price, o.client_id,
-                       o.why_held, UNSET_DOUBLE_STR])
+                       o.avg_fill_price, o.perm_id, o.req.parent_id, o.last_fill_price,
+                       o.client_id if client_id is None else client_id, why, 0])
 
     def open_order_end(self) -> bytes:
         return encode([int(Out.OPEN_ORDER_END), 1])

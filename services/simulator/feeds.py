@@ -30,8 +30,9 @@ class MktSub:
         enc = self.session.enc
         out = self.session.send_md
         sent = self.sent
-        bid, bid_size = proc.book.bids[0]
-        ask, ask_size = proc.book.asks[0]
+        # a replayed book (replay.py) can have an empty side: its price is then the last, size 0
+        bid, bid_size = proc.book.bids[0] if proc.book.bids else (proc.bid, 0.0)
+        ask, ask_size = proc.book.asks[0] if proc.book.asks else (proc.ask, 0.0)
         for price_type, size_type, ticks, size in ((Tick.BID, Tick.BID_SIZE, bid, bid_size),
                                                    (Tick.ASK, Tick.ASK_SIZE, ask, ask_size)):
             if force or sent.get(price_type) != ticks:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .contracts import Instrument
 
@@ -187,9 +188,13 @@ class Market:
         self.processes = {i.con_id: PriceProcess(i, seed, levels, step_ms, mean_reversion) for i in instruments}
         self.history: dict[int, dict[int, Bucket]] = {i.con_id: {} for i in instruments}
         self._synthetic: dict[tuple[int, int], list[tuple[int, int, int, int, float, int]]] = {}
+        # market replay (replay.py) sets this: the simulated time is then the data's
+        self.clock: "Callable[[], float] | None" = None
 
     def now(self) -> float:
         """Simulated time in epoch seconds."""
+        if self.clock is not None:
+            return self.clock()
         return self.start_time + self.steps * self.step_ms / 1000.0
 
     def step(self) -> None:

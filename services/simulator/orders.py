@@ -18,6 +18,15 @@ from .market import Market, PriceProcess
 from .protocol import Code
 
 SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT"}
+# order types IB's API knows (the TWS API's "Order Types" list); any other is refused by the
+# gateway before the contract is even looked at, with 321 "'bF' : cause - Invalid order type was
+# entered" (transcript place_order_invalid_type_live_error.txt); a known type the simulator does
+# not implement is refused with 201 instead
+IB_ORDER_TYPES = SUPPORTED_TYPES | {
+    "TRAIL", "TRAIL LIMIT", "TRAILLMT", "TRAIL MIT", "TRAIL LIT", "MIT", "LIT", "MOC", "LOC", "MOO",
+    "LOO", "MTL", "MKT PRT", "STP PRT", "LMT + MKT", "REL", "REL + LMT", "REL + MKT", "PASSV REL",
+    "PEG MKT", "PEG MID", "PEG MIDPT", "PEG BENCH", "PEG BEST", "PEG PRIM", "PEG STK", "MIDPRICE",
+    "SNAP MKT", "SNAP MID", "SNAP PRIM", "BOX TOP", "VOL", "AUC", "QUOTE", "VWAP", "GAT"}
 SUPPORTED_TIFS = {"DAY", "GTC", "IOC"}
 LIVE = {"PreSubmitted", "Submitted", "PendingSubmit"}
 DONE = {"Filled", "Cancelled", "Inactive"}
@@ -106,6 +115,7 @@ class OrderSink(Protocol):
     def order_changed(self, order: SimOrder, send_open_order: bool) -> None: ...
     def order_filled(self, order: SimOrder, fill: Fill) -> None: ...
     def order_error(self, client_id: int, order_id: int, code: tuple[int, str], **fmt: object) -> None: ...
+    def order_cancel_seen(self, client_id: int, order: SimOrder, reason: str) -> None: ...
     def state_changed(self) -> None: ...
 
 
@@ -121,6 +131,7 @@ class OrderEngine:
         self.orders: dict[tuple[int, int], SimOrder] = {}
         self.inactive: list[SimOrder] = []        # rejected orders (status Inactive), oldest first
         self.max_id: dict[int, int] = {}          # highest order id each clientId has used
+        self.handed: dict[int, int] = {}          # highest id nextValidId told each clientId
         self.exec_token = exec_token
         self.next_perm = perm_start
         self.exec_seq = 0
@@ -133,6 +144,14 @@ class OrderEngine:
     # ---- queries
     def next_valid_id(self, client_id: int) -> int:
         return self.max_id.get(client_id, 0) + 1
+
+    def issue_id(self, client_id: int) -> int:
+        """The id nextValidId tells a client (at startApi and for reqIds): as IB's gateway, each
+        one is above every id the client used *and* every id it was told before, so reqIds right
+        after the handshake's nextValidId(1) answers 2 (transcript req_ids.txt)."""
+        n = max(self.max_id.get(client_id, 0), self.handed.get(client_id, 0)) + 1
+        self.handed[client_id] = n
+        return n
 
     def open_orders(self, client_id: int | None = None) -> list[SimOrder]:
         return [o for o in self.orders.values()
@@ -199,6 +218,15 @@ class OrderEngine:
 
     def cancel(self, client_id: int, order_id: int) -> None:
         order = self.orders.get((client_id, order_id))
+        if order is None and client_id == 0:
+            # client 0 sees every API client's orders (reqAllOpenOrders) and may cancel them by
+            # their order id (transcript api_client_id0_order_observation_aapl.txt): the
+            # canceller hears Cancelled (with its own clientId) and 202, the owner as usual
+            theirs = [o for o in self.orders.values()
+                      if o.order_id == order_id and o.live and o.transmitted]
+            if len(theirs) == 1:
+                self._cancel(theirs[0], "", completed_status=BY_TRADER, observer=client_id)
+                return
         if order is None:
             self.sink.order_error(client_id, order_id, Code.CANT_CANCEL_UNKNOWN, id=order_id)
             return
@@ -357,11 +385,26 @@ class OrderEngine:
         if parent is not None and parent.status != "Filled":
             order.why_held = "child"
             order.status = "PreSubmitted"
-        else:
-            self._activate(order, send_open=False)
+            self.sink.order_changed(order, True)
+            return
+        # As IB Gateway (transcripts api_order_rest_cancel_aapl, api_tif_attribute_matrix_aapl,
+        # api_dollar_cost_averaging_aapl, api_stop_loss_management_aapl): first an
+        # openOrder/orderStatus pair PreSubmitted (IB has the order; an untriggered stop with
+        # whyHeld "trigger"), then either the fills of a marketable order, or a second pair once
+        # it works at its destination: Submitted (a stop waiting for its trigger: PreSubmitted).
+        order.why_held = ""
+        order.status = "PreSubmitted"
         self.sink.order_changed(order, True)
-        if not order.why_held:
-            self._work(order)
+        self._activate(order, send_open=False)
+        self._work_and_confirm(order)
+
+    def _work_and_confirm(self, order: SimOrder) -> None:
+        """Work a just accepted (or modified) order; unless that filled, triggered or ended it,
+        send the second openOrder/orderStatus pair IB sends when the order is working."""
+        fills, status = order.fills, order.status
+        self._work(order)
+        if order.live and order.fills == fills and order.status == status:
+            self.sink.order_changed(order, True)
 
     def _activate(self, order: SimOrder, send_open: bool) -> None:
         self._touch(order)
@@ -392,14 +435,16 @@ class OrderEngine:
             order.triggered = False
         if not order.why_held:
             self._activate(order, send_open=False)
+        # IB acknowledges a modification with an openOrder/orderStatus pair, then a second one
+        # when the modified order works (transcript api_stop_loss_management_aapl.txt)
         self.sink.order_changed(order, True)
         if order.remaining <= 0:
             self._finish(order)
         elif not order.why_held:
-            self._work(order)
+            self._work_and_confirm(order)
 
     def _cancel(self, order: SimOrder, reason: str, notify_error: bool = True,
-                completed_status: str = BY_SYSTEM) -> None:
+                completed_status: str = BY_SYSTEM, observer: int | None = None) -> None:
         self._touch(order)
         order.status = "Cancelled"
         order.completed_time = self.market.now()
@@ -407,9 +452,12 @@ class OrderEngine:
         self.ledger.cancels.append({"client_id": order.client_id, "order_id": order.order_id,
                                     "filled": order.filled, "time": order.completed_time})
         if order.transmitted:
+            # IB: orderStatus Cancelled first, then error 202 (every cancel in the transcripts)
+            self.sink.order_changed(order, False)
             if notify_error:
                 self.sink.order_error(order.client_id, order.order_id, Code.ORDER_CANCELLED, reason=reason)
-            self.sink.order_changed(order, False)
+            if observer is not None and observer != order.client_id:
+                self.sink.order_cancel_seen(observer, order, reason)
         for child in self._children(order):
             if child.live or not child.transmitted:
                 self._cancel(child, "Parent order cancelled", completed_status=completed_status)

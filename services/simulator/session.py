@@ -16,7 +16,7 @@ from .contracts import ContractQuery, Instrument
 from .encoders import TextEncoder, ib_time, parse_filter_time, qty
 from .feeds import DepthSub, MktSub, RtbSub, TbtSub
 from .logs import log
-from .orders import OrderRequest
+from .orders import IB_ORDER_TYPES, OrderRequest
 from .pacing import HistoricalPacing, MessageRate
 from .protocol import Code, In
 from .wire import FieldError, Fields, FrameSplitter, FrameTooLarge, split_fields
@@ -142,6 +142,12 @@ class Session:
                 self.close("slow_consumer")
         except Exception as exc:
             self.close(f"write_failed:{exc!r}")
+
+    def flush_now(self) -> None:
+        """Write what is queued now instead of at the end of this loop iteration (benchmark
+        injection: the write is stamped right after)."""
+        if self._out:
+            self._flush()
 
     def error(self, req_id: int, code: tuple[int, str], advanced: str = "", **fmt: object) -> None:
         number, template = code
@@ -306,7 +312,7 @@ class Session:
         log("client_ready", client_id=client_id, peer=self.peer, server_version=self.version)
         acct = b.ledger.account
         self.send_raw(self.enc.managed_accounts(acct))
-        self.send_raw(self.enc.next_valid_id(b.engine.next_valid_id(client_id)))
+        self.send_raw(self.enc.next_valid_id(b.engine.issue_id(client_id)))
         for code in (Code.MD_FARM_OK, Code.HMDS_OK, Code.SECDEF_OK):
             self.error(-1, code)
 
@@ -610,6 +616,11 @@ class Session:
         text = text.strip()
         if not text:
             return self.now()
+        if re.fullmatch(r"\d{8}[ -]+\d{2}:\d{2}:\d{2}\s+\S.*", text):
+            # an end time with its zone ('yyyymmdd hh:mm:ss US/Eastern', the form of IB's own bar
+            # times): in that zone
+            at = parse_filter_time(text, "UTC")
+            return None if at is None else min(at, self.now())
         m = re.match(r"(\d{8})[ -]+(\d{2}):(\d{2}):(\d{2})", text)
         if not m:
             m2 = re.fullmatch(r"(\d{8})", text)
@@ -626,17 +637,20 @@ class Session:
                  format_date: int) -> list[bytes]:
         bars = self.broker.market.bars(inst.con_id, end, bar_seconds, count)
         rows = []
+        # intraday bar times as IB writes them with formatDate=1: in the exchange's zone, named
+        # (transcript grounded_historical_bars.txt: "20260402 09:30:00 US/Eastern")
+        zone = inst.spec.time_zone
         for t0, o, h, l, c, v, n in bars:
             if format_date == 2:
                 date = str(int(t0))
             elif bar_seconds >= 86400:
                 date = datetime.fromtimestamp(t0, timezone.utc).strftime("%Y%m%d")
             else:
-                date = ib_time(t0)
+                date = ib_time(t0, zone)
             wap = f"{(o + h + l + c) / 4 * inst.min_tick:.{inst.decimals + 2}f}"
             rows.append((date, inst.fmt(o), inst.fmt(h), inst.fmt(l), inst.fmt(c), qty(v), wap, n))
-        start_text = ib_time(bars[0][0]) if bars else ib_time(end)
-        return self.enc.historical_data(req_id, start_text, ib_time(end), rows)
+        start_text = ib_time(bars[0][0], zone) if bars else ib_time(end, zone)
+        return self.enc.historical_data(req_id, start_text, ib_time(end, zone), rows)
 
     def cancel_historical_data(self, f: Fields) -> None:
         f.int(0)
@@ -652,6 +666,7 @@ class Session:
 
     # ================================================================ orders
     def place_order(self, f: Fields) -> None:
+        received_ns = time.time_ns()
         order_id = f.int()
         q = self.read_contract(f)
         f.str(); f.str()                                  # secIdType, secId
@@ -679,6 +694,13 @@ class Session:
         req.trigger_method = f.int(0)
         req.outside_rth = f.bool()
         req.hidden = f.bool()
+        self.broker.stamp_order(self.client_id, order_id, q.symbol, req.lmt_price, req.order_ref,
+                                received_ns)
+        if order_type not in IB_ORDER_TYPES:
+            # IB validates the order type before anything else, the contract included
+            # (transcript place_order_invalid_type_live_error.txt)
+            self.error(order_id, Code.VALIDATE_ERROR, what="bF", cause="Invalid order type was entered")
+            return
         if q.sec_type == "BAG":
             self.error(order_id, Code.ORDER_REJECTED, reason="Combination orders are not simulated")
             return
@@ -747,7 +769,7 @@ class Session:
     def req_ids(self, f: Fields) -> None:
         f.int(0)
         f.int(1)
-        self.send(self.enc.next_valid_id(self.broker.engine.next_valid_id(self.client_id)))
+        self.send(self.enc.next_valid_id(self.broker.engine.issue_id(self.client_id)))
 
     def req_executions(self, f: Fields) -> None:
         f.int(0)
@@ -844,11 +866,13 @@ class Session:
         b = self.broker
         values = b.account_values()
         acct = b.ledger.account
-        if "AccountType" in tags:
-            self.send(self.enc.account_summary(req_id, acct, "AccountType", "INDIVIDUAL", ""))
+        rows = [("AccountType", "INDIVIDUAL", "")] if "AccountType" in tags else []
         for key, val in values.items():
             if key in tags or "$LEDGER" in tags or "$LEDGER:ALL" in tags or "$LEDGER:USD" in tags:
-                self.send(self.enc.account_summary(req_id, acct, key, f"{val:.2f}", "USD"))
+                rows.append((key, f"{val:.2f}", "USD"))
+        # IB answers in tag order, not in the request's (transcript grounded_account_summary.txt)
+        for key, value, currency in sorted(rows):
+            self.send(self.enc.account_summary(req_id, acct, key, value, currency))
         self.send(self.enc.account_summary_end(req_id))
 
     def req_pnl(self, f: Fields) -> None:

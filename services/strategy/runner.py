@@ -26,9 +26,10 @@ import os
 import time
 import traceback
 
-from proto.schema import (Alert, Bar, Control, DepthUpdate, GatewayState, OrderIntent, OrderUpdate,
-                          QuoteTick, RiskDecision, StrategyDigest, StrategyPosition,
-                          SubscribeRequest, Tick, TradeTick, TradingState)
+from proto.schema import (AccountValue, Alert, Bar, Commission, Control, DepthUpdate,
+                          GatewayState, HistoricalEnd, HistoricalRequest, OrderIntent,
+                          OrderUpdate, QuoteTick, RiskDecision, StrategyDigest,
+                          StrategyPosition, SubscribeRequest, Tick, TradeTick, TradingState)
 from services.bus import snapshot
 from services.bus.reliable import ReliableClient
 from services.bus.snapshot import SnapshotTimeout
@@ -48,6 +49,8 @@ RESYNC_MIN_INTERVAL = 0.5  # s: a burst of gaps costs one snapshot, not one each
 RESUBSCRIBE_S = 2.0  # subscription requests ride PUB/SUB: repeat them, the gateway dedupes
 TRADING = ("active", "reducing")  # risk's states in which a strategy may send intents
 REPEAT_LOG_S = 10.0  # a callback error of a kind already logged: its count, this often
+STRATEGY_TIMERS_S = 0.05  # how often the strategy's own timers (every/at) are checked
+HISTORY_RESEND_S = 10.0  # a historical request rides PUB/SUB: asked again if unanswered
 
 
 class StrategyRunner(Service):
@@ -58,9 +61,15 @@ class StrategyRunner(Service):
         self.recover = recover
         bus = config.bus
         self.state_topic = f"ctl.state.{cfg.name}"
+        # its own topics exactly: a prefix would also bring strategy "mr1"'s to "mr"
         self.feed = self.track(Subscriber(self.ctx, bus.endpoint("bus-out"),
-                                          [f"ord.update.{cfg.name}", "gw.state",
-                                           self.state_topic]))
+                                          ["gw.state", AccountValue.TOPIC, Commission.TOPIC],
+                                          exact=[f"ord.update.{cfg.name}", self.state_topic]))
+        # historical bars (hist.strategy.NAME) and their ends (hist), read only by history()
+        # (subscribed only while history() waits, so nothing queues up in between)
+        self.hist_feed = Subscriber(self.ctx, bus.endpoint("bus-out"), [])
+        self.history_requests = 0
+        self.wake_ns: int | None = None  # when the strategy's next own timer is due
         self.risk = ReliableClient(self.ctx, bus.endpoint("risk"), self.source,
                                    resend_after=3.0)
         self.requests: set[tuple[str, str]] = set()
@@ -76,15 +85,18 @@ class StrategyRunner(Service):
         cls = cfg.load_class()
         if not (isinstance(cls, type) and issubclass(cls, Strategy)):
             raise ConfigError(f"{cfg.class_path} is not a Strategy subclass")
+        params = cfg.params_for(cls)  # its typed Params (ConfigError if [params] is bad)
         incarnation = _base36(time.time_ns() // 1_000_000)
         self.strategy: Strategy = cls(cfg.name, cfg.symbols, cfg.params, self,
                                       Instruments(config.raw.get("instruments")), incarnation,
                                       cfg.depth_rows)
+        self.strategy.params = params
         self.strategy.require_live_data = cfg.require_live_data
         self.on_socket(self.feed.socket, self._on_feed)
         self.on_socket(self.risk.socket, self._on_risk_reply)
         self.every(cfg.timer_s, self._timer)
         self.every(RESUBSCRIBE_S, self._resubscribe)
+        self.every(STRATEGY_TIMERS_S, self._strategy_timers)
 
     # -- StrategyHost -------------------------------------------------------------------------
     def send_intent(self, intent: OrderIntent) -> None:
@@ -104,11 +116,74 @@ class StrategyRunner(Service):
             raise ValueError(f"unknown market data kind {kind!r}; one of {sorted(KIND_TOPICS)}")
         if (symbol, kind) not in self.requests:
             self.requests.add((symbol, kind))
-            self.feed.subscribe(f"{KIND_TOPICS[kind]}.{symbol}")
+            self.feed.subscribe(f"{KIND_TOPICS[kind]}.{symbol}", exact=True)  # MS is not MSFT
         self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol, kind=kind))
 
     def now_ns(self) -> int:
         return time.time_ns()
+
+    def wake_at(self, t_ns: int) -> None:
+        """The strategy's next own timer (``every``/``at``) is due at ``t_ns``."""
+        self.wake_ns = t_ns
+
+    def _strategy_timers(self) -> None:
+        if self.wake_ns is None or time.time_ns() < self.wake_ns:
+            return
+        self.wake_ns = None
+        try:
+            self.strategy.run_timers(time.time_ns())
+        except Exception as exc:
+            self._callback_failed(exc, "timer")
+            self.strategy._ask_wake()
+
+    def history(self, symbol: str, bar_size: str, count: int, what_to_show: str = "TRADES",
+                use_rth: bool = True, timeout: float = 30.0) -> list[Bar]:
+        """One historical request through the gateway (paced there), waited for here; the
+        rest of the process waits meanwhile (call it from ``on_start``)."""
+        self.history_requests += 1
+        request = f"h{self.history_requests}-{time.time_ns() % 1_000_000_007}"
+        req = HistoricalRequest(requester=self.source, request=request, symbol=symbol,
+                                duration=history_duration(bar_size, count, use_rth),
+                                bar_size=bar_size, what_to_show=what_to_show, use_rth=use_rth)
+        self.hist_feed.subscribe("hist")
+        try:
+            return self._wait_history(req, symbol, bar_size, timeout)
+        finally:
+            self.hist_feed.unsubscribe("hist")
+
+    def _wait_history(self, req: HistoricalRequest, symbol: str, bar_size: str,
+                      timeout: float) -> list[Bar]:
+        request = req.request
+        bars: list[Bar] = []
+        deadline = time.monotonic() + timeout
+        sent = -1e9
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                self.counters["history_timeouts"] += 1
+                self.log.warning("no historical bars in time", extra={
+                    "symbol": symbol, "bar_size": bar_size, "timeout_s": timeout})
+                return []
+            if now - sent >= HISTORY_RESEND_S:
+                self.publisher.publish(req)
+                sent = now
+            got = self.hist_feed.recv(timeout_ms=int(min(deadline - now, 0.5) * 1000) + 1)
+            if got is None:
+                continue
+            _topic, msgs = got
+            for msg in msgs:
+                if isinstance(msg, Bar) and msg.request == request:
+                    bars.append(msg)
+                elif isinstance(msg, HistoricalEnd) and msg.requester == self.source \
+                        and msg.request == request:
+                    if msg.error:
+                        self.counters["history_errors"] += 1
+                        self.log.warning("historical request refused", extra={
+                            "symbol": symbol, "bar_size": bar_size, "error": msg.error})
+                        return []
+                    bars = complete_bars(bars, time.time_ns())
+                    self.counters["history_bars"] += len(bars)
+                    return bars
 
     def alert(self, severity: str, code: str, text: str) -> None:
         """Something the operator must see (e.g. delayed data refused under
@@ -121,7 +196,7 @@ class StrategyRunner(Service):
     def on_start(self) -> None:
         if self.recover:
             self._recover()
-        self.strategy.on_start()
+        self.strategy.handle_start()
 
     def heartbeat(self) -> None:
         """The trading state risk set, as applied here (``starting``/``stopping`` around)."""
@@ -149,7 +224,7 @@ class StrategyRunner(Service):
         self._join_execution()
         try:
             state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("risk-snap"),
-                                        self.state_topic, timeout=5.0)
+                                        self.state_topic, timeout=5.0, exact=True)
         except SnapshotTimeout:
             self.log.warning("no trading state from risk yet; it repeats it every few seconds")
         else:
@@ -160,6 +235,14 @@ class StrategyRunner(Service):
                                         "gw.state", timeout=5.0)
         except SnapshotTimeout:
             self.log.warning("no gateway state snapshot; starting from live data")
+        else:
+            for _, msg in state + live:
+                self._dispatch(msg)
+        try:  # the account's values the bus keeps (the gateway streams changes only)
+            state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("bus-snap"),
+                                        AccountValue.TOPIC, timeout=5.0)
+        except SnapshotTimeout:
+            self.log.warning("no account values snapshot; starting from live data")
         else:
             for _, msg in state + live:
                 self._dispatch(msg)
@@ -174,7 +257,7 @@ class StrategyRunner(Service):
         try:
             state, live = snapshot.join(self.ctx, self.feed,
                                         self.config.bus.endpoint("execution-snap"),
-                                        self.order_topic, timeout=5.0)
+                                        self.order_topic, timeout=5.0, exact=True)
         except SnapshotTimeout:
             self.log.warning("no snapshot from execution; keeping the mirror",
                              extra={"reason": self.resync_wanted or "start"})
@@ -214,6 +297,10 @@ class StrategyRunner(Service):
                     self.resync_wanted = "execution's digest differs from the mirror"
             elif isinstance(msg, GatewayState):
                 self.gateway_state = msg.state
+            elif isinstance(msg, AccountValue):
+                s.handle_account(msg)
+            elif isinstance(msg, Commission):
+                s.handle_commission(msg)
             elif isinstance(msg, TradingState):
                 self._trading_state(msg)
             elif isinstance(msg, Control):
@@ -300,6 +387,8 @@ class StrategyRunner(Service):
         for symbol, p in positions.items():  # the mirror, for audits and `ibfleet status`
             self.counters[f"pos.{symbol}"] = int(round(p.quantity))
         self.counters["open_orders"] = len(self.strategy.mirror.orders)
+        self.counters["account_values"] = len(self.strategy.account)
+        self.counters["commissions_matched"] = self.strategy.commissions_matched
         self.counters["pnl_cents"] = int(round((realized + unrealized) * 100))
         self.counters["realized_cents"] = int(round(realized * 100))
 
@@ -307,6 +396,28 @@ class StrategyRunner(Service):
         for symbol, kind in self.requests:
             self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
                                                     kind=kind))
+
+
+def history_duration(bar_size: str, count: int, use_rth: bool = True) -> str:
+    """IB's durationStr covering ``count`` bars of ``bar_size`` back from now: seconds below
+    one minute bars, else whole days (a regular session is 6.5 hours), with a day's margin
+    for a closed market; the answer's last ``count`` complete bars are kept."""
+    from services.strategy.bars import bar_seconds
+    seconds = bar_seconds(bar_size)
+    span = seconds * count
+    if seconds < 60:
+        return f"{min(max(span * 2, 60), 86400)} S"
+    if seconds >= 86400:
+        return f"{count * 7 // 5 + 5} D" if count * 7 // 5 + 5 <= 365 else \
+            f"{-(-count // 250) + 1} Y"
+    session = 23400 if use_rth else 86400
+    return f"{-(-span // session) + 1} D"
+
+
+def complete_bars(bars: list[Bar], now_ns: int) -> list[Bar]:
+    """Historical bars oldest first, without the one still in progress (IB includes it)."""
+    bars = sorted(bars, key=lambda b: b.start_ns)
+    return [b for b in bars if b.start_ns + b.seconds * 1_000_000_000 <= now_ns]
 
 
 def _base36(n: int) -> str:

@@ -208,6 +208,19 @@ class RefBook:
             return math.nan
         return (b - a) / (b + a)
 
+    def size_imbalance(self, levels: int = 5) -> float:
+        if levels < 1:
+            return math.nan
+        b = 0.0
+        for _, s in self.bids[:levels]:
+            b += s
+        a = 0.0
+        for _, s in self.asks[:levels]:
+            a += s
+        if b + a == 0:
+            return math.nan
+        return (b - a) / (b + a)
+
     def avg_fill_price(self, buy: bool, quantity: float) -> float:
         if not (quantity > 0 and math.isfinite(quantity)):
             return math.nan

@@ -141,7 +141,7 @@ def test_a_strategy_added_to_the_running_fleet_trades_and_the_others_keep_runnin
     assert {n: after.get(n) for n in before} == before  # nobody else was restarted
     wait_for(lambda: fleet.processes()["strategy-churn"]["state"] == "RUNNING",
              what="the added strategy to pass supervisord's startsecs")
-    result = fleet.run("strategy", "remove", "churn")
+    result = fleet.run("strategy", "remove", "churn", "--flatten")
     assert result.returncode == 0, result.stderr
     assert "strategy-churn" not in fleet.processes()
 

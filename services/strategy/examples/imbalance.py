@@ -6,12 +6,15 @@ at the bid: it takes what is there and rests if the price moved away); exit a po
 same way when the lean reverses. With ``passive = true`` it joins the near touch instead. Working orders that the market has left behind (too old, or
 more than ``max_distance_ticks`` from the touch) are cancelled.
 
-params: levels (5), span (20), threshold (0.3), quantity (100), max_position (300),
-        stale_after_s (5), max_distance_ticks (3), cooldown_s (1), passive (false)
+params (``ImbalanceMomentum.Params``, decoded strictly from the TOML's ``[params]``):
+levels (5), span (20), threshold (0.3), quantity (100), max_position (300),
+stale_after_s (5), max_distance_ticks (3), cooldown_s (1), passive (false)
 """
 from __future__ import annotations
 
 import math
+
+import msgspec
 
 from core.book import OrderBook
 from core.signals import EMA
@@ -19,17 +22,30 @@ from services.strategy.base import Strategy
 
 
 class ImbalanceMomentum(Strategy):
+    class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        levels: int = 5  # book levels the imbalance is taken over
+        span: int = 20  # EMA span of the imbalance
+        threshold: float = 0.3  # |smoothed imbalance| that makes a signal
+        quantity: float = 100
+        max_position: float = 300
+        stale_after_s: float = 5  # a working order older than this is cancelled
+        max_distance_ticks: int = 3  # ... or this far from the touch
+        cooldown_s: float = 1  # between two actions on a symbol
+        passive: bool = False  # join the near touch instead of taking the far one
+
+    params: Params
+
     def on_start(self) -> None:
         p = self.params
-        self.levels = int(p.get("levels", 5))
-        self.threshold = float(p.get("threshold", 0.3))
-        self.quantity = float(p.get("quantity", 100))
-        self.max_position = float(p.get("max_position", 300))
-        self.stale_after_ns = int(float(p.get("stale_after_s", 5)) * 1e9)
-        self.max_distance_ticks = int(p.get("max_distance_ticks", 3))
-        self.cooldown_ns = int(float(p.get("cooldown_s", 1)) * 1e9)
-        self.passive = bool(p.get("passive", False))
-        self.signal = {s: EMA(span=int(p.get("span", 20))) for s in self.symbols}
+        self.levels = p.levels
+        self.threshold = p.threshold
+        self.quantity = p.quantity
+        self.max_position = p.max_position
+        self.stale_after_ns = int(p.stale_after_s * 1e9)
+        self.max_distance_ticks = p.max_distance_ticks
+        self.cooldown_ns = int(p.cooldown_s * 1e9)
+        self.passive = p.passive
+        self.signal = {s: EMA(span=p.span) for s in self.symbols}
         self.placed_at: dict[str, int] = {}
         self.last_action: dict[str, int] = {}
         for symbol in self.symbols:

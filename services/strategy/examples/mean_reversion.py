@@ -7,12 +7,15 @@ take-profit back at the rolling mean. The size comes from the stop: quantity = r
 ``max_quantity``. One position per symbol at a time; a position recovered after a restart
 counts, so a restarted strategy does not enter twice.
 
-params: window (60), entry_z (2.0), stop_sigmas (2.0), risk_fraction (0.001),
-        equity (1_000_000), max_quantity (500), min_sigma_ticks (2), entry_timeout_s (30)
+params (``MeanReversion.Params``, decoded strictly from the TOML's ``[params]``):
+window (60), entry_z (2.0), stop_sigmas (2.0), risk_fraction (0.001), equity (1_000_000),
+max_quantity (500), min_sigma_ticks (2), entry_timeout_s (30)
 """
 from __future__ import annotations
 
 import math
+
+import msgspec
 
 from core.signals import RollingMean, RollingStd, ZScore
 from proto.schema import Tick
@@ -31,16 +34,28 @@ def position_size(equity: float, risk_fraction: float, entry: float, stop: float
 
 
 class MeanReversion(Strategy):
+    class Params(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+        window: int = 60  # ticks of the rolling mean, deviation and z-score
+        entry_z: float = 2.0  # |z| that enters
+        stop_sigmas: float = 2.0  # the stop's distance in standard deviations
+        risk_fraction: float = 0.001  # of equity lost if the stop is hit
+        equity: float = 1_000_000
+        max_quantity: float = 500
+        min_sigma_ticks: float = 2  # no entry while the deviation is under this many ticks
+        entry_timeout_s: float = 30  # an entry not filled by then is cancelled
+
+    params: Params
+
     def on_start(self) -> None:
         p = self.params
-        window = int(p.get("window", 60))
-        self.entry_z = float(p.get("entry_z", 2.0))
-        self.stop_sigmas = float(p.get("stop_sigmas", 2.0))
-        self.risk_fraction = float(p.get("risk_fraction", 0.001))
-        self.equity = float(p.get("equity", 1_000_000))
-        self.max_quantity = float(p.get("max_quantity", 500))
-        self.min_sigma_ticks = float(p.get("min_sigma_ticks", 2))
-        self.entry_timeout_ns = int(float(p.get("entry_timeout_s", 30)) * 1e9)
+        window = p.window
+        self.entry_z = p.entry_z
+        self.stop_sigmas = p.stop_sigmas
+        self.risk_fraction = p.risk_fraction
+        self.equity = p.equity
+        self.max_quantity = p.max_quantity
+        self.min_sigma_ticks = p.min_sigma_ticks
+        self.entry_timeout_ns = int(p.entry_timeout_s * 1e9)
         self.entries: dict[str, int] = {}  # parent client order id -> when it was sent
         self.quiet_until = 0  # after a rejection, do not ask again on every tick
         self.z = {s: ZScore(window) for s in self.symbols}
