@@ -1,6 +1,8 @@
 """Tick to order: the fleet's full path against one ib_async process, same simulator, same rule.
 
 Run: .venv/bin/python bench/bench_tick_to_order.py [--blocks 12] [--ticks 150] [--quick]
+     [--tree PATH]                  the gateway from another checkout (before/after)
+     [--capacity 50,100,200,400]    instead: 4 strategies, ticks/s they sustain (capacity())
 
 Method (docs/benchmarks.md, "Tick to order"):
 
@@ -44,7 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proto.schema import OrderUpdate, RiskDecision, Tick  # noqa: E402
+from proto.schema import Heartbeat, OrderUpdate, RiskDecision, Tick  # noqa: E402
 from tests.support.fleet import FAST_GATEWAY, Fleet  # noqa: E402
 from tests.support.processes import ProcessGroup, wait_for  # noqa: E402
 
@@ -135,6 +137,94 @@ def strategy_intents(log_text: str) -> dict[str, tuple[float, int]]:
     return out
 
 
+CAPACITY_EVERY = 200  # each strategy orders on 1 bid change in 200 (4 strategies: 1 in 50)
+
+
+def capacity(fleet: Fleet, procs: ProcessGroup, rates: list[float], seconds: float) -> int:
+    """4 strategies (``tto1``..``tto4``) on AAPL; at each rate, ``seconds`` of injected bid
+    changes. Every strategy takes every tick (its callback runs), and orders on 1 bid change
+    in ``CAPACITY_EVERY`` (a different one each: the pacer's 45 msg/s, not the fleet, would
+    bound a fleet ordering on every tick). Reported per rate: the rate achieved by the
+    injector, the tick -> order latency of the sampled ticks, the sampled ticks without an
+    order (the gateway conflates bid changes drained together into one quote, as IB does),
+    the strategies' bus gaps (their heartbeats' ``gaps``/``missing``), and CPU per 1,000
+    ticks per process. Sustained: the injector kept the rate (95 %), no bus gap, latency
+    bounded (sampled orders' p99 under 100 ms)."""
+    names = [f"tto{i}" for i in range(1, 5)]
+    for i, name in enumerate(names):
+        fleet.add_strategy(name, "bench.tto_strategy:TickToOrder", ["AAPL"],
+                           {"every": CAPACITY_EVERY, "slot": i * CAPACITY_EVERY // 4})
+        fleet.start_strategy(name)
+    fleet.wait_heartbeats({f"strategy.{n}" for n in names})
+    fleet.watch.unsubscribe("")
+    for name in names:
+        fleet.watch.subscribe(f"hb.strategy.{name}")
+    inj = Injector(fleet, 0.03)
+    fleet.sim.bench_freeze(True, stamps=True)
+    # warm-up: one full turn of the bid, every strategy orders once
+    inj.interval = 0.01
+    inj.block("AAPL", CAPACITY_EVERY + 10)
+    time.sleep(1.0)
+    fleet.sim.expire_day_orders()
+    time.sleep(1.0)
+    fleet.sim.stamps()
+    pids = {p.name: p.pid for p in procs.procs}  # type: ignore[attr-defined]
+
+    def gaps() -> int:
+        fleet.pump(0)
+        last: dict[str, Heartbeat] = {}
+        for _, m in fleet.seen:
+            if isinstance(m, Heartbeat):
+                last[m.src] = m
+        return sum(int(h.counters.get("gaps", 0)) + int(h.counters.get("missing", 0))
+                   for h in last.values())
+
+    rows = []
+    for rate in rates:
+        n = int(rate * seconds)
+        inj.interval = 1.0 / rate
+        g0 = gaps()
+        before = {k: cpu_seconds(p) for k, p in pids.items()}
+        t0 = time.perf_counter()
+        inj.block("AAPL", n)
+        achieved = n / (time.perf_counter() - t0)
+        time.sleep(1.0)
+        after = {k: cpu_seconds(p) for k, p in pids.items()}
+        stamps = fleet.sim.stamps()
+        written = {round(bid, 2): t for _tid, _cid, client, bid, t in stamps["ticks"]
+                   if client == FLEET_CLIENT}
+        sampled = [b for b in written if round(b * 100) % (CAPACITY_EVERY // 4) == 0]
+        orders = {}
+        for client, _oid, _sym, lmt, _ref, t_ns in stamps["orders"]:
+            if client == FLEET_CLIENT and lmt is not None:
+                orders.setdefault(round(lmt, 2), t_ns)
+        lat = [(orders[b] - written[b]) / 1e3 for b in sampled if b in orders]
+        fleet.sim.expire_day_orders()
+        time.sleep(2.5)  # two heartbeats: the strategies' gap counters are in
+        g1 = gaps()
+        cpu = {k: (after[k] - before[k]) / n * 1000 for k in pids}
+        rows.append((rate, achieved, len(sampled), len(sampled) - len(lat), lat, g1 - g0, cpu))
+        print(f"rate {rate:g}/s: achieved {achieved:,.0f}/s, p50 {pct(lat, 50):,.0f} µs, "
+              f"p99 {pct(lat, 99):,.0f} µs, gaps {g1 - g0}", file=sys.stderr, flush=True)
+    print(f"\nCapacity: 4 strategies on AAPL, each tick to every strategy, 1 order per "
+          f"{CAPACITY_EVERY // 4} ticks (the strategies in turn), {seconds:g} s per rate\n")
+    print("| ticks/s asked | achieved | sampled ticks | without an order | bus gaps | "
+          "tick -> order p50 | p99 | sustained |")
+    print("|---:|---:|---:|---:|---:|---:|---:|:-:|")
+    for rate, achieved, ns, missing, lat, g, _cpu in rows:
+        ok = g == 0 and bool(lat) and pct(lat, 99) < 100_000 and achieved >= 0.95 * rate
+        print(f"| {rate:g} | {achieved:,.0f} | {ns} | {missing} | {g} | "
+              f"{fmt_us(pct(lat, 50))} µs | {fmt_us(pct(lat, 99))} µs | "
+              f"{'yes' if ok else 'no'} |")
+    print("\nCPU time per 1,000 ticks, per process, at each rate\n")
+    names_ = sorted(pids)
+    print("| ticks/s | " + " | ".join(names_) + " |")
+    print("|---:|" + "---:|" * len(names_))
+    for rate, *_rest, cpu in rows:
+        print(f"| {rate:g} | " + " | ".join(f"{cpu[k] * 1000:,.0f} ms" for k in names_) + " |")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--blocks", type=int, default=12, help="blocks per side (default 12)")
@@ -142,6 +232,11 @@ def main() -> int:
     ap.add_argument("--interval-ms", type=float, default=30.0)
     ap.add_argument("--quick", action="store_true", help="4 blocks of 100 per side")
     ap.add_argument("--json", help="also write the raw figures to this file")
+    ap.add_argument("--capacity", metavar="RATES",
+                    help="instead: 4 strategies on AAPL, ticks injected at each of these rates "
+                         "(per second, comma separated, e.g. 50,100,200,400) for "
+                         "--capacity-seconds each; see capacity()")
+    ap.add_argument("--capacity-seconds", type=float, default=5.0)
     ap.add_argument("--tree", help="run the gateway from this checkout (a before/after of the "
                                    "gateway on the same machine; see bench/pairs_trading.py)")
     args = ap.parse_args()
@@ -174,9 +269,13 @@ def main() -> int:
         fleet.start_risk()
         fleet.wait_heartbeats({"bus.1", "gateway.1", "execution.1", "risk.1"})
         fleet.wait_gateway("synchronised")
-        fleet.add_strategy("tto", "bench.tto_strategy:TickToOrder", ["AAPL"], {})
-        fleet.start_strategy("tto")
-        fleet.wait_heartbeats({"strategy.tto"})
+        if not args.capacity:
+            fleet.add_strategy("tto", "bench.tto_strategy:TickToOrder", ["AAPL"], {})
+            fleet.start_strategy("tto")
+            fleet.wait_heartbeats({"strategy.tto"})
+        if args.capacity:
+            return capacity(fleet, procs, [float(r) for r in args.capacity.split(",")],
+                            args.capacity_seconds)
         iba = procs.start("ib_async", [sys.executable, "bench/tto_ib_async.py",
                                        str(fleet.port), str(IBA_CLIENT), "MSFT"])
         wait_for(lambda: "ready" in procs.log("ib_async"), deadline=60, what="ib_async ready")

@@ -16,6 +16,10 @@ from services.strategy.base import Strategy
 class TickToOrder(Strategy):
     def on_start(self) -> None:
         self.last_bid: dict[str, float] = {}
+        # capacity runs: order only on the bid changes whose cent count is ``slot`` modulo
+        # ``every`` (every=1: on every change)
+        self.every = int(self.params.get("every", 1))
+        self.slot = int(self.params.get("slot", 0))
         for symbol in self.symbols:
             self.subscribe(symbol, "tick")
 
@@ -28,6 +32,8 @@ class TickToOrder(Strategy):
             return  # a size update or a repeated quote: not a bid change
         self.last_bid[tick.symbol] = bid
         if before is None:
+            return
+        if self.every > 1 and round(bid * 100) % self.every != self.slot:
             return
         coid = self.submit(tick.symbol, "BUY", 1, "LMT", limit_price=bid)
         t_ns = time.time_ns()

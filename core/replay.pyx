@@ -12,6 +12,7 @@
 #                engine's scheduled events when they are due.
 
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from cpython.float cimport PyFloat_AS_DOUBLE
 from libc.stdint cimport int8_t, int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.string cimport memcmp, memcpy
 from libc.math cimport isfinite
@@ -383,11 +384,10 @@ def scan(const unsigned char[::1] buf, Py_ssize_t pos, Py_ssize_t size, tuple sy
 cdef class DepthLoop:
     """One started BacktestEngine's per-update work for depth (see module comment)."""
     cdef object engine, strategy, venue, risk_marks, events, outbox, subscriptions
-    cdef object deliver, advance, venue_out, mids, recorded_bars, log_exception
-    cdef list symbols, markets, market_books, strategy_books, on_depth, makers, bars
+    cdef object deliver, advance, venue_out, mids, recorded_bars
+    cdef list symbols, markets, market_books, makers
     cdef list depth_wanted, bar_key
     cdef bint mark_direct
-    cdef public long long errors
 
     def __init__(self, engine, list symbols, bint mark_direct):
         self.engine = engine
@@ -406,10 +406,7 @@ cdef class DepthLoop:
         self.symbols = symbols
         self.markets = [engine.markets[s] for s in symbols]
         self.market_books = [engine.markets[s].book for s in symbols]
-        self.strategy_books = [self.strategy.books.get(s) for s in symbols]
-        self.on_depth = [self.strategy.on_depth for s in symbols]
         self.makers = [engine._bar_makers[s] for s in symbols]
-        self.bars = [engine.bars[s] for s in symbols]
         self.bar_key = [(s, "bar") for s in symbols]
         self.depth_wanted = [(s, "depth") for s in symbols]
 
@@ -430,8 +427,11 @@ cdef class DepthLoop:
         cdef double bid, ask, mid
         cdef bint mark_direct = self.mark_direct
         cdef list symbols = self.symbols, market_books = self.market_books
-        cdef list makers = self.makers, strategy_books = self.strategy_books
-        cdef list on_depth = self.on_depth, depth_wanted = self.depth_wanted
+        cdef list makers = self.makers, depth_wanted = self.depth_wanted
+        cdef dict strategy_books = <dict>self.strategy.books  # looked up per row, as live
+        # the strategy's callback, resolved per batch (the general path resolves it per row:
+        # a strategy that rebinds its own on_depth while running is not supported here)
+        cdef object on_depth = self.strategy.on_depth
         cdef list lives = [venue._live.get(s) for s in symbols]
         cdef list wanted = [False] * len(symbols)  # subscriptions are only ever added
         cdef list seen_depth = [False] * len(symbols)
@@ -476,8 +476,8 @@ cdef class DepthLoop:
                     if isfinite(bid) and isfinite(ask) and bid > 0 and ask > 0:
                         mid = (bid + ask) / 2.0
                         mark = last_mark[k]
-                        if (mark is None or (<tuple>mark)[0] != mid
-                                or (<tuple>mark)[1] != now / 1e9
+                        if (mark is None or PyFloat_AS_DOUBLE((<tuple>mark)[0]) != mid
+                                or PyFloat_AS_DOUBLE((<tuple>mark)[1]) != now / 1e9
                                 or marks.get(symbol) is not mark):
                             mark = (mid, now / 1e9)
                             marks[symbol] = mark
@@ -511,26 +511,28 @@ cdef class DepthLoop:
                     if depth_wanted[k] not in subscriptions:
                         continue
                     wanted[k] = True
-                sbook_obj = strategy_books[k]
-                if sbook_obj is not None:
+                sbook_obj = strategy_books.get(symbol)
+                if sbook_obj is not None and type(sbook_obj) is not OrderBook:
+                    self._general_row(b, i, symbol)  # not the core's book: Strategy's own code
+                elif sbook_obj is not None:
                     sbook = <OrderBook>sbook_obj
                     st = sbook.apply_depth(b.position[i], b.operation[i], b.side[i],
                                            b.price[i], b.size[i])
                     if st != 0:
                         # refused: the general path logs, resets and says so; it meets the
                         # same refusal (a refused update leaves the rows as they were)
-                        self._refused(b, i, symbol)
+                        self._general_row(b, i, symbol)
                     else:
                         mid = sbook.mid()
                         if isfinite(mid):
                             mid_obj = last_mid[k]
-                            if (mid_obj is None or <double>mid_obj != mid
+                            if (mid_obj is None or PyFloat_AS_DOUBLE(mid_obj) != mid
                                     or mids.get(symbol) is not mid_obj):
                                 mid_obj = mid
                                 mids[symbol] = mid_obj
                                 last_mid[k] = mid_obj
                         try:
-                            on_depth[k](symbol, sbook)
+                            on_depth(symbol, sbook)
                         except Exception:
                             engine._call(_reraise)
                 if outbox:
@@ -538,7 +540,8 @@ cdef class DepthLoop:
         finally:
             engine.messages += messages
 
-    cdef _refused(self, DepthBatch b, Py_ssize_t i, object symbol):
+    cdef _general_row(self, DepthBatch b, Py_ssize_t i, object symbol):
+        """The strategy's side of row i through Strategy.handle_market_data itself."""
         from proto.schema import DepthUpdate
         msg = DepthUpdate(symbol=symbol, position=b.position[i], operation=b.operation[i],
                           side=b.side[i], price=b.price[i], size=b.size[i])

@@ -437,6 +437,45 @@ class GatewayError(Message, kw_only=True):
     ref: str = ""  # client order id or subscription key it was routed to
 
 
+# -- REFERENCE DATA ---------------------------------------------------------------------------
+
+class Instrument(_BySymbol, kw_only=True):
+    """What IB says about an instrument the fleet names ``symbol`` (``AAPL``, ``ESZ6@CME``, a
+    front-month ``ES``): the gateway publishes it on ``ref.instrument.SYMBOL`` once the symbol
+    is resolved (reqContractDetails, reqMarketRule), again on every reconnect and when a
+    market rule arrives; the bus's last-value cache serves it to late joiners. Every other
+    process mirrors it (``services/runtime/instruments.py``).
+
+    ``price_bands``: IB's market rule as ``[(low_edge, increment), ...]`` ascending; a price at
+    or above a low edge is on that band's increment (``min_tick`` alone when no rule came).
+    Hours are IB's strings (``20261130:0930-20261130:1600;20261201:CLOSED``) in
+    ``time_zone_id``. A front-month symbol names the contract it stands for now
+    (``local_symbol``, ``con_id``) and ``roll_date`` (YYYYMMDD): from that day on it stands
+    for the next expiry (``roll_rule`` says how it was chosen)."""
+
+    TOPIC: ClassVar[str] = "ref.instrument"
+    con_id: int
+    sec_type: str
+    exchange: str = ""
+    primary_exchange: str = ""
+    currency: str = "USD"
+    local_symbol: str = ""
+    trading_class: str = ""
+    multiplier: float = 1.0
+    min_tick: float
+    price_bands: list[tuple[float, float]] = []
+    market_rule_ids: str = ""
+    size_increment: float = 1.0
+    min_size: float = 1.0
+    trading_hours: str = ""
+    liquid_hours: str = ""
+    time_zone_id: str = ""
+    last_trade_date: str = ""
+    long_name: str = ""
+    roll_rule: str = ""  # front month only: "volume" or "days_before_expiry=N"
+    roll_date: str = ""  # front month only: YYYYMMDD on which it moves to the next expiry
+
+
 # -- FLEET ------------------------------------------------------------------------------------
 
 class Heartbeat(Message, kw_only=True):
@@ -565,7 +604,7 @@ ALL_TYPES: tuple[type[Message], ...] = (
     OrderIntent, RiskDecision, OrderCommand, OrderStatus, OpenOrder, Execution, OrderUpdate,
     Commission, StrategyPosition, StrategyDigest, CompletedOrder, ReconcileEnd,
     Position, AccountValue, PnL,
-    GatewayState, GatewayError,
+    GatewayState, GatewayError, Instrument,
     Heartbeat, ProcessState, Control, Ack, Alert, SnapshotEnd, BrokerOrders, TradingState,
     ContractLookup, ContractLookupResult,
 )

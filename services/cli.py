@@ -19,7 +19,7 @@ COMMANDS = {
     "flatten": ("services.fleet.commands:flatten", "flatten NAME | --all: close positions at market"),
     "keys": ("services.fleet.commands:keys_command", "list, create or rotate the per-role CURVE keys"),
     "start": ("services.fleet.commands:start_process", "start a stopped fleet process again"),
-    "strategy": ("services.fleet.commands:strategy", "strategy run CONFIG | add CONFIG | remove NAME"),
+    "strategy": ("services.fleet.commands:strategy", "strategy new NAME | check CONFIG | add CONFIG | remove NAME | run CONFIG"),
     "sim": ("services.simulator.__main__:main", "run the IB Gateway simulator"),
     "gateway": ("services.gateway.__main__:main", "run the gateway bridge to TWS / IB Gateway"),
     "risk": ("services.risk.service:main", "run the risk service"),
@@ -30,7 +30,7 @@ COMMANDS = {
     "loadgen": ("services.bus.loadgen:main", "publish synthetic market data (load tests, demos)"),
     "record": ("services.recorder.__main__:main", "record every bus message to segment files"),
     "replay": ("services.replay.__main__:main", "replay a recording onto a bus of its own"),
-    "backtest": ("services.backtest.__main__:main", "run a strategy over a recording"),
+    "backtest": ("services.backtest.__main__:main", "run strategies over a recording or catalog data (--data)"),
     "data": ("services.data.cli:main", "the data catalog: import, list, show, import-sample"),
 }
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 from services.backtest import fast_depth
@@ -107,7 +108,7 @@ def run(cfg: strategy_config.StrategyConfig, recording: Recording, settings: Set
     if fast and fast_depth.usable(engine):  # depth updates in a Cython loop, same result
         return engine.run(fast_depth.messages(engine, recording, start_ns, end_ns))
     messages = ((record.recv_ns, msg)
-                for record, msg in recording.messages(start_ns, end_ns, topics=("md.",)))
+                for record, msg in recording.messages(start_ns, end_ns, topics=("md.", "ref.")))
     return engine.run(messages)
 
 
@@ -149,6 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         else args.report_latency_ms
     if args.latency_ms < 0 or report_latency < 0 or args.warmup < 0:
         parser.exit(2, "ibfleet backtest: latencies and the warm-up cannot be negative\n")
+    if span and args.warmup:
+        left = ((end_ns or span[1]) - max(start_ns or span[0], span[0])) / 1e9
+        if args.warmup >= left:  # nothing would be left to trade on: say so, not a blank report
+            parser.exit(2, f"ibfleet backtest: the warm-up ({args.warmup:g} s) is not shorter "
+                           f"than the recording it would use ({left:.0f} s, "
+                           f"{_iso(span[0])} .. {_iso(span[1])}): nothing would be left to "
+                           f"trade on; give a shorter --warmup\n")
     settings = Settings(latency_ns=int(round(args.latency_ms * 1e6)),
                         report_latency_ns=int(round(report_latency * 1e6)),
                         queue_model=args.queue_model, warmup_ns=int(args.warmup * 1e9),
@@ -161,8 +169,17 @@ def main(argv: list[str] | None = None) -> int:
     if not recording.report.clean:
         print(f"ibfleet backtest: the recording is damaged; read what was readable "
               f"({recording.report})", file=sys.stderr)
+    if not result.messages:  # a report of zeros would look like a strategy that did nothing
+        parser.exit(2, f"ibfleet backtest: the recording has no market data for "
+                       f"{', '.join(cfg.symbols)}"
+                       + (f" after the {args.warmup:g} s warm-up" if args.warmup else "")
+                       + " in the time asked: nothing was tested\n")
     sys.stdout.write(write_outputs(result, Path(args.out), plot=not args.no_plot))
     return 0
+
+
+def _iso(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / 1e9))
 
 
 def catalog_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:

@@ -120,7 +120,7 @@ class CatalogSource:
                 if m.kind.startswith("bars-")}
 
     def instruments(self) -> Instruments:
-        """The datasets' reference data over the defaults (a dataset's symbol wins)."""
+        """The datasets' reference data (their metadata)."""
         overrides = {}
         for meta in self.metas:
             ins = meta.instrument

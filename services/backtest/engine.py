@@ -42,7 +42,8 @@ from typing import Any, Iterable
 import msgspec
 
 from proto.schema import (AccountValue, Bar, Commission, DepthUpdate, Execution, GatewayError,
-                          GatewayState, Message, OpenOrder, OrderCommand, OrderIntent,
+                          GatewayState, Instrument, Message, OpenOrder, OrderCommand,
+                          OrderIntent,
                           OrderStatus, OrderUpdate, QuoteTick, RiskDecision, Tick, TradeTick)
 from services.backtest.account import snapshot
 from services.backtest.journal import MemoryJournal
@@ -53,7 +54,7 @@ from services.model.portfolio import Portfolio
 from services.risk.engine import RiskEngine
 from services.risk.limits import LimitBook, Limits, build_limits
 from services.risk.engine import GROUP_TIMEOUT_S, GroupDesk
-from services.runtime.instruments import Instruments
+from services.runtime.instruments import STOCK_DEFAULT, Instruments
 from services.strategy.bars import IB_BAR, BarAggregator, aggregate, bar_seconds
 from services.strategy.base import Strategy
 from services.strategy.config import StrategyConfig
@@ -119,7 +120,9 @@ class BacktestEngine:
                  strategy_class: type[Strategy] | None = None) -> None:
         self.cfg = cfg
         self.settings = settings
-        self.instruments = instruments or Instruments()
+        # reference data: given (a catalog's metadata), else the recording's own (the
+        # gateway's ``Instrument`` messages, applied by ``run``), else a US stock's
+        self.instruments = instruments or Instruments(default=STOCK_DEFAULT)
         self.now = 0
         self._events: list[tuple[int, int, str, Any]] = []
         self._event_seq = 0
@@ -385,6 +388,8 @@ class BacktestEngine:
         for recv_ns, msg in messages:
             kind = KINDS.get(type(msg))
             if kind is None or msg.symbol not in symbols:
+                if isinstance(msg, Instrument) and msg.symbol in symbols:
+                    self.instruments.apply(msg)  # the recording's reference data
                 continue
             if not self._started:
                 if self._first_ns is None:

@@ -101,7 +101,8 @@ def messages(engine, recording: Recording, start_ns: int | None = None,
                         released = page
                     if status == SCAN_FULL:
                         continue
-                    if status == SCAN_PAST:
+                    if status == SCAN_PAST:  # the reader counts that record, then stops
+                        report.records += 1
                         return
                     if status == SCAN_END and pos >= size:
                         break

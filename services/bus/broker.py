@@ -21,8 +21,8 @@ from collections import Counter, OrderedDict, deque
 import zmq
 
 from proto import codec
-from proto.schema import (AccountValue, Alert, GatewayState, Heartbeat, Message, OpenOrder,
-                          OrderStatus, PnL, Position, Tick)
+from proto.schema import (AccountValue, Alert, GatewayState, Heartbeat, Instrument, Message,
+                          OpenOrder, OrderStatus, PnL, Position, Tick)
 from services.bus import keys, sockets
 from services.bus.snapshot import SnapshotServer
 from services.bus.subscriber import Subscriber
@@ -40,8 +40,10 @@ STATE_KEYS = {
     PnL: lambda m: (m.account, m.symbol, m.strategy),
     OpenOrder: lambda m: m.ib_order_id,
     OrderStatus: lambda m: m.ib_order_id,
+    Instrument: lambda m: m.symbol,  # the gateway's reference data (ref.instrument.SYMBOL)
 }
-STATE_TOPICS = ("md.tick", "gw.state", "hb.", "acct.", "ord.open", "ord.status", Alert.TOPIC)
+STATE_TOPICS = ("md.tick", "gw.state", "hb.", "acct.", "ord.open", "ord.status", Alert.TOPIC,
+                Instrument.TOPIC)
 
 #: how many distinct alerts the alert log keeps (the oldest go first)
 ALERT_LOG_SIZE = 200

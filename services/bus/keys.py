@@ -44,7 +44,7 @@ ENDPOINT_ROLES = {"bus-in": "bus", "bus-out": "bus", "bus-snap": "bus", "risk": 
 
 #: topics only one role may publish on the bus (checked by the broker); the rest: any role
 GATEWAY_TOPICS = ("md.", "ord.status", "ord.open", "ord.exec", "ord.comm", "ord.completed",
-                  "ord.recon", "acct.", "gw.")
+                  "ord.recon", "acct.", "gw.", "ref.")
 EXECUTION_TOPICS = ("ord.update.",)
 #: who may publish what, first match wins (market data first: most frames are market data)
 TOPIC_OWNERS: tuple[tuple[bytes, frozenset[str]], ...] = (

@@ -101,6 +101,9 @@ class ExecutionEngine:
         self._filled_without_fills: dict[str, int] = {}
         self._perm_ids_seen: set[int] = set()  # open orders IB reported since the last run
         self._mismatch_seen: dict[str, float] = {}
+        #: symbol -> broker minus ours, seen in a position IB streamed while synchronised;
+        #: checked again at the gateway's next state report (``_check_drift``)
+        self._drift: dict[str, float] = {}
         self._was_synchronised = False  # to tell a reconnect from the first connection
         self._replaying = False
         self._adjustments = 0
@@ -664,8 +667,11 @@ class ExecutionEngine:
             self.errors["bad_execution"] += 1
             return Booked.STALE
         self._executions[fill.exec_id] = fill
-        booked = self.portfolio.book_fill(Fill(
-            exec_id=fill.exec_id, owner=owner, symbol=fill.symbol, side=side,
+        booked = self.portfolio.book_fill(Fill(  # in the order's symbol: a front-month
+            # alias (ES) and IB's name of its contract (ESZ6@CME) are one instrument
+            exec_id=fill.exec_id, owner=owner,
+            symbol=order.intent.symbol if order is not None and order.intent.symbol
+            else fill.symbol, side=side,
             quantity=fill.quantity, price=fill.price,
             time_ns=fill.exec_time_ns or fill.ts or self.clock(),
             client_order_id=order.client_order_id if order else fill.client_order_id))
@@ -759,7 +765,43 @@ class ExecutionEngine:
         return []
 
     def on_broker_position(self, msg: Position) -> None:
+        """IB's position: a reconciliation run's (compared at its ReconcileEnd), or an update
+        IB streams while synchronised (a fill: ours, or a trade made outside the fleet). One
+        that differs from ours is checked again at the gateway's next state report (it comes
+        with every gateway heartbeat): our own execution may simply not be here yet."""
         self.broker_positions[msg.symbol] = msg.quantity
+        if self.gateway_state == "synchronised":
+            diff = self._position_diff(msg.symbol)
+            if diff is None:
+                self._drift.pop(msg.symbol, None)
+            else:
+                self._drift.setdefault(msg.symbol, diff)
+
+    def _position_diff(self, symbol: str) -> float | None:
+        """The broker's position in ``symbol`` minus ours, None if they agree."""
+        diff = self.broker_positions.get(symbol, 0.0) - \
+            self.portfolio.net_positions().get(symbol, 0.0)
+        return diff if abs(diff) > EPSILON else None
+
+    def _check_drift(self) -> None:
+        """A streamed position that still differs from ours one gateway report later, by the
+        same amount, is a trade we did not make (or a fill we lost): it counts as a first
+        sighting of the mismatch, and a reconciliation run confirms it (``_compare_positions``:
+        adopted, critical alert ``broker_positions_adopted``), without waiting for a
+        reconnect."""
+        for symbol, seen in list(self._drift.items()):
+            diff = self._position_diff(symbol)
+            if diff is None or abs(diff - seen) > EPSILON:
+                if diff is None:
+                    del self._drift[symbol]
+                else:
+                    self._drift[symbol] = diff  # moved again: one more report to settle
+                continue
+            del self._drift[symbol]
+            self._mismatch_seen[symbol] = diff
+            self.reconcile_wanted = (f"the broker's {symbol} position differs from the "
+                                     f"fleet's by {diff:g} (a trade outside the fleet?): "
+                                     f"confirming")
 
     def on_reconcile_end(self, end: ReconcileEnd) -> list[OrderCommand]:
         """Every report of the run is in: close what IB no longer has, then compare the
@@ -810,8 +852,20 @@ class ExecutionEngine:
         return not any(self.orders[c].intent.transmit and self.orders[c].state is not S.NEW
                        for c in group if c in self.orders)
 
+    def _canonical(self, symbol: str) -> str:
+        """IB's name of the contract a fleet symbol stands for (the gateway names a future
+        ``LOCAL@EXCHANGE`` in its reports, a front-month ``ES`` included)."""
+        info = self.portfolio.instruments.by_symbol.get(symbol)
+        if info is None or "@" in symbol or info.sec_type in ("", "STK", "CASH") \
+                or not info.local_symbol:
+            return symbol
+        return f"{info.local_symbol}@{info.exchange}"
+
     def _compare_positions(self) -> None:
-        ours = self.portfolio.net_positions()
+        ours: dict[str, float] = {}
+        for symbol, quantity in self.portfolio.net_positions().items():
+            key = self._canonical(symbol)
+            ours[key] = ours.get(key, 0.0) + quantity
         theirs = {s: q for s, q in self.broker_positions.items() if abs(q) > EPSILON}
         differ = {s: theirs.get(s, 0.0) - ours.get(s, 0.0) for s in set(ours) | set(theirs)
                   if abs(theirs.get(s, 0.0) - ours.get(s, 0.0)) > EPSILON}
@@ -875,6 +929,9 @@ class ExecutionEngine:
         if state.state in ("disconnected", "connecting", "connected") \
                 and previous != state.state:
             self.broker_positions.clear()  # the next run reports them afresh (flat: none)
+            self._drift.clear()
+        if state.state == "synchronised" and previous == "synchronised" and self._drift:
+            self._check_drift()
         if state.state != "synchronised" or previous == "synchronised":
             return []
         if not self._was_synchronised:

@@ -22,9 +22,11 @@ import os
 import time
 
 from proto.schema import (Alert, Commission, CompletedOrder, Control, Execution, GatewayError,
+                          Instrument,
                           GatewayState, Message, OpenOrder, OrderCommand, OrderIntent,
                           OrderStatus, Position, ReconcileEnd)
 from services.bus.reliable import Refused, ReliableClient, ReliableServer
+from services.bus import snapshot
 from services.bus.snapshot import SnapshotServer
 from services.bus.subscriber import Subscriber
 from services.execution.engine import ExecutionEngine, IntentRefused
@@ -37,7 +39,7 @@ from services.runtime.journal import Journal
 from services.runtime.service import Service
 
 EVENT_TOPICS = ("ord.status", "ord.open", "ord.exec", "ord.comm", "ord.completed", "ord.recon",
-                "gw.state", "gw.error", "acct.pos")
+                "gw.state", "gw.error", "acct.pos", "ref.instrument.")
 RECONCILE_MIN_INTERVAL = 2.0  # s between reconciliations execution asks for
 COMPACT_AFTER_RECORDS = 20_000  # journal records on top of the last snapshot
 JOURNAL_ALERT_EVERY = 30.0  # s between repeated critical alerts while the journal cannot write
@@ -77,6 +79,10 @@ class ExecutionService(Service):
         self.deferred: list[Message] = []
         #: reports applied since the last good sync: kept again if that sync fails
         self._batch: list[Message] = []
+        #: the gateway's reference data (multipliers for PnL), from the bus cache before the
+        #: journal is replayed, then live; kept across rebuilds of the engine
+        self.instruments = Instruments(self.config.raw.get("instruments"))
+        self._join_instruments()
         self.engine = self._new_engine()
         bus = config.bus
         self.server = ReliableServer(self.ctx, bus.endpoint("execution"), self.source,
@@ -101,9 +107,22 @@ class ExecutionService(Service):
                                                  "fills_told_again": self.engine.republished,
                                                  "torn_bytes": self.journal.torn_bytes})
 
+    def _join_instruments(self) -> None:
+        feed = Subscriber(self.ctx, self.config.bus.endpoint("bus-out"), ["ref.instrument."])
+        try:
+            state, live = snapshot.join(self.ctx, feed, self.config.bus.endpoint("bus-snap"),
+                                        "ref.instrument.", timeout=3.0)
+        except snapshot.SnapshotTimeout:
+            self.log.warning("no reference data snapshot; multipliers from live data")
+            return
+        finally:
+            feed.close()
+        for _, msg in state + live:
+            if isinstance(msg, Instrument):
+                self.instruments.apply(msg)
+
     def _new_engine(self) -> ExecutionEngine:
-        portfolio = Portfolio(Instruments(self.config.raw.get("instruments")),
-                              TradingDay.from_config(self.config.raw))
+        portfolio = Portfolio(self.instruments, TradingDay.from_config(self.config.raw))
         return ExecutionEngine(self.journal, self.cancel_on_reconnect, portfolio)
 
     # -- JOURNAL FAILURES (fail closed, resume when the disk works again) ---------------------
@@ -387,6 +406,9 @@ class ExecutionService(Service):
 
     def _on_event(self) -> None:
         for msg in self.events.drain(500):
+            if isinstance(msg, Instrument):  # reference data: mirrored, never journaled
+                self.instruments.apply(msg)
+                continue
             self._apply(self._report, msg)
         self._commit_quietly()
 

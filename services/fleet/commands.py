@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from services.fleet.confirm import EXPECTED, STOPPED_STATES, Confirmations
 from services.fleet import supervisor as sup
 from services.fleet.status import collect, render
 from services.runtime import config as fleet_config
+from services.model.owners import RESERVED_OWNERS
 from services.runtime.config import LIVE_PORTS, ConfigError
 from services.strategy import config as strategy_config
 
@@ -156,7 +158,9 @@ def up(argv: list[str]) -> int:
     parser.add_argument("--live", action="store_true",
                         help="allow a live port (7496/4001); the config must say live = true too")
     parser.add_argument("--strategies", nargs="*", metavar="TOML",
-                        help="strategy configs to run (default: the two examples)")
+                        help="strategy configs to run (default: the strategies the fleet had when "
+                             "it last ran, as `strategy add`/`remove` left them; the first "
+                             "time, the three examples in strategies/)")
     parser.add_argument("--no-record", action="store_true", help="do not run the recorder")
     parser.add_argument("--seed", type=int, default=1, help="the simulator's seed")
     parser.add_argument("--market", metavar="DATASET[,DATASET...]",
@@ -209,14 +213,16 @@ def up(argv: list[str]) -> int:
     paths.prepare()
     for old in paths.strategies.glob("*"):
         old.unlink()
-    configs = args.strategies if args.strategies is not None else sorted(
-        str(p) for p in EXAMPLE_STRATEGIES.glob("*.toml"))
     names = []
     try:
+        configs = _fleet_strategy_configs(paths, args.strategies)
         for path in configs:
             names.append(_install_strategy(paths, Path(path), config))
     except ConfigError as exc:
+        if interrupted:  # the check was cut short by the signal, not by the file
+            return interrupted.exit("interrupted before the fleet started; nothing was started")
         parser.exit(2, f"ibfleet up: {exc}\n")
+    _remember_fleet_strategies(paths, {n: str(Path(c).resolve()) for n, c in zip(names, configs)})
     sup.write_fleet_config(paths, config)
     if config.bus.auth:  # every role's key pair, made on first use (services/bus/keys.py)
         keys.ensure_keys(config.state_dir,
@@ -225,6 +231,11 @@ def up(argv: list[str]) -> int:
                           args.crash_window_s, args.seed)
     if simulate and args.market:  # read by the simulator (services/simulator/__main__.py)
         env.update(IBFLEET_SIM_MARKET=args.market, IBFLEET_SIM_SPEED=str(1.0 if args.speed is None else args.speed))
+        # another market, another paper account (fresh each time), its own recording folder
+        replay_state = paths.replay_sim_state(args.market)
+        shutil.rmtree(replay_state, ignore_errors=True)
+        env.update(IBFLEET_SIM_STATE_DIR=str(replay_state),
+                   IBFLEET_REC_DIR=str(paths.session_recordings(f"replay-{args.market}")))
     if interrupted:
         return interrupted.exit("interrupted before the fleet started; nothing was started")
     try:
@@ -365,9 +376,12 @@ def _control(argv: list[str], command: str, help_: str, name: str) -> int:
         if client.pending:
             parser.exit(1, f"{parser.prog}: risk did not answer within {args.timeout:g}s; "
                            f"is the fleet up? (`ibfleet status`)\n")
-        print(f"{command} acknowledged by risk", flush=True)
-        confirmations.wait(EXPECTED[command], args.confirm_timeout)  # bounded
-        print(confirmations.report(EXPECTED[command], args.confirm_timeout))
+        print(f"{name} acknowledged by risk", flush=True)
+        if target in RESERVED_OWNERS:  # a book, not a process: nothing to confirm
+            print(f"{target} is a book, not a strategy process: execution acts on it alone")
+        else:
+            confirmations.wait(EXPECTED[command], args.confirm_timeout)  # bounded
+            print(confirmations.report(EXPECTED[command], args.confirm_timeout))
         confirmations.close()
     finally:
         ctx.destroy(linger=0)
@@ -580,6 +594,43 @@ def flatten(argv: list[str]) -> int:
 
 
 # -- strategies ---------------------------------------------------------------------------------
+#: what the very first `ibfleet up` runs (later ones run what the fleet had: see below)
+EXAMPLES = ("imbalance.toml", "mean_reversion.toml", "sma_cross.toml")
+
+
+def _fleet_strategy_configs(paths: sup.FleetPaths, given: list[str] | None) -> list[str]:
+    """The strategy TOMLs `up` starts: ``--strategies`` if given; else those the fleet had
+    when it last ran (`up`, `strategy add` and `remove` keep that list, by source path, in
+    the state directory: a removed strategy stays removed, a file ``strategy new`` wrote does
+    not go live until it is added, and an edited TOML is read afresh); else, the first time,
+    the examples."""
+    if given is not None:
+        return list(given)
+    known = _fleet_strategies(paths)
+    if known is not None:
+        return sorted(known.values())
+    return [str(EXAMPLE_STRATEGIES / name) for name in EXAMPLES]
+
+
+def _fleet_strategies(paths: sup.FleetPaths) -> dict[str, str] | None:
+    """name -> source TOML path of the fleet's strategies; None before the first `up`."""
+    try:
+        return dict(json.loads(paths.fleet_strategies.read_text()))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"{paths.fleet_strategies}: unreadable ({exc}); delete it to start "
+                          f"the examples, or pass --strategies") from None
+
+
+def _remember_fleet_strategies(paths: sup.FleetPaths, names: dict[str, str]) -> None:
+    """Write the fleet's strategy list (name -> source path), atomically."""
+    paths.fleet_strategies.parent.mkdir(parents=True, exist_ok=True)
+    tmp = paths.fleet_strategies.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(sorted(names.items())), indent=1))
+    os.replace(tmp, paths.fleet_strategies)
+
+
 def _install_strategy(paths: sup.FleetPaths, source: Path,
                       config: fleet_config.FleetConfig | None = None,
                       symbols_at_ib: bool = False) -> str:
@@ -670,6 +721,9 @@ def strategy(argv: list[str]) -> int:
             added, _, _ = server.supervisor.reloadConfig()[0]
             for group in added:
                 server.supervisor.addProcessGroup(group)
+            known = _fleet_strategies(paths) or {}
+            known[name] = str(Path(args.strategy_config).resolve())
+            _remember_fleet_strategies(paths, known)  # the next `up` starts it too
             print(f"strategy {name} added")
         else:
             return _remove_strategy(parser, args, config, paths, server)
@@ -774,6 +828,9 @@ def _remove_strategy(parser, args, config, paths: sup.FleetPaths, server) -> int
     for suffix in (".conf", ".toml"):
         (paths.strategies / f"{name}{suffix}").unlink(missing_ok=True)
     server.supervisor.reloadConfig()
+    known = _fleet_strategies(paths) or {}
+    if known.pop(name, None) is not None:
+        _remember_fleet_strategies(paths, known)  # the next `up` does not start it again
     handed = _describe(held)
     print(f"strategy {name} removed"
           + (f"; handed to the {UNOWNED} book: " + "; ".join(handed) if handed else ""))
@@ -787,7 +844,7 @@ def _strategy_holdings(ctx, config, name: str
     sub = Subscriber(ctx, config.bus.endpoint("bus-out"), ["no-live-data-needed"])
     try:
         state, _ = snapshot.join(ctx, sub, config.bus.endpoint("execution-snap"),
-                                 f"ord.update.{name}", timeout=5.0)
+                                 f"ord.update.{name}", timeout=5.0, exact=True)
     except SnapshotTimeout:
         return None
     finally:

@@ -195,7 +195,7 @@ def render(status: FleetStatus) -> str:
     lines.append("HEARTBEATS (age, gaps)")
     for src, hb in sorted(status.heartbeats.items()):
         gaps = hb["counters"].get("gaps", 0)
-        lines.append(f"  {src:<28} {hb['age_s']:>6.1f}s  {hb['state']:<9} gaps {gaps}")
+        lines.append(f"  {src:<28} {max(0.0, hb['age_s']):>6.1f}s  {hb['state']:<9} gaps {gaps}")
     lines.append(f"RISK  global {status.risk.get('*', 'unknown')}")
     # each strategy: risk's state, then the strategy's own (its heartbeat: what it applied).
     # The bus keeps a removed strategy's last heartbeat: the strategies listed are risk's

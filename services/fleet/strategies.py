@@ -195,7 +195,7 @@ import math
 import msgspec
 
 from proto.schema import Tick
-from services.strategy.base import Strategy
+from services.strategy import Strategy
 
 
 class {cls}(Strategy):

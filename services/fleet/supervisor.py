@@ -37,7 +37,27 @@ class FleetPaths:
         self.fleet_toml = self.run_dir / "fleet.toml"
         self.state_dir = config.state_dir
         #: the embedded simulator's paper account: kept across `ibfleet up` runs, like IB's
+        #: (a market replay, ``up --market``, trades another market: an account of its own)
         self.sim_state = config.state_dir / "simulator"
+        #: one folder per `ibfleet up` under this (``session_recordings``)
+        self.recordings = config.state_dir / "recordings"
+        #: the fleet's strategies (name -> source TOML) as `up`, `strategy add` and `remove`
+        #: left them: the next plain `ibfleet up` starts these (the examples the first time)
+        self.fleet_strategies = config.state_dir / "fleet-strategies.json"
+
+    def replay_sim_state(self, market: str) -> Path:
+        """The simulator account of a market replay: one per dataset list, started afresh by
+        each `up --market` (replayed prices and a paper account from the random walk, or
+        another day, do not mix)."""
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in market)
+        return self.state_dir / "simulator-replay" / safe
+
+    def session_recordings(self, label: str = "") -> Path:
+        """A new recording folder for this `ibfleet up`: ``recordings/YYYYMMDDTHHMMSSZ[-label]``
+        (``ibfleet backtest CONFIG FOLDER`` reads one session; sessions never mix)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
+        return self.recordings / (f"{stamp}-{safe}" if safe else stamp)
 
     def prepare(self) -> None:
         for path in (self.run_dir, self.logs, self.strategies):
@@ -78,6 +98,7 @@ def environment(paths: FleetPaths, config: FleetConfig, simulate: bool, record: 
     return dict(os.environ,
                 IBFLEET_RUN_DIR=str(paths.run_dir), IBFLEET_STATE_DIR=str(paths.state_dir),
                 IBFLEET_SIM_STATE_DIR=str(paths.sim_state),
+                IBFLEET_REC_DIR=str(paths.session_recordings()),
                 IBFLEET_PYTHON=sys.executable, IBFLEET_GATEWAY_PORT=str(config.gateway.port),
                 IBFLEET_SIM_PORT=str(config.simulator.port),
                 IBFLEET_SIM_AUTOSTART="true" if simulate else "false",

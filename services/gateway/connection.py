@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from ibapi.const import MAX_MSG_LEN
 
-from proto.schema import GatewayError, GatewayState
+from proto.schema import Alert, GatewayError, GatewayState
 from services.gateway import ib_time
 from services.gateway.client import Session
 from services.gateway.options import GatewayOptions
@@ -247,6 +247,25 @@ class PortProbe:
         return True
 
 
+#: a client id lock-out (IB's 326 on every attempt; docs/gateway.md, "Reconnect"): a warning
+#: alert at the first 326, one critical alert once it has lasted this many refusals or seconds
+LOCKOUT_CRITICAL_ATTEMPTS = 10
+LOCKOUT_CRITICAL_S = 60.0
+#: the repeated 326 goes on the bus at most once per this many seconds, with its count
+LOCKOUT_SUMMARY_S = 30.0
+
+
+@dataclass
+class Lockout:
+    """One client id lock-out: IB's 326 on consecutive attempts, until a handshake passes."""
+
+    since: float
+    refusals: int = 0
+    published_at: float = 0.0
+    unpublished: int = 0      # 326s since the last one on the bus
+    critical: bool = False
+
+
 class Connection:
     """The one TWS socket: connect, handshake, probe, reconnect; IB's link and farm state."""
 
@@ -279,6 +298,7 @@ class Connection:
         self.link_lost = False     # 1100 seen, not yet 1101/1102
         self.farm_down = False     # 2103 seen, not yet 2104
         self.close_reason = ""     # why IB is about to close us (326), added to the loss reason
+        self.lockout: Lockout | None = None  # 326 on every attempt since then (None: not now)
         self.last_connection_error = ""  # a long outage repeats one error: published once
         #: ibapi reported 502 for this attempt: the TCP connection itself failed (nothing
         #: listening, or refused), not a session IB closed
@@ -441,6 +461,7 @@ class Connection:
             self.server_version = self.session.server_version
             # zone-less IB times are in the gateway's zone, which only the connection time tells
             ib_time.default.set_connection_time(self.session.connection_time)
+        self._lockout_over()
         self.move(S.CONNECTED, f"handshake done (server version {self.server_version}, zone "
                                f"{ib_time.default.connection_zone_name or '?'}), "
                                f"nextValidId {order_id}")
@@ -506,10 +527,62 @@ class Connection:
         was_down, self.farm_down = self.farm_down, False
         return was_down
 
-    def client_id_in_use(self) -> None:
-        """326: IB closes the socket next; the loss reason says why."""
-        self.close_reason = f"client id {self.opts.client_id} in use (326)"
+    def client_id_in_use(self, text: str = "") -> str | None:
+        """326: IB closes the socket next; the loss reason says why. A lock-out repeats it on
+        every attempt: one warning alert at the first, one critical alert once it has lasted
+        ``LOCKOUT_CRITICAL_ATTEMPTS`` refusals or ``LOCKOUT_CRITICAL_S``; the error itself goes
+        on the bus the first time and then at most every ``LOCKOUT_SUMMARY_S`` with the count.
+        Returns the text to publish as the GatewayError, None when it is held back."""
+        cid = self.opts.client_id
+        self.close_reason = f"client id {cid} in use (326)"
         self.counters["client_id_in_use"] += 1
+        now = time.monotonic()
+        first = self.lockout is None
+        lock = self.lockout = self.lockout or Lockout(since=now)
+        lock.refusals += 1
+        lasted = now - lock.since
+        if first:
+            self.log.warning("client id in use (326)", extra={"client_id": cid, "text": text})
+            self.publisher.publish(Alert(
+                severity="warning", code="gateway.client_id_in_use",
+                text=f"IB refuses client id {cid}: already in use (326); another session (a "
+                     f"second gateway, TWS, a script) holds it. Retrying with backoff, never "
+                     f"under another id"))
+        elif not lock.critical and (lock.refusals >= LOCKOUT_CRITICAL_ATTEMPTS
+                                    or lasted >= LOCKOUT_CRITICAL_S):
+            lock.critical = True
+            self.counters["client_id_lockouts_critical"] += 1
+            self.log.error("client id locked out (326 lasting)",
+                           extra={"client_id": cid, "refusals": lock.refusals,
+                                  "seconds": round(lasted, 1)})
+            self.publisher.publish(Alert(
+                severity="critical", code="gateway.client_id_locked_out",
+                text=f"IB has refused client id {cid} (326) {lock.refusals} times over "
+                     f"{lasted:.0f}s: the fleet is cut off from IB until the session holding "
+                     f"it goes (close it, or give this gateway another gateway.client_id)"))
+        if first or now - lock.published_at >= LOCKOUT_SUMMARY_S:
+            lock.published_at, held, lock.unpublished = now, lock.unpublished, 0
+            if first:
+                return text
+            return (f"{text} (refused {lock.refusals} times over {lasted:.0f}s; {held} "
+                    f"repeats not published)")
+        lock.unpublished += 1
+        self.counters["client_id_in_use_suppressed"] += 1
+        return None
+
+    def _lockout_over(self) -> None:
+        """A handshake passed: a lock-out is over (said once, if one was alerted)."""
+        lock, self.lockout = self.lockout, None
+        if lock is None:
+            return
+        lasted = time.monotonic() - lock.since
+        self.log.info("client id accepted again", extra={
+            "client_id": self.opts.client_id, "refusals": lock.refusals,
+            "seconds": round(lasted, 1)})
+        self.publisher.publish(Alert(
+            severity="info", code="gateway.client_id_accepted",
+            text=f"IB accepts client id {self.opts.client_id} again after {lock.refusals} "
+                 f"refusals (326) over {lasted:.0f}s"))
 
     def connection_error_is_news(self, text: str) -> bool:
         """A long outage repeats one socket error every attempt: publish it once."""

@@ -40,6 +40,7 @@ class ErrorRouter:
         self.publisher = publisher
         self.counters = counters
         self.resync = resync
+        self.names = None  # reports' ConIdNames, set by the gateway
 
     def _publish(self, code: int, text: str, req_id: int, scope: str, ref: str = "") -> None:
         self.publisher.publish(translate.gateway_error(code, text, req_id, scope, ref))
@@ -77,8 +78,10 @@ class ErrorRouter:
             if not (req_id > 0 and self.desk.on_order_error(req_id, code, text)):
                 self.counters["info_codes"] += 1
         elif kind == Kind.CLIENT_ID_IN_USE:
-            conn.client_id_in_use()
-            self._publish(code, text, req_id, "connection")
+            # a lock-out repeats it every attempt: alerted once, summarised on the bus
+            published = conn.client_id_in_use(text)
+            if published is not None:
+                self._publish(code, published, req_id, "connection")
         elif kind == Kind.CONNECTION:
             if code == 502:  # ibapi's "Couldn't connect to TWS": the socket never connected
                 conn.on_connect_failed()
@@ -98,6 +101,8 @@ class ErrorRouter:
             return
         if self.contracts.request_error(req_id, code, text):
             return
+        if self.names is not None and self.names.request_error(req_id, code, text):
+            return  # a report's contract asked by conId (con_ids.py)
         if self.desk.on_order_error(req_id, code, text):
             return
         if self.outbox.is_req_id(req_id):  # a request we retired (cancelled, or re-requested)

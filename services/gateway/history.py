@@ -2,17 +2,30 @@
 
 A request waits here until its contract is known and ``HistoricalPacer`` says it may go;
 its bars are gathered until IB's end marker, then published together. A request in flight
-when the connection drops goes back to waiting and is sent again after the reconnect.
+when the connection drops goes back to waiting and is sent again after the reconnect (under a
+fresh id, when IB's pacing lets it). With ``journal``, every request not yet answered is
+written there, so one in flight when the gateway *process* dies is asked again by the next
+one: every request ends with its ``HistoricalEnd`` (bars or an error), never in silence.
 """
 from __future__ import annotations
 
 import calendar
+import json
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
 
 from proto.schema import Bar, HistoricalRequest
 from services.gateway import ib_time
 from services.gateway.pacing import HistoricalPacer
+
+
+#: what the journal keeps of a HistoricalRequest
+JOURNAL_FIELDS = ("requester", "request", "symbol", "duration", "bar_size", "what_to_show",
+                  "use_rth", "end")
 
 
 @dataclass
@@ -20,6 +33,7 @@ class HistoryJob:
     request: HistoricalRequest
     req_id: int | None = None
     bars: list[Bar] = field(default_factory=list)
+    paced: str = ""  # the pacing rule that held it back last ("": none)
 
     @property
     def contract_key(self) -> tuple:
@@ -33,24 +47,68 @@ class HistoryJob:
 
 
 class HistoryDesk:
-    def __init__(self, pacer: HistoricalPacer | None = None) -> None:
+    def __init__(self, pacer: HistoricalPacer | None = None,
+                 journal: Path | None = None) -> None:
         self.pacer = pacer or HistoricalPacer()
         self.waiting: list[HistoryJob] = []
         self.in_flight: dict[int, HistoryJob] = {}
+        self.journal = journal
+        self.journal_errors = 0
+        self.restored = 0  # requests a previous process left unanswered, asked again
+        if journal is not None:
+            self._restore(journal)
+        #: pacing decisions that held a request back (each job counted once per rule)
+        self.paced: dict[str, int] = {"identical": 0, "burst": 0, "total": 0}
 
     def add(self, request: HistoricalRequest) -> None:
         self.waiting.append(HistoryJob(request))
+        self.save()
+
+    # -- the journal of unanswered requests ------------------------------------------------
+    def _restore(self, path: Path) -> None:
+        try:
+            items = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        for item in items if isinstance(items, list) else ():
+            try:
+                request = HistoricalRequest(**{k: item[k] for k in JOURNAL_FIELDS if k in item})
+            except (TypeError, KeyError, msgspec.ValidationError):
+                continue
+            self.waiting.append(HistoryJob(request))
+            self.restored += 1
+
+    def save(self) -> None:
+        """Journal the requests not answered yet (after an answer is on the bus: a crash in
+        between asks again rather than never answers)."""
+        if self.journal is None:
+            return
+        jobs = list(self.in_flight.values()) + self.waiting
+        tmp = self.journal.with_name(self.journal.name + ".tmp")
+        try:
+            self.journal.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps([{f: getattr(j.request, f) for f in JOURNAL_FIELDS}
+                                       for j in jobs]))
+            os.replace(tmp, self.journal)
+        except OSError:
+            self.journal_errors += 1  # this process still answers them
 
     def due(self, now: float, resolved) -> list[HistoryJob]:
         """Jobs whose contract is known and which pacing lets go now (recorded as sent)."""
         out, keep = [], []
         for job in self.waiting:
-            if resolved(job.request.symbol) and \
-                    self.pacer.delay(now, job.contract_key, job.request_key) == 0:
-                self.pacer.record(now, job.contract_key, job.request_key)
-                out.append(job)
-            else:
+            if not resolved(job.request.symbol):
                 keep.append(job)
+                continue
+            wait, rule = self.pacer.decide(now, job.contract_key, job.request_key)
+            if wait > 0:
+                if rule != job.paced:
+                    job.paced = rule
+                    self.paced[rule] += 1
+                keep.append(job)
+                continue
+            self.pacer.record(now, job.contract_key, job.request_key)
+            out.append(job)
         self.waiting = keep
         return out
 
@@ -70,7 +128,7 @@ class HistoryDesk:
                             wap=float(data.wap), count=int(data.barCount), request=r.request))
 
     def finish(self, req_id: int) -> HistoryJob | None:
-        return self.in_flight.pop(req_id, None)
+        return self.in_flight.pop(req_id, None)  # journalled once answered (``save``)
 
     def requeue_in_flight(self) -> int:
         """The connection dropped: whatever was in flight is asked again later."""

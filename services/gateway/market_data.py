@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable
 
 from proto.schema import Alert, HistoricalEnd, HistoricalRequest, SubscribeRequest
@@ -31,14 +32,21 @@ from services.gateway.errors import SUBSCRIPTION_DEAD_CODES
 from services.gateway.history import HistoryDesk, HistoryJob
 from services.gateway.options import GatewayOptions
 from services.gateway.outbox import Outbox
+from services.gateway.pacing import HistoricalPacer
 from services.gateway.subscriptions import Outcome, Subscription, SubscriptionBook
 
 DEPTH_REFRESH_S = 5.0  # a broken book is re-requested at most this often per symbol
+#: IB's historical pacing log, in the gateway's state directory: IB paces per account, so the
+#: pacer outlives reconnects (one per gateway) and a restart of the gateway process (this file)
+HISTORY_PACING_FILE = "history_pacing.json"
+#: historical requests not answered yet: the next gateway process asks them again
+HISTORY_JOURNAL_FILE = "history_requests.json"
 
 
 class MarketData:
     def __init__(self, opts: GatewayOptions, outbox: Outbox, contracts: ContractResolver,
-                 publisher: Any, counters: Counter, socket_up: Callable[[], bool]) -> None:
+                 publisher: Any, counters: Counter, socket_up: Callable[[], bool],
+                 state_dir: Path | None = None) -> None:
         self.depth_rows_asked = opts.depth_rows
         self.outbox = outbox
         self.contracts = contracts
@@ -48,7 +56,10 @@ class MarketData:
         self.subs = SubscriptionBook({"lines": opts.mkt_data_lines,
                                       "depth": opts.depth_subscriptions,
                                       "tick_by_tick": opts.tick_by_tick_subscriptions})
-        self.history = HistoryDesk()
+        self.history = HistoryDesk(
+            HistoricalPacer(path=None if state_dir is None else Path(state_dir) / HISTORY_PACING_FILE),
+            journal=None if state_dir is None else Path(state_dir) / HISTORY_JOURNAL_FILE)
+        counters["history_restored"] = self.history.restored
         self.top: dict[int, translate.TopOfBook] = {}         # by req id
         self.depth_rows: dict[str, translate.DepthRows] = {}  # by symbol
         self.dirty_ticks: set[int] = set()                    # req ids with an unpublished tick
@@ -133,8 +144,15 @@ class MarketData:
             call = lambda c: c.reqTickByTickData(rid, contract, "BidAsk", 0, False)  # noqa: E731
         elif kind == "depth":
             rows = self.depth_rows_asked
-            clear = self.depth_rows.pop(sub.symbol, translate.DepthRows()).clear_messages(sub.symbol)
-            for msg in clear:  # consumers' books restart empty, then IB's inserts rebuild them
+            # consumers' books restart empty once (at most ``rows`` deletes a side: IB's
+            # full-book rule drops rows without a delete, translate.DepthRows), then IB's
+            # inserts rebuild them
+            clear = self.depth_rows.pop(sub.symbol, translate.DepthRows(rows)).clear_messages(
+                sub.symbol)
+            if clear:
+                self.counters["depth_clears"] += 1
+                self.counters["depth_clear_rows"] += len(clear)
+            for msg in clear:
                 self.publisher.publish(msg)
             call = lambda c: c.reqMktDepth(rid, contract, rows, False, [])  # noqa: E731
         else:
@@ -352,7 +370,8 @@ class MarketData:
         sub = self._data(req_id)
         if sub is None:
             return
-        self.depth_rows.setdefault(sub.symbol, translate.DepthRows()).apply(operation, side)
+        self.depth_rows.setdefault(sub.symbol, translate.DepthRows(self.depth_rows_asked)).apply(
+            int(operation), int(side), int(position))
         self.publisher.publish(translate.depth_update(sub.symbol, position, operation, side, px,
                                                       sz, mm, smart))
 
@@ -377,6 +396,7 @@ class MarketData:
         r = job.request
         self.publisher.publish(HistoricalEnd(requester=r.requester, request=r.request,
                                              count=count, error=error))
+        self.history.save()
 
     # -- HEARTBEAT -------------------------------------------------------------------------
     def heartbeat(self, counters: Counter, now: float) -> None:
@@ -392,4 +412,8 @@ class MarketData:
             if (symbol, kind) not in self.subs.subs:
                 counters[f"md_refused.{symbol}.{kind}"] = code
         counters["subscriptions"] = len(self.subs)
+        for rule, n in self.history.paced.items():  # requests IB's pacing held back, by rule
+            counters[f"history_paced_{rule}"] = n
+        counters["history_waiting"] = len(self.history.waiting)
+        counters["history_in_flight"] = len(self.history.in_flight)
         counters["market_data_type"] = self.session_type or 0

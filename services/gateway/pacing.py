@@ -7,7 +7,11 @@ with a pacing violation (162). Both take ``now`` from the caller: deterministic 
 """
 from __future__ import annotations
 
+import json
+import os
+import time
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Hashable
 
 Call = Callable[[], Any]
@@ -80,15 +84,52 @@ class HistoricalPacer:
     IB times requests when they arrive, not when we send them: an early request delayed on the
     way and a later one that is not arrive closer together than they left. Each window is
     therefore widened by ``margin_s`` (source: IB's "Historical Data Limitations" page).
+
+    IB counts per account, not per connection: the log outlives reconnects (one pacer per
+    gateway) and, with ``path``, a restart of the gateway process too (every request sent is
+    written there, with its wall-clock time, before it goes out; a missing or unreadable file
+    is an empty log). Keys must be tuples of JSON scalars (or of such tuples).
     """
 
     def __init__(self, identical_s: float = 15.0, burst_count: int = 6, burst_s: float = 2.0,
-                 total_count: int = 60, total_s: float = 600.0, margin_s: float = 0.5) -> None:
+                 total_count: int = 60, total_s: float = 600.0, margin_s: float = 0.5,
+                 path: Path | None = None) -> None:
         self.burst_count, self.total_count = burst_count, total_count
         self.identical_s = identical_s + margin_s
         self.burst_s = burst_s + margin_s
         self.total_s = total_s + margin_s
         self.log: deque[tuple[float, Hashable, Hashable]] = deque()
+        self.path = path
+        self.write_errors = 0
+        if path is not None:
+            self._load(path)
+
+    def _load(self, path: Path) -> None:
+        """The requests a previous process sent, on this process's monotonic clock."""
+        try:
+            entries = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return
+        mono, wall = time.monotonic(), time.time()
+        for entry in entries if isinstance(entries, list) else ():
+            try:
+                at, ck, rk = entry
+                self.log.append((mono - (wall - float(at)), _key(ck), _key(rk)))
+            except (TypeError, ValueError):
+                continue
+        self._forget(mono)
+
+    def _save(self, now: float) -> None:
+        if self.path is None:
+            return
+        offset = time.time() - time.monotonic()  # monotonic -> wall clock
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps([[t + offset, ck, rk] for t, ck, rk in self.log]))
+            os.replace(tmp, self.path)
+        except OSError:
+            self.write_errors += 1  # pacing in memory still holds for this process
 
     def _forget(self, now: float) -> None:
         horizon = max(self.identical_s, self.burst_s, self.total_s)
@@ -97,21 +138,36 @@ class HistoricalPacer:
 
     def delay(self, now: float, contract_key: Hashable, request_key: Hashable) -> float:
         """Seconds to wait before this request may be sent (0: now)."""
+        return self.decide(now, contract_key, request_key)[0]
+
+    def decide(self, now: float, contract_key: Hashable,
+               request_key: Hashable) -> tuple[float, str]:
+        """(seconds to wait, the rule that makes it wait: "identical", "burst", "total" or
+        "" when it may go now)."""
         self._forget(now)
-        wait = 0.0
+        wait, rule = 0.0, ""
         for t, _, rk in self.log:
-            if rk == request_key:
-                wait = max(wait, t + self.identical_s - now)
+            if rk == request_key and t + self.identical_s - now > wait:
+                wait, rule = t + self.identical_s - now, "identical"
         same = [t for t, ck, _ in self.log if ck == contract_key and now - t < self.burst_s]
         if len(same) + 1 >= self.burst_count:
             # wait until enough of the window has expired
             oldest_needed = sorted(same)[len(same) + 1 - self.burst_count]
-            wait = max(wait, oldest_needed + self.burst_s - now)
+            if oldest_needed + self.burst_s - now > wait:
+                wait, rule = oldest_needed + self.burst_s - now, "burst"
         total = [t for t, _, _ in self.log if now - t < self.total_s]
         if len(total) + 1 > self.total_count:
             oldest_needed = sorted(total)[len(total) - self.total_count]
-            wait = max(wait, oldest_needed + self.total_s - now)
-        return max(0.0, wait)
+            if oldest_needed + self.total_s - now > wait:
+                wait, rule = oldest_needed + self.total_s - now, "total"
+        return (wait, rule) if wait > 0 else (0.0, "")
 
     def record(self, now: float, contract_key: Hashable, request_key: Hashable) -> None:
         self.log.append((now, contract_key, request_key))
+        self._forget(now)
+        self._save(now)
+
+
+def _key(value: Any) -> Hashable:
+    """A key read back from JSON: its lists as the tuples they were."""
+    return tuple(_key(v) for v in value) if isinstance(value, list) else value

@@ -34,6 +34,7 @@ from ibapi.server_versions import MIN_SERVER_VER_COMPLETED_ORDERS
 
 from proto.schema import AccountValue, PnL, ReconcileEnd
 from services.gateway import translate
+from services.gateway.con_ids import ConIdNames
 from services.gateway.contracts import ContractResolver
 from services.gateway.options import GatewayOptions
 from services.gateway.order_desk import EXECUTION_ASKED, OrderDesk
@@ -111,6 +112,8 @@ class Reports:
         self.log = log
         self.on_run_done = on_run_done
         self.ledger = ExecutionLedger(state_dir)
+        #: bus symbols of the contracts IB reports, the exchange filled (con_ids.py)
+        self.names = ConIdNames(outbox, contracts, counters, log, self._maybe_done)
         self.run: ReconcileRun | None = None
         #: end markers still due for requests sent without a request id (the latest run's
         #: answer is the one whose end brings the count to 0; older runs' ends come first)
@@ -213,7 +216,7 @@ class Reports:
 
     def _maybe_done(self) -> None:
         run = self.run
-        if run is None or not run.done:
+        if run is None or not run.done or self.names.busy:  # after the positions it names
             return
         self.run = None
         self.desk.reconciled(run.sends_mark)
@@ -235,13 +238,14 @@ class Reports:
         self.run = None
         self.pending_ends.clear()
         self.open_requests.clear()
+        self.names.on_lost()
         for audit in list(self.audits):
             self._finish_audit(audit, False)
 
     # -- CALLBACKS: ORDERS -----------------------------------------------------------------
     def on_open_order(self, order_id: int, contract: Contract, order, state) -> None:
         order_id = int(order_id)
-        symbol = self.contracts.symbol_of(contract)
+        symbol = self.names.now(contract)
         status = getattr(state, "status", "") or ""
         if int(order.clientId or 0) == self.client_id:
             self.desk.on_open_order(order_id, order.orderRef or "", symbol,
@@ -288,7 +292,7 @@ class Reports:
         if self.run is not None and status in NOT_OPEN:
             self.run.open_ids.discard(ib_id)
         self.publisher.publish(translate.completed_order(
-            contract, order, state, self.contracts.symbol_of(contract), ib_id))
+            contract, order, state, self.names.now(contract), ib_id))
 
     def on_completed_orders_end(self) -> None:
         self._ended("completed")
@@ -309,7 +313,7 @@ class Reports:
         if not new and not replay:
             self.counters["duplicate_execs_suppressed"] += 1
             return
-        msg = translate.execution(contract, ex, self.contracts.symbol_of(contract))
+        msg = translate.execution(contract, ex, self.names.now(contract))
         self.publisher.publish(msg)
         if not new:
             self.counters["executions_replayed"] += 1
@@ -348,8 +352,9 @@ class Reports:
     def on_position(self, account: str, contract: Contract, qty, avg_cost) -> None:
         if self.run is not None:
             self.run.saw("positions")
-        self.publisher.publish(translate.position(account, contract, qty, avg_cost,
-                                                  self.contracts.symbol_of(contract)))
+
+        self.names.name(contract, lambda symbol: self.publisher.publish(  # now, or once IB
+            translate.position(account, contract, qty, avg_cost, symbol)))  # named the exchange
 
     def on_position_end(self) -> None:
         self._ended("positions")

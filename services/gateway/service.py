@@ -26,7 +26,6 @@ commands refused) until a new session lands on an account the config allows.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Callable
 
@@ -39,7 +38,7 @@ from services.bus.subscriber import Subscriber
 from services.gateway import ib_time
 from services.gateway.accounts import AccountCheck, check_accounts
 from services.gateway.connection import ConnState, Connection
-from services.gateway.contracts import ContractResolver
+from services.gateway.contracts import REPUBLISH_S, ContractResolver
 from services.gateway.error_router import ErrorRouter
 from services.gateway.market_data import MarketData
 from services.gateway.options import GatewayOptions
@@ -71,19 +70,6 @@ DELIBERATELY_IGNORED = frozenset({
 LOOKUP_TIMEOUT_S = 10.0  # s an operator's symbol lookup waits for IB's answers
 
 
-class _CeilPoller(zmq.Poller):
-    """``zmq.Poller.poll`` truncates a float timeout to whole milliseconds: the loop's wait
-    for a timer due in 0.7 ms becomes ``poll(0)``, and it spins until the timer is due. With
-    the 10 ms timer that was the last millisecond of every period (~15,000 polls/s and ~9 %
-    of a core while idle). Rounded up, the loop sleeps until the timer is due or a socket
-    wakes it."""
-
-    def poll(self, timeout=None):
-        if timeout is not None and timeout > 0:
-            timeout = math.ceil(timeout)
-        return super().poll(timeout)
-
-
 class Gateway(Service):
     def __init__(self, config: FleetConfig, options: GatewayOptions | None = None) -> None:
         options = options or GatewayOptions.from_config(config)
@@ -92,7 +78,6 @@ class Gateway(Service):
             raise SystemExit(f"gateway: port {options.port} is a LIVE trading port and live "
                              f"trading is not enabled in the config; refusing to connect")
         super().__init__("gateway", config)
-        self.poller = _CeilPoller()  # nothing is registered on the base's poller yet
         self.opts = options
         logging.getLogger("ibapi").setLevel(logging.WARNING)  # it logs every message at INFO
         state_dir = config.service_state_dir("gateway")
@@ -109,8 +94,10 @@ class Gateway(Service):
         # nothing but the handshake reaches IB before the account has passed the check
         socket_up = lambda: self.conn.socket_up and self.account_ok  # noqa: E731
         self.contracts = ContractResolver(self.outbox, socket_up, self._contract_resolved,
-                                          self._contract_failed)
-        self.market = MarketData(options, self.outbox, self.contracts, pub, counters, socket_up)
+                                          self._contract_failed, pub.publish,
+                                          specs=config.raw.get("instruments"))
+        self.market = MarketData(options, self.outbox, self.contracts, pub, counters, socket_up,
+                                 state_dir)
         self.desk = OrderDesk(state_dir, options.client_id, self.outbox, self.contracts,
                               lambda: self.conn.can_send_orders and self.account_ok,
                               pub, counters, log,
@@ -119,6 +106,7 @@ class Gateway(Service):
                                counters, log, self._maybe_synchronised)
         self.errors = ErrorRouter(self.conn, self.market, self.contracts, self.desk,
                                   self.outbox, pub, counters, self._resync)
+        self.errors.names = self.reports.names
         self.restore_barrier_passed = True
         self.callbacks = self._callback_table()
         #: the operator's symbol lookups waiting for IB: [token, symbols, resolved, failed,
@@ -137,6 +125,8 @@ class Gateway(Service):
         # the state also goes out with every heartbeat: a subscriber whose subscription was
         # still propagating when a change was published learns it within one interval
         self.every(config.bus.heartbeat_ms / 1000.0, self.conn.publish_state)
+        self.every(REPUBLISH_S, self.contracts.republish)  # a restarted bus lost its cache
+        self.every(60.0, self.contracts.check_rolls)  # front months past their roll date
 
     def _callback_table(self) -> dict[str, Callable[..., None]]:
         """Every IB callback the wrapper forwards -> its handler (or DELIBERATELY_IGNORED)."""
@@ -154,8 +144,9 @@ class Gateway(Service):
             # -- errors
             "error": errors.on_error,
             # -- contracts
-            "contractDetails": contracts.on_contract_details,
-            "contractDetailsEnd": contracts.on_contract_details_end,
+            "contractDetails": self._on_contract_details,
+            "contractDetailsEnd": self._on_contract_details_end,
+            "marketRule": contracts.on_market_rule,
             # -- market data
             "tickPrice": market.on_tick_price,
             "tickSize": market.on_tick_size,
@@ -229,7 +220,8 @@ class Gateway(Service):
                                f"{self.opts.connect_timeout:g}s of the handshake",
                                backoff=True)  # a handshake that failed: backs off
         if self.conn.socket_up:
-            self.market.send_due_history(now)
+            if self.account_ok:  # nothing but the handshake before the account check
+                self.market.send_due_history(now)
             self.reports.tick(now)
         if self.lookups:
             self._answer_lookups(now)
@@ -431,6 +423,16 @@ class Gateway(Service):
         else:
             self.conn.hold(f"account refused, not trading: {self.account.problem}")
 
+    def _on_contract_details(self, req_id: int, details) -> None:
+        """A symbol's resolution (contracts), or a report's contract asked by conId to name
+        its exchange (reports.names, con_ids.py)."""
+        if not self.reports.names.on_details(req_id, details):
+            self.contracts.on_contract_details(req_id, details)
+
+    def _on_contract_details_end(self, req_id: int) -> None:
+        if not self.reports.names.on_end(req_id):
+            self.contracts.on_contract_details_end(req_id)
+
     def _contract_resolved(self, symbol: str) -> None:
         self.market.contract_resolved(symbol)
         self.desk.release_held()
@@ -501,8 +503,10 @@ class Gateway(Service):
             self.resync_due = True
             self._hold_for_account()
             return
-        for symbol in sorted(self.market.symbols() | self.desk.held_symbols()):
+        for symbol in sorted(self.market.symbols() | self.desk.held_symbols()
+                             | set(self.contracts.configured_symbols())):
             self.contracts.resolve(symbol)
+        self.contracts.republish()  # the fleet's reference data, again after a reconnect
         self.market.restore(resubscribe)
         self.restore_barrier_passed = False
         generation = self.conn.generation

@@ -15,6 +15,7 @@ from ibapi.contract import Contract
 from proto.schema import (Bar, Commission, CompletedOrder, DepthUpdate, Execution, GatewayError,
                           OpenOrder, OrderStatus, Position, QuoteTick, Tick, TradeTick)
 from services.gateway import ib_time
+from services.model.orders import OrderType
 
 NAN = float("nan")
 SIDES = {"BOT": "BUY", "SLD": "SELL", "BUY": "BUY", "SELL": "SELL"}
@@ -122,18 +123,27 @@ class TopOfBook:
 
 @dataclass
 class DepthRows:
-    """How many rows each side of a depth stream has, so a restart can clear the consumers'
-    books with IB's own delete operations before the fresh book arrives."""
+    """The rows a consumer's book holds on each side of a depth stream, so a restart clears it
+    once, with IB's own delete operations, before the fresh book arrives.
 
+    Counted as a consumer's book applies IB's operations (``core.book.OrderBook`` of ``depth``
+    rows, the depth the gateway asks IB for): an insert on a full side pushes the last row off
+    *without a delete* (IB's full-book rule), so a full side stays at ``depth`` rows however
+    many inserts follow; an operation beyond the rows a consumer has is refused by it and
+    changes nothing. The clear is therefore at most ``depth`` deletes a side: each one at
+    position 0, which every consumer's book applies (and which leaves it empty)."""
+
+    depth: int = 10
     rows: list[int] = field(default_factory=lambda: [0, 0])  # [ask, bid]
 
-    def apply(self, operation: int, side: int) -> None:
-        if side not in (0, 1):
+    def apply(self, operation: int, side: int, position: int = 0) -> None:
+        if side not in (0, 1) or not 0 <= position < self.depth:
             return
-        if operation == 0:
-            self.rows[side] += 1
-        elif operation == 2:
-            self.rows[side] = max(0, self.rows[side] - 1)
+        n = self.rows[side]
+        if operation == 0 and position <= n:
+            self.rows[side] = min(self.depth, n + 1)
+        elif operation == 2 and position < n:
+            self.rows[side] = n - 1
 
     def clear_messages(self, symbol: str) -> list[DepthUpdate]:
         out = [DepthUpdate(symbol=symbol, position=0, operation=2, side=side, price=0.0, size=0.0)
@@ -168,13 +178,26 @@ def bar(symbol: str, t: int, o, h, low, c, volume, wap, count) -> Bar:
 
 # -- orders and account -----------------------------------------------------------------------
 
+def _terms(order_type: str, lmt, aux) -> tuple[float, float]:
+    """(limit, stop) of an open order, NaN where its type uses none: IB writes 0, not unset,
+    for the prices a type does not use (a MKT order's limit, a LMT order's aux; captured in
+    ../shared/fixtures/tws/transcripts), and 0 is a price. Types this build does not model
+    (TRAIL, REL...) keep what IB sent."""
+    try:
+        kind = OrderType(order_type)
+    except ValueError:
+        return price(lmt), price(aux)
+    return (price(lmt) if kind.needs_limit else NAN, price(aux) if kind.needs_stop else NAN)
+
+
 def open_order(order_id: int, contract: Contract, order, state, symbol: str) -> OpenOrder:
+    limit_price, stop_price = _terms(order.orderType, order.lmtPrice, order.auxPrice)
     return OpenOrder(ib_order_id=int(order_id), client_order_id=order.orderRef or "",
                      perm_id=int(order.permId or 0), client_id=int(order.clientId or 0),
                      account=order.account or "", symbol=symbol,
                      side=SIDES.get(order.action, "BUY"), quantity=size(order.totalQuantity),
-                     order_type=order.orderType, limit_price=price(order.lmtPrice),
-                     stop_price=price(order.auxPrice), tif=order.tif or "DAY",
+                     order_type=order.orderType, limit_price=limit_price,
+                     stop_price=stop_price, tif=order.tif or "DAY",
                      status=getattr(state, "status", "") or "", parent_id=int(order.parentId or 0),
                      oca_group=order.ocaGroup or "")
 

@@ -91,7 +91,7 @@ FORWARDED = (
     # connection
     "connectAck", "connectionClosed", "nextValidId", "managedAccounts", "currentTime",
     # contracts
-    "contractDetails", "contractDetailsEnd",
+    "contractDetails", "contractDetailsEnd", "marketRule",
     # market data (reqMktData also sends tickString, tickGeneric, tickReqParams, marketDataType)
     "tickPrice", "tickSize", "tickString", "tickGeneric", "tickReqParams", "marketDataType",
     "tickByTickAllLast", "tickByTickBidAsk", "updateMktDepth", "updateMktDepthL2",

@@ -210,6 +210,13 @@ class Recording:
         elif self.path.is_dir():
             self.segment_paths = [self.path / fmt.segment_name(n)
                                   for n in segment_numbers(self.path)]
+            sessions = [] if self.segment_paths else sorted(
+                d.name for d in self.path.iterdir() if d.is_dir() and segment_numbers(d))
+            if sessions:  # the recordings root: sessions are read one at a time, never mixed
+                shown = ", ".join(sessions[-5:]) + (" ..." if len(sessions) > 5 else "")
+                raise FileNotFoundError(
+                    f"{self.path} holds {len(sessions)} recording session(s), one folder per "
+                    f"`ibfleet up`; read one of them: {shown}")
         else:
             raise FileNotFoundError(f"no recording at {self.path}")
         self.report = ReadReport()

@@ -248,6 +248,9 @@ class RiskEngine:
         #: strategies removed from the fleet (``ibfleet strategy remove``): name -> when (s
         #: since the epoch); their intents are refused until they are added again
         self.removed: dict[str, float] = {}
+        #: each strategy's configured symbols (its TOML's ``symbols``): a new order in any
+        #: other is refused (``symbol_not_configured``); a strategy not listed: no such check
+        self.symbols: dict[str, frozenset[str]] = {}
 
     def forget(self, strategy: str, to: str, when: float) -> None:
         """A strategy removed from the fleet: its book (mirror, state, counters) is dropped,
@@ -499,12 +502,23 @@ class RiskEngine:
         return None
 
     def _instrument(self, intent, order, book, limits) -> Decision | None:
+        """A new order in one of the strategy's own symbols (exactly: ``MS`` is not
+        ``MSFT``), with the instrument's reference data from the gateway (IB's tick, size
+        increment, multiplier: nothing is checked against a guess)."""
         if intent.action == "modify":
             return None
+        allowed = self.symbols.get(intent.strategy)
+        if allowed is not None and intent.symbol not in allowed:
+            return Decision(False, "symbol_not_configured",
+                            f"{intent.symbol!r} is not one of {intent.strategy}'s symbols "
+                            f"({', '.join(sorted(allowed)) or 'none'})")
         try:
             self.instruments.get(intent.symbol)
         except UnknownInstrument:
-            return Decision(False, "unknown_symbol", f"unknown instrument {intent.symbol!r}")
+            return Decision(False, "unknown_symbol",
+                            f"no reference data for {intent.symbol!r}: the gateway has not "
+                            f"published IB's contract details for it (unknown at IB, or not "
+                            f"resolved yet)")
         return None
 
     def _terms(self, intent, order, book, limits) -> Decision | None:
@@ -565,7 +579,8 @@ class RiskEngine:
         for label, price in (("limit", intent.limit_price), ("stop", intent.stop_price)):
             if math.isfinite(price) and not info.on_tick(price):
                 return Decision(False, "min_tick", f"{label} price {price} is not on the "
-                                                   f"minimum tick {info.min_tick} of {symbol}")
+                                                   f"tick {info.tick_at(price):g} of {symbol} "
+                                                   f"at that price")
         return None
 
     def _market_data(self, intent, order, book, limits) -> Decision | None:

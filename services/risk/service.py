@@ -25,7 +25,8 @@ import time
 import tomllib
 from pathlib import Path
 
-from proto.schema import (Ack, Alert, Control, GatewayState, Heartbeat, Message, OrderIntent,
+from proto.schema import (Ack, Alert, Control, GatewayState, Heartbeat, Instrument, Message,
+                          OrderIntent,
                           OrderUpdate, PnL, QuoteTick, RiskDecision, StrategyDigest,
                           StrategyPosition, SubscribeRequest, Tick, TradingState)
 from services.bus import snapshot
@@ -43,7 +44,7 @@ from services.runtime.instruments import Instruments
 from services.runtime.journal import write_json
 from services.runtime.service import Service
 
-TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state", "hb.strategy.")
+TOPICS = ("md.tick.", "md.quote.", "ord.update.", "gw.state", "hb.strategy.", "ref.instrument.")
 CONTROL_STATES = {"kill": HALTED, "resume_all": ACTIVE, "pause": PAUSED, "resume": ACTIVE}
 STATE_REPEAT_S = 2.0  # every strategy's TradingState again (PUB/SUB may lose one)
 FROM_EXECUTION = (OrderUpdate, StrategyPosition, StrategyDigest)
@@ -76,6 +77,7 @@ class RiskService(Service):
         self.strategies_dir = strategies_dir
         self.strategies_seen = _listing(strategies_dir)
         self.watched: set[str] = set(_strategy_symbols(strategies_dir))
+        self.engine.symbols = _symbols_by_strategy(strategies_dir)
         # execution seq -> (the strategy's request, its decision, the intent)
         self.waiting: dict[int, tuple[Token, RiskDecision, OrderIntent]] = {}
         self.groups = GroupDesk()  # bracket legs held until the group's transmitting leg
@@ -110,6 +112,7 @@ class RiskService(Service):
             for name in self.engine.removed:  # a stale file of a removed strategy
                 self.engine.limits.forget(name)
             self.watched |= set(_strategy_symbols(self.strategies_dir))
+            self.engine.symbols = _symbols_by_strategy(self.strategies_dir)
             self.log.info("strategy budgets reloaded", extra={"symbols": sorted(self.watched)})
         for symbol in sorted(self.watched):
             self.publisher.publish(SubscribeRequest(requester=self.source, symbol=symbol,
@@ -184,7 +187,16 @@ class RiskService(Service):
         return True
 
     def _restore_from_execution(self) -> None:
-        """Positions and open orders from execution's snapshot, not from memory."""
+        """Positions and open orders from execution's snapshot, not from memory; the
+        instruments' reference data (the gateway's) from the bus cache."""
+        try:
+            state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("bus-snap"),
+                                        "ref.instrument.", timeout=3.0)
+        except SnapshotTimeout:
+            self.log.warning("no reference data snapshot yet; continuing from live data")
+        else:
+            for _, msg in state + live:
+                self._apply(msg)
         self._join_execution("", "start")
         try:
             state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("bus-snap"),
@@ -427,6 +439,9 @@ class RiskService(Service):
                 self.resync_wanted.setdefault(msg.strategy, "digest differs from the mirror")
         elif isinstance(msg, GatewayState):
             self.engine.gateway_state = msg.state
+        elif isinstance(msg, Instrument):
+            if self.engine.instruments.apply(msg):
+                self.counters["instruments"] = len(self.engine.instruments.symbols())
 
     # -- STRATEGIES' STATES -------------------------------------------------------------------
     def _known_strategies(self) -> set[str]:
@@ -549,6 +564,23 @@ def _listing(strategies_dir: Path | None) -> dict[str, float]:
     if strategies_dir is None:
         return {}
     return {p.name: p.stat().st_mtime for p in Path(strategies_dir).glob("*.toml")}
+
+
+def _symbols_by_strategy(strategies_dir: Path | None) -> dict[str, frozenset[str]]:
+    """Each strategy's configured ``symbols`` (by its declared name): what it may trade."""
+    out: dict[str, frozenset[str]] = {}
+    if strategies_dir is None:
+        return out
+    for path in sorted(Path(strategies_dir).glob("*.toml")):
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, tomllib.TOMLDecodeError):
+            continue  # LimitBook reports an unreadable strategy file
+        name = data.get("name") or path.stem
+        symbols = data.get("symbols", [])
+        if isinstance(name, str) and isinstance(symbols, list):
+            out[name] = frozenset(s for s in symbols if isinstance(s, str))
+    return out
 
 
 def _strategy_symbols(strategies_dir: Path | None) -> list[str]:

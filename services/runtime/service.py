@@ -9,6 +9,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import signal
 import time
 from collections import Counter
@@ -149,6 +150,10 @@ class Service:
                 timeout = 200.0
                 if self._timers:
                     timeout = max(0.0, min(timeout, (self._timers[0][0] - time.monotonic()) * 1000))
+                # pyzmq truncates a float timeout to whole ms: a timer due in 0.7 ms became
+                # poll(0) and the loop spun until it was due (about 9 % of a core idle in the
+                # gateway with its 10 ms timer); rounded up, it sleeps until due or woken
+                timeout = math.ceil(timeout)
                 try:
                     events = self.poller.poll(timeout)
                 except zmq.ZMQError as exc:

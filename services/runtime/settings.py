@@ -159,13 +159,35 @@ class FleetSection(Struct, forbid_unknown_fields=True):
     strategies_dir: str = ""
 
 
-class InstrumentSettings(Struct, forbid_unknown_fields=True, kw_only=True):
-    """``[instruments.SYMBOL]``: the fields of runtime.instruments.InstrumentInfo."""
+#: a front-month roll rule (services/gateway/contracts.FrontMonth)
+_ROLL = __import__("re").compile(r"volume|days_before_expiry=\d+")
 
-    min_tick: Increment  # price increment
+
+class InstrumentSettings(Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[instruments.SYMBOL]`` (services/runtime/instruments.py): with ``min_tick``, the
+    reference data itself (runs without a gateway: backtests, tests; IB's replaces it live);
+    ``sec_type``/``exchange``/``ib_symbol``/``roll``: how the gateway resolves the symbol at
+    IB (``roll``: a front-month future, ``"volume"`` or ``"days_before_expiry=N"``)."""
+
+    min_tick: Union[Increment, None] = None  # price increment; None: IB's
     lot_size: Increment = 1.0  # quantity increment
     multiplier: PositiveFloat = 1.0  # contract multiplier (ES: 50)
     currency: Annotated[str, Meta(min_length=1)] = "USD"
+    price_bands: list[tuple[float, float]] = []  # IB's market rule: (low edge, increment)
+    min_size: float = 0.0
+    sec_type: Literal["", "STK", "FUT", "CASH", "IND", "CFD", "CONTFUT"] = ""
+    exchange: str = ""
+    primary_exchange: str = ""
+    ib_symbol: str = ""  # IB's symbol when the fleet's name differs (ES_FRONT -> ES)
+    roll: str = ""
+
+    def __post_init__(self) -> None:
+        # reference data without its tick is a mistake, not a resolution table
+        if self.min_tick is None and (self.lot_size != 1.0 or self.multiplier != 1.0
+                                      or self.price_bands or self.min_size):
+            raise TypeError("Object missing required field `min_tick`")
+        if self.roll and not _ROLL.fullmatch(self.roll.strip()):
+            raise ValueError(f"roll {self.roll!r}: 'volume' or 'days_before_expiry=N'")
 
 
 class TradingSettings(Struct, forbid_unknown_fields=True):

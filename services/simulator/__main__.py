@@ -26,7 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", dest="state_dir",
                    help="keep the paper account (orders, fills, positions, ids) in this directory "
                         "across restarts; a new directory is a new account (default: in memory)")
-    p.add_argument("--server-version", type=int, dest="server_version", help="highest version served (157..200)")
+    p.add_argument("--server-version", type=int, dest="server_version",
+                   default=os.environ.get("IBFLEET_SIM_SERVER_VERSION") or None,
+                   help="highest version served: 157..226, 201+ in protobuf where IB uses it "
+                        "(default $IBFLEET_SIM_SERVER_VERSION, else 200)")
     p.add_argument("--account", help="paper account code (default DU1234567)")
     p.add_argument("--market-data", dest="market_data", choices=("live", "delayed", "none"),
                    help="the account's market-data permission: live (default), delayed (IB's free "

@@ -40,6 +40,7 @@ class Broker:
         start = cfg.start_time if cfg.start_time is not None else time.time()
         self.market = Market(self.universe.instruments, cfg.seed, cfg.depth_levels, cfg.step_ms, start,
                              cfg.mean_reversion)
+        self.universe.clock[0] = self.market.now  # contract details' trading hours: sim time
         self.journal: AccountJournal | None = None
         self._dirty = False
         self._commit_scheduled = False

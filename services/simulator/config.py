@@ -43,6 +43,9 @@ DEFAULT_UNIVERSE: tuple[InstrumentSpec, ...] = (
     InstrumentSpec("MSFT", "STK", 272093, "SMART", "USD", 0.01, 410.00, primary_exchange="NASDAQ",
                    trading_class="NMS", long_name="MICROSOFT CORP",
                    valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
+    # MS (Morgan Stanley) next to MSFT: a symbol that is another's prefix
+    InstrumentSpec("MS", "STK", 4948, "SMART", "USD", 0.01, 95.00, primary_exchange="NYSE",
+                   long_name="MORGAN STANLEY", valid_exchanges="SMART,NYSE,ARCA,BATS,IEX"),
     InstrumentSpec("SPY", "STK", 756733, "SMART", "USD", 0.01, 500.00, primary_exchange="ARCA",
                    long_name="SPDR S&P 500 ETF TRUST", valid_exchanges="SMART,ARCA,NASDAQ,BATS,IEX"),
     InstrumentSpec("IBM", "STK", 8314, "SMART", "USD", 0.01, 180.00, primary_exchange="NYSE",
@@ -55,6 +58,10 @@ DEFAULT_UNIVERSE: tuple[InstrumentSpec, ...] = (
                    trading_class="ES", multiplier="50", last_trade_date="20270319",
                    long_name="E-mini S&P 500", valid_exchanges="CME", time_zone="US/Central",
                    level_size=20, commission_per_unit=2.25, commission_min=2.25),
+    InstrumentSpec("ES", "FUT", 495512565, "CME", "USD", 0.25, 5300.00, local_symbol="ESM7",
+                   trading_class="ES", multiplier="50", last_trade_date="20270618",
+                   long_name="E-mini S&P 500", valid_exchanges="CME", time_zone="US/Central",
+                   level_size=10, commission_per_unit=2.25, commission_min=2.25),
     InstrumentSpec("EUR", "CASH", 12087792, "IDEALPRO", "USD", 0.00005, 1.08500, local_symbol="EUR.USD",
                    trading_class="EUR.USD", long_name="European Monetary Union Euro",
                    valid_exchanges="IDEALPRO", level_size=1_000_000, commission_per_unit=0.00002,
@@ -144,9 +151,9 @@ def load(path: str | Path | None) -> SimConfig:
 
 
 def validate(cfg: SimConfig) -> None:
-    if not protocol.MIN_SERVED <= cfg.server_version <= protocol.MAX_TEXT:
-        raise ValueError(f"server version must be {protocol.MIN_SERVED}..{protocol.MAX_TEXT} "
-                         f"(the protobuf format of 201+ is not implemented)")
+    if not protocol.MIN_SERVED <= cfg.server_version <= protocol.MAX_SERVED:
+        raise ValueError(f"server version must be {protocol.MIN_SERVED}..{protocol.MAX_SERVED} "
+                         f"(201+: protobuf, docs/simulator.md)")
     from .encoders import zone_info
     for name in (cfg.time_zone, cfg.host_zone or cfg.time_zone):
         zone_info(name)  # ValueError: unknown time zone

@@ -1,10 +1,46 @@
-"""The instrument universe and how a client's Contract description resolves against it."""
+"""The instrument universe and how a client's Contract description resolves against it.
+
+Contract details as IB sends them: trading and liquid hours for the week ahead in the
+exchange's zone (``YYYYMMDD:HHMM-YYYYMMDD:HHMM;YYYYMMDD:CLOSED``), one market rule id per valid
+exchange, and the rules' price bands (``MARKET_RULES``, served by reqMarketRule)."""
 from __future__ import annotations
 
+import datetime as dt
 import math
+import time
 from dataclasses import dataclass
+from typing import Callable
+from zoneinfo import ZoneInfo
 
 from .config import InstrumentSpec
+
+#: market rule id -> IB's price bands [(low edge, increment)]: US stocks tick 0.0001 below
+#: $1 and 0.01 from $1 (SEC rule 612); other rules have one band of the instrument's tick
+MARKET_RULES: dict[int, list[tuple[float, float]]] = {
+    26: [(0.0, 0.0001), (1.0, 0.01)],
+    67: [(0.0, 0.25)],
+    239: [(0.0, 0.00005)],
+}
+_RULE_BY_TICK = {0.25: 67, 0.00005: 239}
+
+
+def market_rule_of(spec: InstrumentSpec) -> int:
+    """The market rule of an instrument of the universe (a new tick gets a rule of its own)."""
+    if spec.sec_type == "STK" and spec.currency == "USD" and spec.min_tick == 0.01:
+        return 26
+    rule = _RULE_BY_TICK.get(spec.min_tick)
+    if rule is None:
+        rule = 1000 + len(MARKET_RULES)
+        MARKET_RULES[rule] = [(0.0, spec.min_tick)]
+        _RULE_BY_TICK[spec.min_tick] = rule
+    return rule
+
+
+#: sessions by instrument type: (trading open, trading close, liquid open, liquid close) in
+#: the exchange's zone; an open after the close starts the evening before (CME Globex)
+SESSIONS = {"STK": ("0400", "2000", "0930", "1600"),
+            "FUT": ("1700", "1600", "0830", "1500"),
+            "CASH": ("1715", "1700", "1715", "1700")}
 
 
 @dataclass(frozen=True)
@@ -30,8 +66,14 @@ class ContractQuery:
 class Instrument:
     """An instrument of the universe with its tick arithmetic."""
 
-    def __init__(self, spec: InstrumentSpec, index: int) -> None:
+    def __init__(self, spec: InstrumentSpec, index: int,
+                 clock: list[Callable[[], float]] | None = None) -> None:
         self.spec = spec
+        self.clock = clock or [time.time]
+        rule = market_rule_of(spec)
+        self.market_rule = rule
+        self.market_rule_ids = ",".join(
+            str(rule) for _ in (spec.valid_exchanges or spec.exchange).split(","))
         self.index = index
         self.con_id = spec.con_id
         self.symbol = spec.symbol
@@ -44,6 +86,33 @@ class Instrument:
         self.local_symbol = spec.local_symbol or spec.symbol
         self.trading_class = spec.trading_class or spec.symbol
         self.valid_exchanges = spec.valid_exchanges or spec.exchange
+
+    def _hours(self, liquid: bool) -> str:
+        """IB's hours string for the seven days from today in the exchange's zone."""
+        t_open, t_close, l_open, l_close = SESSIONS.get(self.sec_type, SESSIONS["STK"])
+        start, end = (l_open, l_close) if liquid else (t_open, t_close)
+        try:
+            zone = ZoneInfo(self.spec.time_zone)
+        except Exception:  # noqa: BLE001 - an unknown zone: UTC, as a bad config would
+            zone = dt.timezone.utc
+        today = dt.datetime.fromtimestamp(self.clock[0](), zone).date()
+        out = []
+        for n in range(7):
+            day = today + dt.timedelta(days=n)
+            weekday = day.weekday()
+            closed = weekday >= 5 if self.sec_type == "STK" or start < end else weekday >= 5
+            if closed:
+                out.append(f"{day:%Y%m%d}:CLOSED")
+                continue
+            first = day - dt.timedelta(days=1) if start > end else day
+            out.append(f"{first:%Y%m%d}:{start}-{day:%Y%m%d}:{end}")
+        return ";".join(out)
+
+    def trading_hours(self) -> str:
+        return self._hours(False)
+
+    def liquid_hours(self) -> str:
+        return self._hours(True)
 
     def price(self, ticks: int) -> float:
         return round(ticks * self.min_tick, self.decimals)
@@ -91,7 +160,9 @@ class Instrument:
 
 class Universe:
     def __init__(self, specs: tuple[InstrumentSpec, ...]) -> None:
-        self.instruments = [Instrument(spec, i) for i, spec in enumerate(specs)]
+        #: the clock contract details' hours are written from (the broker sets the market's)
+        self.clock: list[Callable[[], float]] = [time.time]
+        self.instruments = [Instrument(spec, i, self.clock) for i, spec in enumerate(specs)]
         self.by_con_id = {i.con_id: i for i in self.instruments}
 
     def find(self, q: ContractQuery) -> list[Instrument]:

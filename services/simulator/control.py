@@ -102,6 +102,11 @@ class ControlServer:
             proc = b.market.processes[inst.con_id]
             return {"bid": inst.price(proc.bid), "ask": inst.price(proc.ask), "last": inst.price(proc.last_ticks),
                     "volume": proc.volume, "steps": b.market.steps}
+        if cmd == "depth":  # the book a depth subscriber of `rows` rows is shown: [price, size]
+            inst = b.universe.by_con_id[int(args["con_id"])]
+            book, rows = b.market.processes[inst.con_id].book, int(args.get("rows", 10))
+            return {"bids": [[inst.price(t), float(q)] for t, q in book.bids[:rows]],
+                    "asks": [[inst.price(t), float(q)] for t, q in book.asks[:rows]]}
         if cmd == "faults":
             return self.faults.history
         if cmd == "completed_orders":
@@ -200,6 +205,10 @@ class SimControl:
     def positions(self) -> dict: return self.call("positions")
     def account(self) -> dict: return self.call("account")
     def quote(self, con_id: int) -> dict: return self.call("quote", con_id=con_id)
+    def depth(self, con_id: int, rows: int = 10) -> dict:
+        """The book a depth subscriber of ``rows`` rows sees: {"bids": [[price, size]...],
+        "asks": [...]}, best first."""
+        return self.call("depth", con_id=con_id, rows=rows)
     def fault_history(self) -> list[dict]: return self.call("faults")
     def completed_orders(self) -> list[dict]: return self.call("completed_orders")
 

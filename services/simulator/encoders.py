@@ -127,8 +127,9 @@ class TextEncoder:
         f += [s.multiplier, "ACTIVETIM,ADJUST,ALERT,GTC,IOC,LMT,MKT,STP,STPLMT,DAY",
               inst.valid_exchanges, 1, 0, s.long_name, s.primary_exchange,
               s.last_trade_date[:6] if s.last_trade_date else "", "", "", "", s.time_zone,
-              "", "", "", "", 0,              # tradingHours, liquidHours, evRule, evMultiplier, secIdList
-              1, "", "", "26", s.last_trade_date,
+              inst.trading_hours(), inst.liquid_hours(),
+              "", "", 0,                      # evRule, evMultiplier, secIdList
+              1, "", "", inst.market_rule_ids, s.last_trade_date,
               "ETF" if s.symbol == "SPY" else ("COMMON" if s.sec_type == "STK" else "")]
         if v == P.FRACTIONAL_SIZE_SUPPORT:
             f.append(1)
@@ -140,6 +141,12 @@ class TextEncoder:
 
     def contract_data_end(self, req_id: int) -> bytes:
         return encode([int(Out.CONTRACT_DATA_END), 1, req_id])
+
+    def market_rule(self, rule_id: int, bands: list[tuple[float, float]]) -> bytes:
+        f: list[object] = [int(Out.MARKET_RULE), rule_id, len(bands)]
+        for low_edge, increment in bands:
+            f += [low_edge, increment]
+        return encode(f)
 
     # ---- market data (hot paths use f-strings to stay cheap)
     def tick_price(self, req_id: int, tick_type: int, price: str, size: str, mask: int = 0) -> bytes:
@@ -368,7 +375,9 @@ class TextEncoder:
     # ---- portfolio and account
     def position(self, account: str, inst: Instrument, position: float, avg_cost: float) -> bytes:
         f: list[object] = [int(Out.POSITION_DATA), 3, account]
-        f += self._contract_block(inst)
+        # a future's position comes without an exchange, as IB writes it
+        # (../shared/fixtures/tws/frames.jsonl, "position ES FUT": ES FUT 20250919 ... "" USD)
+        f += self._contract_block(inst, "" if inst.sec_type == "FUT" else None)
         f += [qty(position), avg_cost]
         return encode(f)
 

@@ -8,6 +8,7 @@ from enum import IntEnum
 
 MIN_SERVED = 157          # oldest version we negotiate (ib_async asks for 157..178)
 MAX_TEXT = 200            # newest version of the text wire format; 201+ is protobuf
+MAX_SERVED = 226          # newest version served: ibapi 10.50.2's MAX_CLIENT_VER (pbwire.py)
 DEFAULT_VERSION = 200
 
 # field-presence thresholds (the client's MIN_SERVER_VER_* values we have to mirror)
@@ -75,6 +76,7 @@ class In(IntEnum):
     CANCEL_POSITIONS_MULTI = 75
     REQ_ACCOUNT_UPDATES_MULTI = 76
     CANCEL_ACCOUNT_UPDATES_MULTI = 77
+    REQ_MARKET_RULE = 91
     REQ_PNL = 92
     CANCEL_PNL = 93
     REQ_PNL_SINGLE = 94
@@ -122,6 +124,7 @@ class Out(IntEnum):
     ACCOUNT_UPDATE_MULTI = 73
     ACCOUNT_UPDATE_MULTI_END = 74
     TICK_REQ_PARAMS = 81
+    MARKET_RULE = 93
     PNL = 94
     PNL_SINGLE = 95
     TICK_BY_TICK = 99

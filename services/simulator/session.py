@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable
 
 from . import protocol as P
-from .contracts import ContractQuery, Instrument
+from .contracts import MARKET_RULES, ContractQuery, Instrument
+from . import pbwire
 from .encoders import TextEncoder, ib_time, parse_filter_time, qty
 from .feeds import DepthSub, MktSub, RtbSub, TbtSub
 from .logs import log
@@ -45,6 +46,7 @@ class Session:
         self.client_id: int | None = None
         self.version = 0
         self.enc = TextEncoder(P.DEFAULT_VERSION)
+        self.raw_ids = False     # 201+: message ids as 4-byte integers (pbwire.py)
         self.closed = False
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -86,13 +88,15 @@ class Session:
             In.REQ_COMPLETED_ORDERS: self.req_completed_orders,
             In.REQ_CURRENT_TIME_IN_MILLIS: self.req_current_time_millis,
             In.REQ_NEWS_BULLETINS: self.ignore, In.CANCEL_NEWS_BULLETINS: self.ignore,
-            In.SET_SERVER_LOGLEVEL: self.ignore,
+            In.SET_SERVER_LOGLEVEL: self.ignore, In.REQ_MARKET_RULE: self.req_market_rule,
         }
 
     # ================================================================ output
     def _queue(self, data: bytes) -> None:
         if self.closed:
             return
+        if self.raw_ids:
+            data = pbwire.raw_ids(data)
         self._out.append(data)
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -240,10 +244,11 @@ class Session:
             log("bad_handshake", peer=self.peer, reason=f"no common version in {lo}..{hi}")
             return False
         self.version = version
-        self.enc = TextEncoder(version, self.broker.time_zone)
+        self.enc = pbwire.encoder_for(version, self.broker.time_zone)
         # as a real gateway: 'yyyymmdd hh:mm:ss ZONE' in the host's zone (often a Windows name)
         conn_time = ib_time(self.broker.market.now(), self.broker.host_zone)
         self._queue(TextEncoder.server_version(version, conn_time))
+        self.raw_ids = version >= pbwire.PROTOBUF
         return True
 
     async def _read_loop(self) -> None:
@@ -261,7 +266,14 @@ class Session:
                 self._dispatch(body)
 
     def _dispatch(self, body: bytes) -> None:
-        fields = split_fields(body)
+        if self.raw_ids:
+            try:
+                fields = pbwire.request_fields(body, self.version)
+            except FieldError as exc:
+                self._bad_frame(-1, str(exc))
+                return
+        else:
+            fields = split_fields(body)
         if not fields or not fields[0].strip().lstrip("-").isdigit():
             self._bad_frame(-1, f"Unparseable message id {fields[0][:20]!r}" if fields else "Empty message")
             return
@@ -361,6 +373,14 @@ class Session:
         for inst in found:
             self.send(self.enc.contract_data(req_id, inst))
         self.send(self.enc.contract_data_end(req_id))
+
+    def req_market_rule(self, f: Fields) -> None:
+        """reqMarketRule: IB's price bands (contracts.MARKET_RULES); an unknown id is ignored,
+        as IB does."""
+        rule_id = f.int()
+        bands = MARKET_RULES.get(rule_id)
+        if bands is not None:
+            self.send(self.enc.market_rule(rule_id, bands))
 
     # ================================================================ market data
     def req_market_data_type(self, f: Fields) -> None:

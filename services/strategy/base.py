@@ -232,7 +232,8 @@ class Strategy:
         try:
             info = self.instrument(symbol)
         except UnknownInstrument:
-            raise InvalidOrder(f"symbol {symbol!r} is not a known instrument") from None
+            raise InvalidOrder(f"symbol {symbol!r} has no reference data (the gateway "
+                               f"publishes it once IB has resolved the symbol)") from None
         if not (quantity > 0) or not math.isfinite(quantity):
             raise InvalidOrder(f"quantity {quantity!r} must be positive")
         if kind.needs_limit and not math.isfinite(limit_price):

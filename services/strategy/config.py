@@ -86,12 +86,24 @@ class StrategyConfig:
         module_name, _, attr = self.class_path.partition(":")
         if str(STRATEGIES_DIR) not in sys.path:
             sys.path.append(str(STRATEGIES_DIR))
+        if not module_name or not attr:
+            raise ConfigError(f"strategy class {self.class_path!r}: write it as "
+                              f"'module:ClassName' (a module in strategies/, or "
+                              f"'package.module:ClassName')")
         try:
             module = importlib.import_module(module_name)
-            return getattr(module, attr)
-        except (ImportError, AttributeError, ValueError) as exc:
+        except ModuleNotFoundError as exc:
             raise ConfigError(f"strategy class {self.class_path!r} cannot be loaded: {exc}; "
-                              f"write it as 'package.module:ClassName'") from None
+                              f"strategy code lives in {STRATEGIES_DIR} (or "
+                              f"[fleet] strategies_dir)") from None
+        except Exception as exc:  # the module itself fails: say how, not where it should be
+            raise ConfigError(f"strategy class {self.class_path!r}: importing {module_name} "
+                              f"failed: {type(exc).__name__}: {exc}") from None
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise ConfigError(f"strategy class {self.class_path!r}: module {module_name} has "
+                              f"no {attr!r}") from None
 
     def params_for(self, cls: type) -> Any:
         """``[params]`` as ``cls`` takes them: decoded strictly into ``cls.Params`` when it

@@ -27,7 +27,8 @@ import time
 import traceback
 
 from proto.schema import (AccountValue, Alert, Bar, Commission, Control, DepthUpdate,
-                          GatewayState, HistoricalEnd, HistoricalRequest, OrderIntent,
+                          GatewayState, HistoricalEnd, HistoricalRequest, Instrument,
+                          OrderIntent,
                           OrderUpdate, QuoteTick, RiskDecision, StrategyDigest,
                           StrategyPosition, SubscribeRequest, Tick, TradeTick, TradingState)
 from services.bus import snapshot
@@ -64,7 +65,10 @@ class StrategyRunner(Service):
         # its own topics exactly: a prefix would also bring strategy "mr1"'s to "mr"
         self.feed = self.track(Subscriber(self.ctx, bus.endpoint("bus-out"),
                                           ["gw.state", AccountValue.TOPIC, Commission.TOPIC],
-                                          exact=[f"ord.update.{cfg.name}", self.state_topic]))
+                                          exact=[f"ord.update.{cfg.name}", self.state_topic,
+                                                 # its instruments' reference data (gateway)
+                                                 *(f"{Instrument.TOPIC}.{s}"
+                                                   for s in cfg.symbols)]))
         # historical bars (hist.strategy.NAME) and their ends (hist), read only by history()
         # (subscribed only while history() waits, so nothing queues up in between)
         self.hist_feed = Subscriber(self.ctx, bus.endpoint("bus-out"), [])
@@ -194,9 +198,29 @@ class StrategyRunner(Service):
 
     # -- LIFECYCLE ----------------------------------------------------------------------------
     def on_start(self) -> None:
+        self._join_instruments()
         if self.recover:
             self._recover()
         self.strategy.handle_start()
+
+    def _join_instruments(self) -> None:
+        """Its symbols' reference data (the gateway's ``Instrument`` messages) from the bus
+        cache before its first callback; later ones arrive live."""
+        wanted = set(self.cfg.symbols)
+        try:
+            state, live = snapshot.join(self.ctx, self.feed, self.config.bus.endpoint("bus-snap"),
+                                        f"{Instrument.TOPIC}.", timeout=5.0)
+        except SnapshotTimeout:
+            self.log.warning("no reference data snapshot; waiting for the gateway's")
+            return
+        for _, msg in state + live:
+            if isinstance(msg, Instrument) and msg.symbol in wanted:
+                self.strategy.instruments.apply(msg)
+            elif not isinstance(msg, Instrument):
+                self._dispatch(msg)
+        missing = sorted(wanted - set(self.strategy.instruments.symbols()))
+        if missing:
+            self.log.warning("no reference data yet", extra={"symbols": missing})
 
     def heartbeat(self) -> None:
         """The trading state risk set, as applied here (``starting``/``stopping`` around)."""
@@ -295,6 +319,8 @@ class StrategyRunner(Service):
                 if not s.handle_execution(msg):
                     self.counters["digest_mismatches"] += 1
                     self.resync_wanted = "execution's digest differs from the mirror"
+            elif isinstance(msg, Instrument):
+                s.instruments.apply(msg)
             elif isinstance(msg, GatewayState):
                 self.gateway_state = msg.state
             elif isinstance(msg, AccountValue):

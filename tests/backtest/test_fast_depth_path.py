@@ -104,6 +104,8 @@ CASES = {
     "warmup_and_latency_0": (Settings(report_latency_ns=0, warmup_ns=3_000_000_000,
                                       queue_model="none"), False, None),
     "window": (Settings(latency_ns=1_000_000), False, (20_000_000_000, 150_000_000_000)),
+    # ends just before a depth-only frame: the scanner meets the first record past the end
+    "window_ends_on_depth": (Settings(), False, (0, "before_depth")),
 }
 
 
@@ -114,6 +116,11 @@ def test_fast_path_output_is_byte_identical(tmp_path, case):
     start, end = window if window else (None, None)
     if window:
         first = recording.time_range()[0]
+        if end == "before_depth":
+            times = [r.recv_ns for r in recording.records()
+                     if r.topic_bytes.startswith(b"md.depth")]
+            end = times[len(times) // 2] - 1 - first
+            assert end > 0
         start, end = first + start, first + end
     path = f"{__name__}:Flaky"
     fast, fast_out, fast_report = _run(tmp_path, "fast", recording, True, settings, path,

@@ -11,6 +11,7 @@ from services.risk.engine import RiskEngine
 from services.risk.limits import LimitBook, Limits, build_limits
 from services.runtime.config import ConfigError
 from services.runtime.instruments import Instruments
+from tests.support.instruments import TEST_INSTRUMENTS
 from services.strategy import config as strategy_config
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "strategies").glob("*.toml"))
@@ -76,7 +77,7 @@ def _intent(strategy: str) -> OrderIntent:
 def test_risk_refuses_new_orders_of_a_strategy_whose_budget_file_was_refused(tmp_path):
     (tmp_path / "good.toml").write_text(GOOD.format(name="good"))
     (tmp_path / "bad.toml").write_text(GOOD.format(name="bad").replace("300", '"300"'))
-    engine = RiskEngine(LimitBook.from_config({}, tmp_path), Instruments())
+    engine = RiskEngine(LimitBook.from_config({}, tmp_path), Instruments(TEST_INSTRUMENTS))
     engine.gateway_state = "synchronised"
     engine.on_mark("AAPL", 99.99, 100.01)
     refused = engine.check(_intent("bad"))

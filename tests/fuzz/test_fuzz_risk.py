@@ -16,6 +16,7 @@ from proto.schema import OrderIntent, StrategyPosition
 from services.risk.engine import Decision, RiskEngine
 from services.risk.limits import LimitBook, Limits
 from services.runtime.instruments import Instruments
+from tests.support.instruments import TEST_INSTRUMENTS
 from tests.fuzz.support import Tally, long, quick
 
 NOW_NS = 1_764_000_000 * 10**9
@@ -23,7 +24,7 @@ NOW_NS = 1_764_000_000 * 10**9
 
 def make_engine() -> RiskEngine:
     """An engine with some state to break: open orders of two strategies, a position, marks."""
-    engine = RiskEngine(LimitBook(Limits()), Instruments(), clock=lambda: 1000.0,
+    engine = RiskEngine(LimitBook(Limits()), Instruments(TEST_INSTRUMENTS), clock=lambda: 1000.0,
                         wall_clock=lambda: NOW_NS)
     engine.gateway_state = "synchronised"
     engine.on_mark("AAPL", 99.99, 100.01)

@@ -2,6 +2,7 @@
 durable order identity, execution dedupe, error classes, the event queue's wake-ups."""
 from __future__ import annotations
 
+import math
 import queue
 import random
 import threading
@@ -281,3 +282,22 @@ def test_a_quote_that_did_not_change_makes_no_second_tick():
     assert not top.price(2, None) and top.price(2, 189.6)  # unset ask stays unset; then set
     assert top.price(67, 189.6)                       # the same ask, now delayed: a change
     assert top.message().delayed
+
+
+@pytest.mark.parametrize("order_type, lmt, aux, expected", [
+    ("MKT", 0.0, 0.0, (None, None)),        # IB writes 0 for a MKT order's limit (transcripts)
+    ("LMT", 10.0, 0.0, (10.0, None)),       # ... and for a LMT order's aux price
+    ("STP", 0.0, 13.16, (None, 13.16)),
+    ("STP LMT", 12.0, 13.0, (12.0, 13.0)),
+    ("TRAIL", 0.0, 1.5, (0.0, 1.5)),        # a type not modelled keeps what IB sent
+])
+def test_an_open_orders_unused_prices_are_nan_not_zero(order_type, lmt, aux, expected):
+    from ibapi.contract import Contract
+    from ibapi.order import Order
+
+    from services.gateway.translate import open_order
+    order = Order()
+    order.orderType, order.lmtPrice, order.auxPrice, order.totalQuantity = order_type, lmt, aux, 1
+    msg = open_order(7, Contract(), order, None, "AAPL")
+    got = tuple(None if math.isnan(v) else v for v in (msg.limit_price, msg.stop_price))
+    assert got == expected

@@ -11,6 +11,7 @@ from services.model.portfolio import Fill, Portfolio
 from services.risk.engine import ACTIVE, HALTED, REDUCING, RiskEngine
 from services.risk.limits import LimitBook, Limits
 from services.runtime.instruments import Instruments
+from tests.support.instruments import TEST_INSTRUMENTS
 
 
 class Clock:
@@ -34,9 +35,9 @@ class WallClock:
 
 def _engine(**limits) -> tuple[RiskEngine, Clock]:
     clock = Clock()
-    engine = RiskEngine(LimitBook(Limits(**limits)), Instruments(), clock=clock,
+    engine = RiskEngine(LimitBook(Limits(**limits)), Instruments(TEST_INSTRUMENTS), clock=clock,
                         wall_clock=WallClock())
-    engine.portfolio = Portfolio(Instruments())  # execution's numbers, made by the model
+    engine.portfolio = Portfolio(Instruments(TEST_INSTRUMENTS))  # execution's numbers, made by the model
     engine.gateway_state = "synchronised"
     engine.on_mark("AAPL", 99.99, 100.01)
     engine.on_mark("ES", 5000.0, 5000.25)

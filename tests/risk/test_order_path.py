@@ -12,6 +12,7 @@ from proto.schema import OrderIntent, OrderUpdate, StrategyPosition
 from services.risk.engine import REDUCING, GroupDesk, RiskEngine
 from services.risk.limits import LimitBook, Limits
 from services.runtime.instruments import Instruments
+from tests.support.instruments import TEST_INSTRUMENTS
 
 NOW_NS = 1_764_000_000 * 10**9
 
@@ -25,7 +26,7 @@ class Clock:
 
 
 def _engine(**limits) -> RiskEngine:
-    engine = RiskEngine(LimitBook(Limits(**limits)), Instruments(), clock=Clock(),
+    engine = RiskEngine(LimitBook(Limits(**limits)), Instruments(TEST_INSTRUMENTS), clock=Clock(),
                         wall_clock=lambda: NOW_NS)
     engine.gateway_state = "synchronised"
     engine.on_mark("AAPL", 99.99, 100.01)
@@ -336,7 +337,7 @@ def test_sound_sizes_and_order_types_pass(intent):
 
 
 def test_the_size_increment_is_exact_as_the_broker_gets_it():
-    info = Instruments().get("AAPL")
+    info = Instruments(TEST_INSTRUMENTS).get("AAPL")
     assert info.size_increment == 1.0
     assert [info.on_size_increment(q) for q in (1, 100.0, 5e-10, 10.0000000001, 0.0, -1.0,
                                                  math.nan, math.inf, 1e40)] == \

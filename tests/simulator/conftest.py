@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from services.simulator import protocol
 from services.simulator.control import SimControl
 from tests.support.processes import ProcessGroup, free_ports, port_open, wait_for
 
@@ -19,6 +20,7 @@ class Sim:
     procs: ProcessGroup
     name: str
     proc: object
+    version: int = protocol.DEFAULT_VERSION   # the highest server version it serves
 
     def log(self) -> str:
         return self.procs.log(self.name)
@@ -65,3 +67,23 @@ def start_sim(procs, tmp_path):
     yield start
     for c in controls:
         c.close()
+
+
+#: the server versions the ibapi client suites run at: the last text version and the newest
+#: (protobuf) one ibapi-stable announces (docs/simulator.md, "Protobuf")
+SERVER_VERSIONS = (protocol.MAX_TEXT, protocol.MAX_SERVED)
+
+
+def start_sim_at_versions():
+    """A module's `start_sim = start_sim_at_versions()`: every test of the module runs once per
+    SERVER_VERSIONS, with the simulator serving up to that version (`sim.version`)."""
+
+    @pytest.fixture(params=SERVER_VERSIONS, ids=lambda v: f"v{v}")
+    def start_sim(request, start_sim):
+        def start(*args: str, **kwargs) -> Sim:
+            sim = start_sim("--server-version", str(request.param), *args, **kwargs)
+            sim.version = request.param
+            return sim
+        return start
+
+    return start_sim

@@ -6,8 +6,11 @@ import pytest
 from ibapi.order_cancel import OrderCancel
 
 from services.simulator.control import SimControlError
+from tests.simulator.conftest import start_sim_at_versions
 from tests.simulator.ibapi_client import IbapiClient, order, stock
 from tests.support.processes import wait_for
+
+start_sim = start_sim_at_versions()   # each test at v200 (text) and at the protobuf maximum
 
 AAPL, SPY = 265598, 756733
 BY_SYSTEM = "Cancelled by System:\n"

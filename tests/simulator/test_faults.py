@@ -9,9 +9,12 @@ from ibapi.execution import ExecutionFilter
 
 from services.simulator.control import SimControlError
 
+from tests.simulator.conftest import start_sim_at_versions
 from tests.simulator.ibapi_client import IbapiClient, order, stock
 from tests.simulator.rawclient import RawClient
 from tests.support.processes import wait_for
+
+start_sim = start_sim_at_versions()   # each test at v200 (text) and at the protobuf maximum
 
 
 def connect_when_accepted(port: int, client_id: int, deadline: float = 60.0) -> IbapiClient:

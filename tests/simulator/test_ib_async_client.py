@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from ib_async import IB, Forex, Future, LimitOrder, MarketOrder, Stock, StopOrder
 
+from tests.simulator.conftest import start_sim_at_versions
 from tests.support.processes import wait_for
+
+# a simulator serving up to v200 and one serving up to the protobuf maximum: ib_async gets its
+# own version (178, text) from both
+start_sim = start_sim_at_versions()
 
 
 def connect(port: int, client_id: int) -> IB:

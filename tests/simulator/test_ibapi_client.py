@@ -3,8 +3,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from tests.simulator.conftest import start_sim_at_versions
 from tests.simulator.ibapi_client import IbapiClient, forex, future, order, stock
 from tests.support.processes import wait_for
+
+start_sim = start_sim_at_versions()   # each test at v200 (text) and at the protobuf maximum
 
 
 def test_handshake_contracts_and_errors(start_sim):
@@ -12,7 +15,7 @@ def test_handshake_contracts_and_errors(start_sim):
     c = IbapiClient(sim.port, 11).connect()
     try:
         assert c.rec.get("managedAccounts") == [("DU1234567",)]
-        assert c.client.serverVersion() == 200
+        assert c.client.serverVersion() == sim.version
         for code in (2104, 2106, 2158):
             assert c.wait_error(code, -1)
         c.client.reqContractDetails(1, stock("AAPL"))

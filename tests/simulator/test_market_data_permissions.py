@@ -4,8 +4,11 @@ the delayed tick types after ``reqMarketDataType(3)``. Sources of each code: doc
 "Market data permissions"."""
 from __future__ import annotations
 
+from tests.simulator.conftest import start_sim_at_versions
 from tests.simulator.ibapi_client import IbapiClient, stock
 from tests.support.processes import wait_for
+
+start_sim = start_sim_at_versions()   # each test at v200 (text) and at the protobuf maximum
 
 DELAYED_TYPES = {66, 67, 68, 69, 70, 71, 72, 73, 74, 75}
 

@@ -10,7 +10,10 @@ import pytest
 from ibapi.execution import ExecutionFilter
 
 from services.simulator.encoders import ib_time, parse_filter_time
+from tests.simulator.conftest import start_sim_at_versions
 from tests.simulator.ibapi_client import IbapiClient, order, stock
+
+start_sim = start_sim_at_versions()   # each test at v200 (text) and at the protobuf maximum
 
 AAPL = 265598
 T = 1776108424  # 2026-04-13 19:27:04 UTC (the G200 capture's "20260413 15:27:04 US/Eastern")

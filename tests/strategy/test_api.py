@@ -23,6 +23,8 @@ from services.strategy.base import Strategy
 from services.strategy.clock import TradingCalendar
 from services.strategy.config import StrategyConfig
 from services.strategy.runner import complete_bars, history_duration
+from services.runtime.instruments import Instruments
+from tests.support.instruments import TEST_INSTRUMENTS
 
 NS = 1_000_000_000
 NY = ZoneInfo("America/New_York")
@@ -79,7 +81,7 @@ class Recorder(Strategy):
 
 def make(cls=Recorder, t: int = T0):
     host = Host(t)
-    return cls("s", ["AAPL"], {}, host), host
+    return cls("s", ["AAPL"], {}, host, Instruments(TEST_INSTRUMENTS)), host
 
 
 def five(start_ns: int, o: float, h: float, lo: float, c: float, v: float = 100.0,

@@ -9,6 +9,8 @@ import pytest
 from proto.schema import OrderUpdate, StrategyDigest, StrategyPosition
 from services.model.orders import InvalidOrder
 from services.strategy.base import Strategy
+from services.runtime.instruments import Instruments
+from tests.support.instruments import TEST_INSTRUMENTS
 
 
 class Host:
@@ -27,7 +29,7 @@ class Host:
 
 def _strategy():
     host = Host()
-    return Strategy("s", ["AAPL"], {}, host), host
+    return Strategy("s", ["AAPL"], {}, host, Instruments(TEST_INSTRUMENTS)), host
 
 
 def test_a_lower_case_side_is_a_buy_and_nonsense_is_refused_before_anything_is_sent():

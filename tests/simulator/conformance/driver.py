@@ -316,6 +316,7 @@ class LegRun:
 @dataclass
 class Replay:
     transcript: Transcript
+    req_ids: "ReqIds"
     legs: list[LegRun] = field(default_factory=list)
 
 
@@ -375,8 +376,8 @@ def replay(transcript: Transcript, port: int, client_ids: list[int],
     """Replay every leg: connect (the handshake), then each step's requests; a step's window of
     answers closes when every expected message has its counterpart (or ``step_deadline``
     passed), plus ``settle`` seconds for messages the simulator sends beyond the transcript's."""
-    result = Replay(transcript)
     req_ids = ReqIds()
+    result = Replay(transcript, req_ids)
     for n, leg in enumerate(transcript.legs):
         client_id = client_ids[n] if n < len(client_ids) else client_ids[-1]
         conn = Conn(port, client_id)
@@ -409,5 +410,4 @@ def replay(transcript: Transcript, port: int, client_ids: list[int],
             conn.close()
             wait_clients(client_id)
         result.legs.append(run)
-    result.req_ids = req_ids   # type: ignore[attr-defined]
     return result
