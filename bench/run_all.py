@@ -35,6 +35,7 @@ BENCHES = {
     "bench_tick_to_order.py": [],
     "bench_recovery.py": ["--full"],  # outages up to 120 s, as docs/benchmarks.md quotes
     "bench_backtest.py": [],
+    "bench_import.py": [],
 }
 NO_QUICK = {"bench_simulator.py", "bench_gateway.py"}
 

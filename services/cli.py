@@ -31,7 +31,7 @@ COMMANDS = {
     "record": ("services.recorder.__main__:main", "record every bus message to segment files"),
     "replay": ("services.replay.__main__:main", "replay a recording onto a bus of its own"),
     "backtest": ("services.backtest.__main__:main", "run strategies over a recording or catalog data (--data)"),
-    "data": ("services.data.cli:main", "the data catalog: import, list, show, import-sample"),
+    "data": ("services.data.cli:main", "the data catalog: import, import-sample, download (from IB, through the gateway), list, show, remove"),
 }
 
 

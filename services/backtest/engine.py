@@ -158,6 +158,7 @@ class BacktestEngine:
         self.samples: list[Sample] = []
         self.callback_errors = 0
         self.messages = 0
+        self._account_sent: dict[str, str] = {}  # account values as last published
         self.start_ns = 0
         self._started = False
         self._last_mids: dict[str, float] = {}
@@ -546,9 +547,12 @@ class BacktestEngine:
                   "GrossPositionValue": account.gross_exposure,
                   "RealizedPnL": account.realized, "UnrealizedPnL": account.unrealized}
         for key, value in values.items():
+            text = f"{value:.2f}"
+            if self._account_sent.get(key) == text:  # IB streams changes only (updateAccountValue)
+                continue
+            self._account_sent[key] = text
             self._call(self.strategy.handle_account,
-                       AccountValue(account="BACKTEST", key=key, value=f"{value:.2f}",
-                                    currency="USD"))
+                       AccountValue(account="BACKTEST", key=key, value=text, currency="USD"))
 
 
 def _decision(intent: OrderIntent, approved: bool, reason: str = "",

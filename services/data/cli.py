@@ -5,10 +5,12 @@
     ibfleet data list
     ibfleet data show DATASET
     ibfleet data remove DATASET
+    ibfleet data download SYMBOL --from DATE --to DATE [--bar-size "1 min"] [--what TRADES]
+                          [--rth | --all-hours] [--config FLEET.toml]
 
 Every subcommand takes ``--catalog DIR`` (default: $IBFLEET_CATALOG, else the fleet's state
 directory's ``catalog/``). Refusals print one ``ibfleet data: ...`` line and exit 1.
-(``download``, IB historical bars through the gateway, is not here yet.)
+``download`` asks the running fleet's gateway for IB historical bars (services/data/download.py).
 """
 from __future__ import annotations
 
@@ -86,6 +88,32 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--head", type=int, default=0, metavar="N", help="print the first N rows")
     rm = sub.add_parser("remove", parents=[common], help="remove one dataset")
     rm.add_argument("dataset", metavar="DATASET")
+    dl = sub.add_parser("download", parents=[common],
+                        help="IB historical bars through the running fleet's gateway, one UTC "
+                             "day per partition (resumable)",
+                        description="Ask the running fleet's gateway for IB historical bars "
+                                    "(paced there by IB's rules, with everything else the "
+                                    "fleet asks) and store each complete UTC day in "
+                                    "bars-SIZE/SYMBOL. Days the catalog has are skipped: "
+                                    "run the same command again to continue.")
+    dl.add_argument("symbol", metavar="SYMBOL", help="the fleet's symbol (as in its config)")
+    dl.add_argument("--from", dest="from_day", required=True, metavar="DATE",
+                    help="first UTC day, YYYY-MM-DD")
+    dl.add_argument("--to", dest="to_day", required=True, metavar="DATE",
+                    help="last UTC day, YYYY-MM-DD (included)")
+    dl.add_argument("--bar-size", default="1 min", help="IB's bar size: '1 min' (default), "
+                                                        "'5 secs', '5 mins', '1 hour'...")
+    dl.add_argument("--what", default="TRADES", choices=("TRADES", "MIDPOINT", "BID_ASK"),
+                    help="IB's whatToShow (default TRADES)")
+    rth = dl.add_mutually_exclusive_group()
+    rth.add_argument("--rth", dest="rth", action="store_true", default=True,
+                     help="regular trading hours only (default)")
+    rth.add_argument("--all-hours", dest="rth", action="store_false",
+                     help="outside regular trading hours too (useRTH=0)")
+    dl.add_argument("--wait", type=float, default=10.0, metavar="S",
+                    help="seconds to wait for the gateway's state on the bus (default 10)")
+    from services.runtime.cli import add_common_args
+    add_common_args(dl)
     return parser
 
 
@@ -103,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list(catalog, args.json)
         if args.command == "show":
             return _show(catalog, args.dataset, args.json, args.head)
+        if args.command == "download":
+            return _download(args)
         if args.command == "remove":
             catalog.remove(args.dataset)
             print(f"removed {args.dataset}")
@@ -111,6 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ibfleet data: {exc}", file=sys.stderr)
         return 1
     return 2
+
+
+def _download(args) -> int:
+    from services.data import download
+    from services.runtime import config as fleet_config
+    try:
+        config = fleet_config.load(args.config, args.run_dir, args.state_dir)
+    except fleet_config.ConfigError as exc:
+        raise DataError(str(exc)) from None
+    if args.catalog is None and not os.environ.get("IBFLEET_CATALOG") and (
+            args.config or args.state_dir):
+        args.catalog = config.state_dir / "catalog"  # the fleet's own state directory
+    args.catalog_obj = Catalog(args.catalog or default_catalog())
+    return download.main(args, config)
 
 
 def _import(catalog: Catalog, args) -> int:

@@ -60,9 +60,17 @@ class HistoryDesk:
         #: pacing decisions that held a request back (each job counted once per rule)
         self.paced: dict[str, int] = {"identical": 0, "burst": 0, "total": 0}
 
-    def add(self, request: HistoricalRequest) -> None:
+    def add(self, request: HistoricalRequest) -> bool:
+        """Queue ``request``; False (and nothing queued) if the same requester's same request
+        is already waiting or in flight: a requester repeats an unanswered request (PUB/SUB
+        may have lost it), and a repeat must not cost IB a second request."""
+        ident = (request.requester, request.request)
+        for job in self.waiting + list(self.in_flight.values()):
+            if (job.request.requester, job.request.request) == ident:
+                return False
         self.waiting.append(HistoryJob(request))
         self.save()
+        return True
 
     # -- the journal of unanswered requests ------------------------------------------------
     def _restore(self, path: Path) -> None:

@@ -56,9 +56,10 @@ class MarketData:
         self.subs = SubscriptionBook({"lines": opts.mkt_data_lines,
                                       "depth": opts.depth_subscriptions,
                                       "tick_by_tick": opts.tick_by_tick_subscriptions})
+        state = None if state_dir is None else Path(state_dir)
         self.history = HistoryDesk(
-            HistoricalPacer(path=None if state_dir is None else Path(state_dir) / HISTORY_PACING_FILE),
-            journal=None if state_dir is None else Path(state_dir) / HISTORY_JOURNAL_FILE)
+            HistoricalPacer(path=None if state is None else state / HISTORY_PACING_FILE),
+            journal=None if state is None else state / HISTORY_JOURNAL_FILE)
         counters["history_restored"] = self.history.restored
         self.top: dict[int, translate.TopOfBook] = {}         # by req id
         self.depth_rows: dict[str, translate.DepthRows] = {}  # by symbol

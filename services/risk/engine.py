@@ -507,11 +507,6 @@ class RiskEngine:
         increment, multiplier: nothing is checked against a guess)."""
         if intent.action == "modify":
             return None
-        allowed = self.symbols.get(intent.strategy)
-        if allowed is not None and intent.symbol not in allowed:
-            return Decision(False, "symbol_not_configured",
-                            f"{intent.symbol!r} is not one of {intent.strategy}'s symbols "
-                            f"({', '.join(sorted(allowed)) or 'none'})")
         try:
             self.instruments.get(intent.symbol)
         except UnknownInstrument:
@@ -519,6 +514,11 @@ class RiskEngine:
                             f"no reference data for {intent.symbol!r}: the gateway has not "
                             f"published IB's contract details for it (unknown at IB, or not "
                             f"resolved yet)")
+        allowed = self.symbols.get(intent.strategy)
+        if allowed is not None and intent.symbol not in allowed:
+            return Decision(False, "symbol_not_configured",
+                            f"{intent.symbol!r} is not one of {intent.strategy}'s symbols "
+                            f"({', '.join(sorted(allowed)) or 'none'})")
         return None
 
     def _terms(self, intent, order, book, limits) -> Decision | None:

@@ -245,7 +245,7 @@ class Market:
         hist = self.history[con_id]
         start_grid = int(self.start_time) - int(self.start_time) % bar_seconds
         last_start = int(end) - int(end) % bar_seconds
-        if last_start >= end and last_start > start_grid:
+        if last_start >= end:  # the bar that starts at the end time is not in the window
             last_start -= bar_seconds
         first_start = last_start - (count - 1) * bar_seconds
         older = max(0, (start_grid - first_start) // bar_seconds + 1)

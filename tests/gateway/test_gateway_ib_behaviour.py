@@ -1,7 +1,8 @@
 """What the bridge must get right about IB's own behaviour (issue 13, "Why" item 6): the depth
-full-book rule across a farm flap, requests in flight across a gateway restart, historical
-pacing across reconnects, a lasting client id lock-out (326), futures positions' exchange.
-Real simulator, bus and gateway processes (tests/gateway/conftest.py)."""
+full-book rule across a farm flap, historical requests and contract lookups in flight across a
+gateway restart, historical pacing across reconnects and gateway restarts, a lasting client id
+lock-out (326), futures positions' exchange. Real simulator, bus and gateway processes
+(tests/gateway/conftest.py); outside trades: test_gateway_outside_trade.py."""
 from __future__ import annotations
 
 import signal
@@ -9,15 +10,20 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import zmq
 
 from core.book import BookError, OrderBook
-from proto.schema import (Alert, Bar, DepthUpdate, Execution, GatewayError, Heartbeat,
-                          HistoricalEnd, HistoricalRequest, Position, ReconcileEnd)
+from proto.schema import (Alert, Bar, ContractLookup, ContractLookupResult, DepthUpdate,
+                          Execution, GatewayError, Heartbeat, HistoricalEnd, HistoricalRequest,
+                          Position, ReconcileEnd)
+from services.bus.reliable import ReliableClient
 from services.gateway.connection import LOCKOUT_CRITICAL_ATTEMPTS
 from services.simulator.control import SimControl
 from tests.gateway.conftest import SIM_FAST, BusRecorder, Fleet
 from tests.support.bus import short_run_dir, start_broker
 from tests.support.processes import free_ports, port_open, wait_for
+
+pytestmark = pytest.mark.both_wire_formats  # the fleet's tests at v200 and v226 (conftest)
 
 AAPL = 265598
 ROWS = 10  # the gateway's --depth-rows default, and a strategy's book depth
@@ -34,6 +40,15 @@ def _book(fleet, symbol: str = "AAPL", since: int = 0):
             refused.append((m, str(exc)))
             book.reset()
     return book, refused
+
+
+def _state_after(fleet, state: str, since: int) -> int:
+    """Wait for the gateway to publish ``state`` after ``since``; its index on the bus (the
+    gateway also repeats its state with every heartbeat: ``since`` must follow the change
+    before)."""
+    msg = fleet.bus.wait_state(state, since=since, deadline=60)
+    with fleet.bus.lock:
+        return next(i for i, m in enumerate(fleet.bus.messages) if m is msg)
 
 
 def _rows(levels) -> list[tuple[float, float]]:
@@ -66,8 +81,7 @@ def test_a_farm_flap_resets_a_full_depth_book_once_and_it_is_rebuilt_from_ibs_in
     wait_for(lambda: _same_as_simulator(fleet), 60, what="the bus's book == the simulator's")
     mark = fleet.bus.mark()
     fleet.sim.farm_flap(seconds=1.0)
-    fleet.bus.wait_state("degraded", since=mark, deadline=30)
-    fleet.bus.wait_state("synchronised", since=mark, deadline=60)
+    _state_after(fleet, "synchronised", _state_after(fleet, "degraded", mark))
     wait_for(lambda: _same_as_simulator(fleet) and fleet.bus.of(
         DepthUpdate, lambda m: m.symbol == "AAPL" and m.operation == 0, since=mark),
         60, what="the book rebuilt from IB's inserts after the flap")
@@ -247,3 +261,35 @@ def test_a_futures_position_is_named_with_its_exchange_even_by_a_gateway_that_ne
     assert any(isinstance(m, ReconcileEnd) for m in after[at:])
     fleet.bus.wait(Heartbeat, lambda m: m.src.startswith("gateway")
                    and m.counters.get("exchange_lookups") == 1, since=mark)
+
+
+def test_a_contract_lookup_in_flight_when_the_session_drops_is_answered_with_the_reason(fleet):
+    from tests.gateway.test_gateway_lookup import _ask
+    fleet.start_gateway("--probe-interval", "30", "--probe-timeout", "30")  # no probe drop
+    fleet.bus.wait_state("synchronised")
+    mark = fleet.bus.mark()
+    client = ReliableClient(zmq.Context.instance(), fleet.cfg.bus.endpoint("gateway"),
+                            "cli.test", resend_after=1.0)
+    got: list = []
+    try:
+        fleet.sim.hang()  # IB reads nothing more: the lookup below stays in flight
+        client.send(ContractLookup(symbols=["IBM"]))
+        fleet.bus.wait(Heartbeat, lambda m: m.src.startswith("gateway")
+                       and m.counters.get("lookups") == 1, since=mark,
+                       what="the lookup taken by the gateway")
+        assert not [m for m in client.poll(10) if isinstance(m, ContractLookupResult)]
+        fleet.sim.restart(seconds=1.0)  # the gateway restarts under it
+        result = wait_for(lambda: got.extend(client.poll(50)) or next(
+            (m for m in got if isinstance(m, ContractLookupResult)), None), 60,
+            what="the lookup's answer")
+    finally:
+        fleet.sim.resume()
+        client.close()
+    assert not result.connected, result
+    assert "connection to IB was lost" in result.text and not result.failed, result
+    down = fleet.bus.wait_state("disconnected", since=mark, deadline=60)
+    with fleet.bus.lock:
+        at = next(i for i, m in enumerate(fleet.bus.messages) if m is down)
+    fleet.bus.wait_state("synchronised", since=at, deadline=60)
+    again = _ask(fleet, ["IBM"])
+    assert again.connected and again.resolved == {"IBM": 8314}, again
