@@ -366,19 +366,8 @@ class ExecutionEngine:
         """Every active order (of ``strategy``, or all, external ones included)."""
         out: list[OrderCommand] = []
         for order in list(self.orders.values()):
-            if order.state.done or (strategy and order.strategy != strategy):
-                continue
-            if order.state is S.PENDING_CANCEL:
-                continue
-            cancel = OrderIntent(strategy=order.strategy, client_order_id=order.client_order_id,
-                                 action="cancel")
-            if order.state is S.NEW:
-                self._transition(order, E.CANCELLED, "cancelled before it was sent")
-            elif order.state.uncertain:
-                if not any(w.action == "cancel" for w in order.waiting):
-                    self._set_waiting(order, [*order.waiting, cancel])
-            else:
-                out.extend(self._act(order, cancel))
+            if not order.state.done and (not strategy or order.strategy == strategy):
+                out.extend(self._cancel_one(order))
         return out
 
     def kill(self, strategy: str = "", modes: dict[str, str] | None = None

@@ -17,7 +17,6 @@ from decimal import Decimal
 import pytest
 from ibapi.client import EClient
 from ibapi.common import PROTOBUF_MSG_ID, getServerVersionForMessage
-from ibapi.contract import Contract
 from ibapi.decoder import Decoder
 from ibapi.execution import ExecutionFilter
 from ibapi.order_cancel import OrderCancel

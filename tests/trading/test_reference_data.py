@@ -14,7 +14,7 @@ from tests.support.fleet import Fleet
 
 REFDATA = "tests.support.refdata_strategy:RefData"
 #: the simulator's ES expiries and their last trade dates (services/simulator/config.py)
-ES_EXPIRIES = [("ESZ6", "20261218"), ("ESH7", "20270319"), ("ESM7", "20270618")]
+ES_EXPIRIES = [("ESZ6", "20261218"), ("ESH7", "20270319")]
 ROLL_DAYS = 8
 
 
