@@ -179,33 +179,53 @@ def capacity(fleet: Fleet, procs: ProcessGroup, rates: list[float], seconds: flo
         return sum(int(h.counters.get("gaps", 0)) + int(h.counters.get("missing", 0))
                    for h in last.values())
 
-    rows = []
-    for rate in rates:
-        n = int(rate * seconds)
-        inj.interval = 1.0 / rate
-        g0 = gaps()
-        before = {k: cpu_seconds(p) for k, p in pids.items()}
-        t0 = time.perf_counter()
-        inj.block("AAPL", n)
-        achieved = n / (time.perf_counter() - t0)
-        time.sleep(1.0)
-        after = {k: cpu_seconds(p) for k, p in pids.items()}
-        stamps = fleet.sim.stamps()
-        written = {round(bid, 2): t for _tid, _cid, client, bid, t in stamps["ticks"]
-                   if client == FLEET_CLIENT}
-        sampled = [b for b in written if round(b * 100) % (CAPACITY_EVERY // 4) == 0]
-        orders = {}
-        for client, _oid, _sym, lmt, _ref, t_ns in stamps["orders"]:
-            if client == FLEET_CLIENT and lmt is not None:
-                orders.setdefault(round(lmt, 2), t_ns)
-        lat = [(orders[b] - written[b]) / 1e3 for b in sampled if b in orders]
-        fleet.sim.expire_day_orders()
-        time.sleep(2.5)  # two heartbeats: the strategies' gap counters are in
-        g1 = gaps()
-        cpu = {k: (after[k] - before[k]) / n * 1000 for k in pids}
-        rows.append((rate, achieved, len(sampled), len(sampled) - len(lat), lat, g1 - g0, cpu))
-        print(f"rate {rate:g}/s: achieved {achieved:,.0f}/s, p50 {pct(lat, 50):,.0f} µs, "
-              f"p99 {pct(lat, 99):,.0f} µs, gaps {g1 - g0}", file=sys.stderr, flush=True)
+    def run_rates(symbol: str, client: int, pids: dict[str, int], watch_gaps: bool) -> list:
+        rows = []
+        for rate in rates:
+            n = int(rate * seconds)
+            inj.interval = 1.0 / rate
+            g0 = gaps() if watch_gaps else 0
+            before = {k: cpu_seconds(p) for k, p in pids.items()}
+            t0 = time.perf_counter()
+            inj.block(symbol, n)
+            achieved = n / (time.perf_counter() - t0)
+            time.sleep(1.0)
+            after = {k: cpu_seconds(p) for k, p in pids.items()}
+            stamps = fleet.sim.stamps()
+            written = {round(bid, 2): t for _tid, _cid, c, bid, t in stamps["ticks"]
+                       if c == client}
+            sampled = [b for b in written if round(b * 100) % (CAPACITY_EVERY // 4) == 0]
+            orders = {}
+            for c, _oid, sym, lmt, _ref, t_ns in stamps["orders"]:
+                if c == client and sym == symbol and lmt is not None:
+                    orders.setdefault(round(lmt, 2), t_ns)
+            lat = [(orders[b] - written[b]) / 1e3 for b in sampled if b in orders]
+            fleet.sim.expire_day_orders()
+            time.sleep(2.5)  # two heartbeats: the strategies' gap counters are in
+            g1 = gaps() if watch_gaps else 0
+            cpu = {k: (after[k] - before[k]) / n * 1000 for k in pids}
+            rows.append((rate, achieved, len(sampled), len(sampled) - len(lat), lat, g1 - g0,
+                         cpu))
+            print(f"{symbol} rate {rate:g}/s: achieved {achieved:,.0f}/s, p50 "
+                  f"{pct(lat, 50):,.0f} µs, p99 {pct(lat, 99):,.0f} µs, gaps {g1 - g0}",
+                  file=sys.stderr, flush=True)
+        return rows
+
+    rows = run_rates("AAPL", FLEET_CLIENT, pids, True)
+    # (b) the same rule in one ib_async process with 4 handlers, at the same rates
+    iba = procs.start("ib_async_capacity", [sys.executable, "bench/tto_ib_async.py",
+                                            str(fleet.port), str(IBA_CLIENT), "MSFT",
+                                            str(CAPACITY_EVERY), "4"])
+    wait_for(lambda: "ready" in procs.log("ib_async_capacity"), deadline=60,
+             what="ib_async ready")
+    inj.interval = 0.01
+    inj.block("MSFT", CAPACITY_EVERY + 10)  # warm-up: every handler orders once
+    time.sleep(1.0)
+    fleet.sim.expire_day_orders()
+    time.sleep(1.0)
+    fleet.sim.stamps()
+    iba_rows = run_rates("MSFT", IBA_CLIENT, {"ib_async": iba.pid, "simulator":
+                                              pids.get("simulator", 0)}, False)
     print(f"\nCapacity: 4 strategies on AAPL, each tick to every strategy, 1 order per "
           f"{CAPACITY_EVERY // 4} ticks (the strategies in turn), {seconds:g} s per rate\n")
     print("| ticks/s asked | achieved | sampled ticks | without an order | bus gaps | "
@@ -222,6 +242,21 @@ def capacity(fleet: Fleet, procs: ProcessGroup, rates: list[float], seconds: flo
     print("|---:|" + "---:|" * len(names_))
     for rate, *_rest, cpu in rows:
         print(f"| {rate:g} | " + " | ".join(f"{cpu[k] * 1000:,.0f} ms" for k in names_) + " |")
+    print(f"\nThe same rule in one ib_async process (4 handlers on MSFT, each taking every "
+          f"tick, 1 order per {CAPACITY_EVERY // 4} ticks in turn), the same rates, in the "
+          f"same run\n")
+    print("| ticks/s asked | achieved | sampled ticks | without an order | tick -> order p50 "
+          "| p99 | CPU per 1,000 ticks: ib_async | simulator |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (rate, achieved, ns, missing, lat, _g, cpu), fleet_row in zip(iba_rows, rows):
+        print(f"| {rate:g} | {achieved:,.0f} | {ns} | {missing} | {fmt_us(pct(lat, 50))} µs | "
+              f"{fmt_us(pct(lat, 99))} µs | {cpu['ib_async'] * 1000:,.0f} ms | "
+              f"{cpu['simulator'] * 1000:,.0f} ms |")
+    print("\nCPU per 1,000 ticks, all processes: fleet " + ", ".join(
+        f"{r[0]:g}/s {sum(v for k, v in r[6].items() if k != 'simulator') * 1000:,.0f} ms"
+        for r in rows) + "; ib_async " + ", ".join(
+        f"{r[0]:g}/s {r[6]['ib_async'] * 1000:,.0f} ms" for r in iba_rows)
+        + " (simulator excluded from both)")
     return 0
 
 

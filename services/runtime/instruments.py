@@ -41,7 +41,7 @@ DATA_KEYS = ("min_tick", "lot_size", "multiplier", "currency", "price_bands", "m
 @dataclass(frozen=True)
 class InstrumentInfo:
     symbol: str
-    #: the smallest increment of any band (the only one without a market rule)
+    #: IB's ``minTick`` (the tick at usual prices; without a market rule, the only one)
     min_tick: float
     #: the size increment (IB's ``ContractDetails.sizeIncrement``): an order's quantity is a
     #: whole number of these; 1 share for a stock
@@ -113,8 +113,8 @@ class InstrumentInfo:
     def from_message(cls, msg: Any) -> "InstrumentInfo":
         """The mirror of a gateway's ``proto.schema.Instrument``."""
         bands = tuple((float(lo), float(inc)) for lo, inc in msg.price_bands)
-        min_tick = min([msg.min_tick] + [inc for _, inc in bands if inc > 0]) \
-            if msg.min_tick > 0 else min((inc for _, inc in bands), default=0.01)
+        min_tick = msg.min_tick if msg.min_tick > 0 else \
+            min((inc for _, inc in bands), default=0.01)
         return cls(symbol=msg.symbol, min_tick=min_tick, lot_size=msg.size_increment or 1.0,
                    multiplier=msg.multiplier or 1.0, currency=msg.currency,
                    price_bands=bands, min_size=msg.min_size, sec_type=msg.sec_type,

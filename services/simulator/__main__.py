@@ -45,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean-reversion", type=float, dest="mean_reversion",
                    help="per-step pull towards the opening price (0 = pure random walk; tests use ~0.05)")
     p.add_argument("--start-time", type=float, dest="start_time", help="epoch seconds the simulated clock starts at")
+    p.add_argument("--sessions", choices=("off", "on"),
+                   help="trading sessions from the exchange calendars (docs/simulator.md, "
+                        "Trading sessions): on = historical bars honour useRTH and skip weekends "
+                        "and holidays, orders outside RTH are held, DAY orders end at the close; "
+                        "off (default) = the market trades around the clock")
     p.add_argument("--history-delay-ms", type=float, dest="history_delay_ms")
     p.add_argument("--max-msgs-per-sec", type=int, dest="max_msgs_per_sec")
     p.add_argument("--mkt-data-lines", type=int, dest="mkt_data_lines")

@@ -26,9 +26,14 @@ from .store import StateStore
 
 if TYPE_CHECKING:
     from .faults import FaultController
+    from .orders import OrderRequest
     from .session import Session
 
 MAX_CATCH_UP_STEPS = 2000
+#: the whatIf margin model: (initial, maintenance) as a fraction of a position's gross value.
+#: Stocks: Reg T (50% initial, 25% maintenance); futures and FX: flat fractions standing in for
+#: exchange (SPAN) and IB's FX margins. Not IB's numbers: docs/simulator.md "whatIf orders".
+MARGIN_RATES = {"STK": (0.50, 0.25), "FUT": (0.08, 0.06), "CASH": (0.03, 0.02)}
 
 
 class Broker:
@@ -302,6 +307,73 @@ class Broker:
                 "EquityWithLoanValue": net_liq, "InitMarginReq": abs(value) * 0.25,
                 "MaintMarginReq": abs(value) * 0.25, "UnrealizedPnL": unreal,
                 "RealizedPnL": self.ledger.realized}
+
+    # ---- whatIf: a margin preview, never an order
+    def _margin(self, inst: Instrument, position: float, price: float) -> tuple[float, float]:
+        """(initial, maintenance) margin of one position under the simulator's model
+        (MARGIN_RATES: a fraction of the position's gross value)."""
+        init_rate, maint_rate = MARGIN_RATES.get(inst.sec_type, MARGIN_RATES["STK"])
+        gross = abs(position) * price * inst.multiplier
+        return gross * init_rate, gross * maint_rate
+
+    def margin_preview(self, req: "OrderRequest", inst: Instrument) -> dict[str, str]:
+        """The OrderState fields IB fills in a whatIf answer: the account's margins and equity
+        with loan before the order, their change, and after it; the commission it would pay."""
+        init_before = maint_before = 0.0
+        for con_id, pos in self.ledger.positions.items():
+            held = self.universe.by_con_id.get(con_id)
+            if pos.qty and held is not None:
+                i, m = self._margin(held, pos.qty, self.mark(held))
+                init_before += i
+                maint_before += m
+        mark = self.mark(inst)
+        price = req.lmt_price if req.order_type in ("LMT", "STP LMT") and req.lmt_price else \
+            (req.aux_price if req.order_type == "STP" and req.aux_price else mark)
+        held = self.ledger.positions.get(inst.con_id)
+        old = held.qty if held is not None else 0.0
+        new = old + (req.total_qty if req.action == "BUY" else -req.total_qty)
+        i_old, m_old = self._margin(inst, old, mark)
+        i_new, m_new = self._margin(inst, new, price)
+        init_after = init_before - i_old + i_new
+        maint_after = maint_before - m_old + m_new
+        spec = inst.spec
+        commission = req.total_qty * price * spec.commission_per_unit if inst.sec_type == "CASH" \
+            else req.total_qty * spec.commission_per_unit
+        commission = round(max(commission, spec.commission_min), 4)
+        ewl_before = self.account_values()["EquityWithLoanValue"]
+        ewl_after = ewl_before - commission
+        money = lambda x: f"{x:.2f}"   # noqa: E731
+        return {"initMarginBefore": money(init_before), "maintMarginBefore": money(maint_before),
+                "equityWithLoanBefore": money(ewl_before),
+                "initMarginChange": money(init_after - init_before),
+                "maintMarginChange": money(maint_after - maint_before),
+                "equityWithLoanChange": money(ewl_after - ewl_before),
+                "initMarginAfter": money(init_after), "maintMarginAfter": money(maint_after),
+                "equityWithLoanAfter": money(ewl_after),
+                "commissionAndFees": repr(commission), "minCommissionAndFees": repr(commission),
+                "maxCommissionAndFees": repr(commission), "commissionAndFeesCurrency": spec.currency,
+                "marginCurrency": "USD"}
+
+    def what_if(self, s: "Session", req: "OrderRequest", inst: Instrument | None) -> None:
+        """A whatIf placeOrder: validated as an order is; answered with one openOrder whose
+        OrderState carries the margin preview; nothing is placed (no orderStatus, no execution,
+        no position change, the order id stays free)."""
+        if inst is None:
+            s.error(req.order_id, Code.NO_SECDEF)
+            return
+        reason = self.engine._validate(req, inst)
+        if reason is not None:
+            code, text = reason
+            if code == Code.ORDER_REJECTED:
+                s.error(req.order_id, code, reason=text)
+            else:
+                s.error(req.order_id, code)
+            return
+        preview = SimOrder(req, s.client_id or 0, 0, inst, status="PreSubmitted",
+                           preview=self.margin_preview(req, inst))
+        log("what_if", client_id=s.client_id, order_id=req.order_id, symbol=inst.symbol,
+            init_margin_change=preview.preview["initMarginChange"])
+        s.send_exec(s.enc.open_order(preview))
 
     def send_account_values(self, s: "Session") -> None:
         acct = self.ledger.account

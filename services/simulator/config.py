@@ -32,6 +32,9 @@ class InstrumentSpec:
     trade_probability: float = 0.3 # chance per step that a trade prints
     commission_per_unit: float = 0.005
     commission_min: float = 1.0
+    # the trading calendar (sessions.py): "" = by market (XNYS for US stocks, CMES for CME
+    # futures, FX for IDEALPRO cash), or XNYS, CMES, FX, NONE (around the clock)
+    calendar: str = ""
 
 
 DEFAULT_UNIVERSE: tuple[InstrumentSpec, ...] = (
@@ -93,6 +96,12 @@ class SimConfig:
     mean_reversion: float = 0.0         # per-step pull of every mid towards its opening price
     rtb_seconds: int = 5
     history_delay_ms: float = 0.0        # historical answers are sent after this delay
+    # trading sessions (sessions.py): "off" = the market trades around the clock and historical
+    # bars cover every hour of every day (the test suite's default); "on" = the exchange
+    # calendars: historical bars honour useRTH and leave out weekends and holidays, orders
+    # outside RTH without outsideRth are held, DAY orders are cancelled at the close.
+    # whatToShow=SCHEDULE always answers from the calendar.
+    sessions: str = "off"
     # limits
     max_msgs_per_sec: int = 50
     pacing_strikes: int = 3              # consecutive violating seconds before a disconnect
@@ -160,6 +169,11 @@ def validate(cfg: SimConfig) -> None:
         raise ValueError("step_ms and mktdata_ms must be positive")
     if cfg.speed < 0 or cfg.speed != cfg.speed:
         raise ValueError("speed must be >= 0 (0: as fast as the clients read)")
+    if cfg.sessions not in ("off", "on"):
+        raise ValueError("sessions must be off or on")
+    for spec in cfg.instruments:
+        if spec.calendar and spec.calendar.upper() not in ("XNYS", "CMES", "FX", "NONE"):
+            raise ValueError(f"{spec.symbol}: calendar must be XNYS, CMES, FX or NONE, not {spec.calendar!r}")
     if cfg.market_wait not in ("now", "subscriber", "depth"):
         raise ValueError("market_wait must be now, subscriber or depth")
     ids = [i.con_id for i in cfg.instruments]

@@ -26,6 +26,12 @@ UNSET_LONG_STR = "9223372036854775807"
 SHAREHOLDER = "Not an insider or substantial shareholder"
 
 
+#: OrderState's margin fields in the order openOrder writes them (before, change, after)
+MARGIN_FIELDS = ("initMarginBefore", "maintMarginBefore", "equityWithLoanBefore",
+                 "initMarginChange", "maintMarginChange", "equityWithLoanChange",
+                 "initMarginAfter", "maintMarginAfter", "equityWithLoanAfter")
+
+
 def qty(q: float) -> str:
     return str(int(q)) if q == int(q) else repr(q)
 
@@ -246,12 +252,23 @@ class TextEncoder:
               "",                                           # hedgeType
               False, "", "", False, False,                  # optOutSmartRouting, clearing x2, notHeld, dn contract
               "",                                           # algoStrategy
-              False,                                        # solicited
-              False, o.status,                              # whatIf, status
-              "", "", "", "", "", "", "", "", "",           # margins before/change/after
-              "", "", "", ""]                               # commission, min, max, currency
+              False]                                        # solicited
+        pv = o.preview                                      # a whatIf's margin preview
+        if pv is None:
+            f += [False, o.status,                          # whatIf, status
+                  "", "", "", "", "", "", "", "", "",       # margins before/change/after
+                  "", "", "", ""]                           # commission, min, max, currency
+        else:
+            f += [True, o.status] + [pv[k] for k in MARGIN_FIELDS]
+            f += [pv["commissionAndFees"], pv["minCommissionAndFees"], pv["maxCommissionAndFees"],
+                  pv["commissionAndFeesCurrency"]]
         if v >= P.FULL_ORDER_PREVIEW_FIELDS:
-            f += ["", "", "", "", "", "", "", "", "", "", "", "", 0]
+            if pv is None:
+                f += ["", "", "", "", "", "", "", "", "", "", "", "", 0]
+            else:
+                # marginCurrency, the outside-RTH margins (no sessions model: the same numbers),
+                # suggestedSize, rejectReason, no allocations
+                f += [pv["marginCurrency"]] + [pv[k] for k in MARGIN_FIELDS] + ["", "", 0]
         f += ["",                                           # warningText
               False, False,                                 # randomizeSize, randomizePrice
               0,                                            # conditions

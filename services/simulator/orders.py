@@ -27,7 +27,10 @@ IB_ORDER_TYPES = SUPPORTED_TYPES | {
     "LOO", "MTL", "MKT PRT", "STP PRT", "LMT + MKT", "REL", "REL + LMT", "REL + MKT", "PASSV REL",
     "PEG MKT", "PEG MID", "PEG MIDPT", "PEG BENCH", "PEG BEST", "PEG PRIM", "PEG STK", "MIDPRICE",
     "SNAP MKT", "SNAP MID", "SNAP PRIM", "BOX TOP", "VOL", "AUC", "QUOTE", "VWAP", "GAT"}
-SUPPORTED_TIFS = {"DAY", "GTC", "IOC"}
+SUPPORTED_TIFS = {"DAY", "GTC", "IOC", "FOK", "OPG"}
+# OPG (market/limit on open) takes only these order types (IB's "Time in Force" page: "Use OPG to
+# send a market-on-open (MOO) or limit-on-open (LOO) order")
+OPG_TYPES = {"MKT", "LMT"}
 LIVE = {"PreSubmitted", "Submitted", "PendingSubmit"}
 DONE = {"Filled", "Cancelled", "Inactive"}
 
@@ -70,6 +73,7 @@ class OrderRequest:
     good_after_time: str = ""
     good_till_date: str = ""
     oca_type: int = 0
+    what_if: bool = False
 
 
 @dataclass
@@ -89,6 +93,7 @@ class SimOrder:
     commission_paid: float = 0.0
     completed_time: float = 0.0     # simulated epoch seconds the order became Filled/Cancelled/Inactive
     completed_status: str = ""      # OrderState.completedStatus
+    preview: dict | None = None     # a whatIf's OrderState margin preview (never a stored order)
 
     @property
     def order_id(self) -> int:
@@ -136,6 +141,7 @@ class OrderEngine:
         self.next_perm = perm_start
         self.exec_seq = 0
         self.dirty: dict[tuple[int, int], SimOrder] = {}   # orders changed since the last commit
+        self._auction = False     # inside open_auction: OPG orders may be worked
 
     def _touch(self, order: SimOrder) -> None:
         self.dirty[order.key] = order
@@ -180,6 +186,9 @@ class OrderEngine:
                                    transmit=req.transmit, oca_group=req.oca_group,
                                    time=self.market.now(), modify=bool(existing and existing.live))
         self.sink.state_changed()
+        if existing is not None and existing.live and not existing.transmitted:
+            self._resend_untransmitted(existing, req)
+            return
         if existing is not None and existing.live:
             self._modify(existing, req)
             return
@@ -206,15 +215,37 @@ class OrderEngine:
         if not req.transmit:
             order.status = "PendingSubmit"   # held by TWS until a transmit=True order releases it
             return
-        if req.parent_id:
-            parent = self.orders[(client_id, req.parent_id)]
+        self._release(order)
+
+    def _release(self, order: SimOrder) -> None:
+        """A transmit=True order: it goes out, and with a bracket child its parent and siblings."""
+        parent = self.orders.get((order.client_id, order.req.parent_id)) if order.req.parent_id else None
+        if parent is not None:
             if not parent.transmitted:
                 self._transmit(parent)
             for sibling in self._children(parent):
-                if not sibling.transmitted:
+                if not sibling.transmitted and sibling.live:
                     self._transmit(sibling)
         else:
             self._transmit(order)
+
+    def _resend_untransmitted(self, order: SimOrder, req: OrderRequest) -> None:
+        """An order TWS holds untransmitted, placed again: its fields are replaced; it stays
+        untransmitted unless this time transmit is set (then it goes out as a new order would)."""
+        reason = self._validate(req, order.inst)
+        if reason is not None:
+            code, text = reason
+            if code == Code.ORDER_REJECTED:
+                self.sink.order_error(order.client_id, req.order_id, code, reason=text)
+            else:
+                self.sink.order_error(order.client_id, req.order_id, code)
+            return
+        keep_parent = order.req.parent_id
+        self._touch(order)
+        order.req = req
+        order.req.parent_id = keep_parent
+        if req.transmit:
+            self._release(order)
 
     def cancel(self, client_id: int, order_id: int) -> None:
         order = self.orders.get((client_id, order_id))
@@ -260,9 +291,26 @@ class OrderEngine:
         """The close: every working DAY order is cancelled by the system (children with it)."""
         working = [o for o in self.orders.values() if o.live]
         for order in working:
-            if order.live and order.req.tif == "DAY":
+            if order.live and order.req.tif in ("DAY", "OPG"):
                 self._cancel(order, "", completed_status=BY_SYSTEM)
         return [o for o in working if not o.live]      # with children cancelled alongside
+
+    def open_auction(self) -> list[SimOrder]:
+        """The opening auction: every working OPG order (MOO/LOO) is worked once against the book;
+        what it cannot fill there is cancelled by the system. Returns the orders it worked."""
+        opg = [o for o in self.orders.values() if o.live and o.transmitted and o.req.tif == "OPG"]
+        self._auction = True
+        try:
+            for order in opg:
+                if not order.live:
+                    continue
+                self._activate(order, send_open=False)
+                self._work(order)
+                if order.live:
+                    self._cancel(order, "", completed_status=BY_SYSTEM)
+        finally:
+            self._auction = False
+        return opg
 
     def correct_execution(self, old_exec_id: str, quantity: float | None, price: float | None
                           ) -> tuple[SimOrder | None, Fill, Fill]:
@@ -348,6 +396,8 @@ class OrderEngine:
             return Code.ORDER_REJECTED, f"Order type {req.order_type!r} is not supported by the simulator"
         if req.tif not in SUPPORTED_TIFS:
             return Code.ORDER_REJECTED, f"Time in force {req.tif!r} is not supported"
+        if req.tif == "OPG" and req.order_type not in OPG_TYPES:
+            return Code.ORDER_REJECTED, "OPG (on-open) orders must be MKT or LMT"
         if not req.total_qty or req.total_qty <= 0:
             return Code.ORDER_REJECTED, "Order quantity must be positive"
         needs_lmt = req.order_type in ("LMT", "STP LMT")
@@ -395,6 +445,8 @@ class OrderEngine:
         order.why_held = ""
         order.status = "PreSubmitted"
         self.sink.order_changed(order, True)
+        if order.req.tif == "OPG" and not self._auction:
+            return              # rests PreSubmitted until the open auction (open_auction)
         self._activate(order, send_open=False)
         self._work_and_confirm(order)
 
@@ -433,7 +485,7 @@ class OrderEngine:
         order.req.parent_id = keep_parent
         if req.order_type.startswith("STP") is False:
             order.triggered = False
-        if not order.why_held:
+        if not order.why_held and not (req.tif == "OPG" and not self._auction):
             self._activate(order, send_open=False)
         # IB acknowledges a modification with an openOrder/orderStatus pair, then a second one
         # when the modified order works (transcript api_stop_loss_management_aapl.txt)
@@ -468,6 +520,8 @@ class OrderEngine:
     def _work(self, order: SimOrder) -> None:
         proc = self.market.processes[order.inst.con_id]
         req = order.req
+        if req.tif == "OPG" and not self._auction:
+            return              # an on-open order trades only in the opening auction
         if req.order_type.startswith("STP") and not order.triggered:
             ref = self._trigger_ref(proc)
             aux = order.inst.to_ticks(req.aux_price)
@@ -479,9 +533,23 @@ class OrderEngine:
             else:
                 return
         limit = order.inst.to_ticks(req.lmt_price) if req.order_type in ("LMT", "STP LMT") else None
-        self._match(order, proc, limit)
-        if order.live and req.tif == "IOC":
+        if req.tif == "FOK" and self._fillable_now(order, proc, limit) < order.remaining - 1e-12:
+            # fill or kill: all of it at once, or nothing
             self._cancel(order, "", completed_status=BY_SYSTEM)
+            return
+        self._match(order, proc, limit)
+        if order.live and req.tif in ("IOC", "FOK"):
+            self._cancel(order, "", completed_status=BY_SYSTEM)
+
+    @staticmethod
+    def _fillable_now(order: SimOrder, proc: PriceProcess, limit: int | None) -> float:
+        """The quantity the book offers the order right now, at its limit or better."""
+        total = 0.0
+        for level in (proc.book.asks if order.buy else proc.book.bids):
+            if limit is not None and ((order.buy and level[0] > limit) or (not order.buy and level[0] < limit)):
+                break
+            total += max(0.0, proc.available(not order.buy, level))
+        return total
 
     def _match(self, order: SimOrder, proc: PriceProcess, limit: int | None) -> None:
         levels = proc.book.asks if order.buy else proc.book.bids

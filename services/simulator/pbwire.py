@@ -29,6 +29,7 @@ fields; the others are filled directly.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import struct
 from decimal import Decimal
@@ -43,7 +44,9 @@ from ibapi.contract import Contract
 from ibapi.decoder import Decoder
 from ibapi.execution import ExecutionFilter
 from ibapi.order import Order
+from ibapi.common import WshEventData
 from ibapi.order_cancel import OrderCancel
+from ibapi.scanner import ScannerSubscription
 from ibapi.server_versions import MAX_CLIENT_VER
 from ibapi.utils import isValidFloatValue
 from ibapi.wrapper import EWrapper
@@ -442,6 +445,150 @@ def req_set_server_log_level(body: bytes) -> list[str]:
     return _W.fields(_W.setServerLogLevel, _opt(m, "logLevel", 0))
 
 
+# ---- the request kinds the simulator does not serve (session._other_handlers answers each
+# under its own id): decoded like the rest, so the answer can carry the request's id
+def _pb(name: str) -> type:
+    """ibapi's request class ``ibapi.protobuf.<name>_pb2.<name>``."""
+    return getattr(importlib.import_module(f"ibapi.protobuf.{name}_pb2"), name)
+
+
+def _by_id(name: str, call: str) -> Callable[[bytes], list[str]]:
+    """A request whose protobuf form carries its id alone (or nothing we read but the id)."""
+    def decode(body: bytes) -> list[str]:
+        return _W.fields(getattr(_W, call), _opt(_parse(_pb(name), body), "reqId", 0))
+    return decode
+
+
+def _no_args(name: str, call: str) -> Callable[[bytes], list[str]]:
+    def decode(body: bytes) -> list[str]:
+        _parse(_pb(name), body)
+        return _W.fields(getattr(_W, call))
+    return decode
+
+
+def req_scanner_subscription(body: bytes) -> list[str]:
+    m = _parse(_pb("ScannerSubscriptionRequest"), body)
+    return _W.fields(_W.reqScannerSubscription, _opt(m, "reqId", 0), ScannerSubscription(), [], [])
+
+
+def req_fa(body: bytes) -> list[str]:
+    m = _parse(_pb("FARequest"), body)
+    return _W.fields(_W.requestFA, _opt(m, "faDataType", 1))
+
+
+def req_replace_fa(body: bytes) -> list[str]:
+    m = _parse(_pb("FAReplace"), body)
+    return _W.fields(_W.replaceFA, _opt(m, "reqId", 0), _opt(m, "faDataType", 1), _opt(m, "xml", ""))
+
+
+def req_exercise_options(body: bytes) -> list[str]:
+    m = _parse(_pb("ExerciseOptionsRequest"), body)
+    return _W.fields(_W.exerciseOptions, _opt(m, "orderId", 0), _contract(m), _opt(m, "exerciseAction", 1),
+                     _opt(m, "exerciseQuantity", 0), _opt(m, "account", ""), int(_opt(m, "override", False)),
+                     _opt(m, "manualOrderTime", ""), _opt(m, "customerAccount", ""),
+                     _opt(m, "professionalCustomer", False))
+
+
+def _calc(name: str, call: str, first: str) -> Callable[[bytes], list[str]]:
+    def decode(body: bytes) -> list[str]:
+        m = _parse(_pb(name), body)
+        return _W.fields(getattr(_W, call), _opt(m, "reqId", 0), _contract(m), _opt(m, first, 0.0),
+                         _opt(m, "underPrice", 0.0), [])
+    return decode
+
+
+def req_news_article(body: bytes) -> list[str]:
+    m = _parse(_pb("NewsArticleRequest"), body)
+    return _W.fields(_W.reqNewsArticle, _opt(m, "reqId", 0), _opt(m, "providerCode", ""),
+                     _opt(m, "articleId", ""), [])
+
+
+def req_historical_news(body: bytes) -> list[str]:
+    m = _parse(_pb("HistoricalNewsRequest"), body)
+    return _W.fields(_W.reqHistoricalNews, _opt(m, "reqId", 0), _opt(m, "conId", 0),
+                     _opt(m, "providerCodes", ""), _opt(m, "startDateTime", ""),
+                     _opt(m, "endDateTime", ""), _opt(m, "totalResults", 0), [])
+
+
+def req_wsh_event_data(body: bytes) -> list[str]:
+    m = _parse(_pb("WshEventDataRequest"), body)
+    return _W.fields(_W.reqWshEventData, _opt(m, "reqId", 0), WshEventData())
+
+
+def req_head_timestamp(body: bytes) -> list[str]:
+    m = _parse(_pb("HeadTimestampRequest"), body)
+    return _W.fields(_W.reqHeadTimeStamp, _opt(m, "reqId", 0), _contract(m), _opt(m, "whatToShow", ""),
+                     int(_opt(m, "useRTH", False)), _opt(m, "formatDate", 1))
+
+
+def req_histogram_data(body: bytes) -> list[str]:
+    m = _parse(_pb("HistogramDataRequest"), body)
+    return _W.fields(_W.reqHistogramData, _opt(m, "reqId", 0), _contract(m), _opt(m, "useRTH", False),
+                     _opt(m, "timePeriod", ""))
+
+
+def req_historical_ticks(body: bytes) -> list[str]:
+    m = _parse(_pb("HistoricalTicksRequest"), body)
+    return _W.fields(_W.reqHistoricalTicks, _opt(m, "reqId", 0), _contract(m), _opt(m, "startDateTime", ""),
+                     _opt(m, "endDateTime", ""), _opt(m, "numberOfTicks", 0), _opt(m, "whatToShow", ""),
+                     int(_opt(m, "useRTH", False)), _opt(m, "ignoreSize", False), [])
+
+
+def req_sec_def_opt_params(body: bytes) -> list[str]:
+    m = _parse(_pb("SecDefOptParamsRequest"), body)
+    return _W.fields(_W.reqSecDefOptParams, _opt(m, "reqId", 0), _opt(m, "underlyingSymbol", ""),
+                     _opt(m, "futFopExchange", ""), _opt(m, "underlyingSecType", ""),
+                     _opt(m, "underlyingConId", 0))
+
+
+def req_matching_symbols(body: bytes) -> list[str]:
+    m = _parse(_pb("MatchingSymbolsRequest"), body)
+    return _W.fields(_W.reqMatchingSymbols, _opt(m, "reqId", 0), _opt(m, "pattern", ""))
+
+
+def req_smart_components(body: bytes) -> list[str]:
+    m = _parse(_pb("SmartComponentsRequest"), body)
+    return _W.fields(_W.reqSmartComponents, _opt(m, "reqId", 0), _opt(m, "bboExchange", ""))
+
+
+#: the protobuf forms of the kinds the simulator does not serve (ibapi 10.50.2 sends every one
+#: of them as protobuf from its version): decoded to their text fields, so each is answered
+#: under its own id (session._other_handlers)
+OTHER_REQUEST_DECODERS: dict[int, tuple[int, Callable[[bytes], list[str]]]] = {
+    18: (REST_MESSAGES_1, req_fa),
+    19: (REST_MESSAGES_1, req_replace_fa),
+    21: (REST_MESSAGES_1, req_exercise_options),
+    54: (REST_MESSAGES_1, _calc("CalculateImpliedVolatilityRequest", "calculateImpliedVolatility", "optionPrice")),
+    55: (REST_MESSAGES_1, _calc("CalculateOptionPriceRequest", "calculateOptionPrice", "volatility")),
+    56: (REST_MESSAGES_1, _by_id("CancelCalculateImpliedVolatility", "cancelCalculateImpliedVolatility")),
+    57: (REST_MESSAGES_1, _by_id("CancelCalculateOptionPrice", "cancelCalculateOptionPrice")),
+    22: (SCAN_DATA, req_scanner_subscription),
+    23: (SCAN_DATA, _by_id("CancelScannerSubscription", "cancelScannerSubscription")),
+    24: (SCAN_DATA, _no_args("ScannerParametersRequest", "reqScannerParameters")),
+    84: (NEWS_DATA, req_news_article),
+    85: (NEWS_DATA, _no_args("NewsProvidersRequest", "reqNewsProviders")),
+    86: (NEWS_DATA, req_historical_news),
+    100: (NEWS_DATA, _by_id("WshMetaDataRequest", "reqWshMetaData")),
+    101: (NEWS_DATA, _by_id("CancelWshMetaData", "cancelWshMetaData")),
+    102: (NEWS_DATA, req_wsh_event_data),
+    103: (NEWS_DATA, _by_id("CancelWshEventData", "cancelWshEventData")),
+    87: (HISTORICAL_DATA, req_head_timestamp),
+    88: (HISTORICAL_DATA, req_histogram_data),
+    89: (HISTORICAL_DATA, _by_id("CancelHistogramData", "cancelHistogramData")),
+    90: (HISTORICAL_DATA, _by_id("CancelHeadTimestamp", "cancelHeadTimeStamp")),
+    96: (HISTORICAL_DATA, req_historical_ticks),
+    78: (REST_MESSAGES_2, req_sec_def_opt_params),
+    79: (REST_MESSAGES_2, _by_id("SoftDollarTiersRequest", "reqSoftDollarTiers")),
+    80: (REST_MESSAGES_2, _no_args("FamilyCodesRequest", "reqFamilyCodes")),
+    81: (REST_MESSAGES_2, req_matching_symbols),
+    83: (REST_MESSAGES_2, req_smart_components),
+    104: (REST_MESSAGES_2, _by_id("UserInfoRequest", "reqUserInfo")),
+    82: (REST_MESSAGES_3, _no_args("MarketDepthExchangesRequest", "reqMktDepthExchanges")),
+    67: (REST_MESSAGES_3, _by_id("QueryDisplayGroupsRequest", "queryDisplayGroups")),
+    70: (REST_MESSAGES_3, _by_id("UnsubscribeFromGroupEventsRequest", "unsubscribeFromGroupEvents")),
+}
+
+
 #: client -> server protobuf requests: message id -> (first version ibapi sends it as protobuf,
 #: decoder to the v200 text fields [message id, field, ...])
 REQUEST_DECODERS: dict[int, tuple[int, Callable[[bytes], list[str]]]] = {
@@ -487,6 +634,7 @@ REQUEST_DECODERS: dict[int, tuple[int, Callable[[bytes], list[str]]]] = {
     In.REQ_CURRENT_TIME_IN_MILLIS: (REST_MESSAGES_3, req_current_time_millis),
     In.START_API: (REST_MESSAGES_3, req_start_api),
     In.SET_SERVER_LOGLEVEL: (REST_MESSAGES_3, req_set_server_log_level),
+    **OTHER_REQUEST_DECODERS,
 }
 
 
@@ -624,7 +772,12 @@ def _order_state_proto(state: Any) -> Any:
                 continue
             if isValidFloatValue(f):
                 setattr(p, name, f)
-    for name in ("commissionAndFees", "minCommissionAndFees", "maxCommissionAndFees"):
+    for name in ("commissionAndFees", "minCommissionAndFees", "maxCommissionAndFees",
+                 "initMarginBeforeOutsideRTH", "maintMarginBeforeOutsideRTH",
+                 "equityWithLoanBeforeOutsideRTH", "initMarginChangeOutsideRTH",
+                 "maintMarginChangeOutsideRTH", "equityWithLoanChangeOutsideRTH",
+                 "initMarginAfterOutsideRTH", "maintMarginAfterOutsideRTH",
+                 "equityWithLoanAfterOutsideRTH"):
         v = getattr(state, name, IB_UNSET_DOUBLE)
         if isinstance(v, float) and isValidFloatValue(v):
             setattr(p, name, v)

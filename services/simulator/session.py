@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Callable
 
 from . import protocol as P
 from .contracts import MARKET_RULES, ContractQuery, Instrument
-from . import pbwire
+from . import pbwire, sessions
 from .encoders import TextEncoder, ib_time, parse_filter_time, qty
 from .feeds import DepthSub, MktSub, RtbSub, TbtSub
 from .logs import log
 from .orders import IB_ORDER_TYPES, OrderRequest
 from .pacing import HistoricalPacing, MessageRate
 from .protocol import Code, In
-from .wire import FieldError, Fields, FrameSplitter, FrameTooLarge, split_fields
+from .wire import UNSET_DOUBLE, FieldError, Fields, FrameSplitter, FrameTooLarge, encode, split_fields
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -34,6 +34,8 @@ BAR_SIZES = {"1 secs": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 
              "4 hours": 14400, "8 hours": 28800, "1 day": 86400, "1 week": 604800, "1 month": 2592000}
 DURATION_UNITS = {"S": 1, "D": 86400, "W": 604800, "M": 2592000, "Y": 31536000}
 MAX_BARS = 10_000
+HEAD_TIMESTAMP_YEARS = 10
+SCANNER_XML = '<?xml version="1.0" encoding="UTF-8"?><ScanParameterResponse/>'
 
 
 class Session:
@@ -90,6 +92,7 @@ class Session:
             In.REQ_NEWS_BULLETINS: self.ignore, In.CANCEL_NEWS_BULLETINS: self.ignore,
             In.SET_SERVER_LOGLEVEL: self.ignore, In.REQ_MARKET_RULE: self.req_market_rule,
         }
+        self.handlers.update(self._other_handlers())
 
     # ================================================================ output
     def _queue(self, data: bytes) -> None:
@@ -589,7 +592,7 @@ class Session:
         end_text = f.str()
         bar_text = f.str()
         duration_text = f.str()
-        f.str()                          # useRTH
+        use_rth = f.str().strip().lower() not in ("", "0", "false")
         what = f.str()
         format_date = f.int(1)
         inst = self.resolve(req_id, q)
@@ -613,7 +616,7 @@ class Session:
             self.error(req_id, Code.HMDS_ERROR, text="Time length exceed max.")
             return
         violation = self.hist_pacing.check(time.monotonic(), (inst.con_id, what),
-                                           (inst.con_id, end_text, bar_text, duration_text, what))
+                                           (inst.con_id, end_text, bar_text, duration_text, what, use_rth))
         if violation:
             log("hist_pacing", client_id=self.client_id, req_id=req_id, reason=violation)
             self.error(req_id, Code.HMDS_ERROR, text="Historical data request pacing violation")
@@ -623,7 +626,9 @@ class Session:
             self.hist_pending.pop(req_id, None)
             if self.closed:
                 return
-            for frame_ in self._history(req_id, inst, end, bar_seconds, count, format_date):
+            frames = sessions.history_frames(self, req_id, inst, end, bar_seconds, count,
+                                             int(m.group(1)), m.group(2), use_rth, what, format_date)
+            for frame_ in frames:
                 self.send(frame_)
 
         delay = self.broker.cfg.history_delay_ms / 1000.0
@@ -653,25 +658,6 @@ class Session:
             return None
         return min(dt.replace(tzinfo=timezone.utc).timestamp(), self.now())
 
-    def _history(self, req_id: int, inst: Instrument, end: float, bar_seconds: int, count: int,
-                 format_date: int) -> list[bytes]:
-        bars = self.broker.market.bars(inst.con_id, end, bar_seconds, count)
-        rows = []
-        # intraday bar times as IB writes them with formatDate=1: in the exchange's zone, named
-        # (transcript grounded_historical_bars.txt: "20260402 09:30:00 US/Eastern")
-        zone = inst.spec.time_zone
-        for t0, o, h, l, c, v, n in bars:
-            if format_date == 2:
-                date = str(int(t0))
-            elif bar_seconds >= 86400:
-                date = datetime.fromtimestamp(t0, timezone.utc).strftime("%Y%m%d")
-            else:
-                date = ib_time(t0, zone)
-            wap = f"{(o + h + l + c) / 4 * inst.min_tick:.{inst.decimals + 2}f}"
-            rows.append((date, inst.fmt(o), inst.fmt(h), inst.fmt(l), inst.fmt(c), qty(v), wap, n))
-        start_text = ib_time(bars[0][0], zone) if bars else ib_time(end, zone)
-        return self.enc.historical_data(req_id, start_text, ib_time(end, zone), rows)
-
     def cancel_historical_data(self, f: Fields) -> None:
         f.int(0)
         req_id = f.int()
@@ -683,6 +669,102 @@ class Session:
             return   # the answer goes out anyway: a reply after the cancel
         handle.cancel()
         del self.hist_pending[req_id]
+
+    # ================================================================ the other request kinds
+    # Every request kind IB's API has and the simulator does not serve is answered under the
+    # request's own id (docs/simulator.md, "Requests the simulator does not serve"): a minimal real
+    # answer where one is cheap, else the error IB gives when the service is unavailable to the
+    # account. Never 321 for these: ib_async/ib_insync treat 321 as a warning and keep waiting.
+    def _other_handlers(self) -> dict[int, Callable[[Fields], None]]:
+        def refuse(req_id_at: int, code: tuple[int, str], **fmt: object) -> Callable[[Fields], None]:
+            def handler(f: Fields) -> None:
+                f.skip(req_id_at)
+                self.error(f.int(-1), code, **fmt)
+            return handler
+
+        def reply(*fields: object) -> Callable[[Fields], None]:
+            return lambda f: self.send(encode(list(fields)))
+
+        def with_id(msg: int, req_id_at: int, *rest: object) -> Callable[[Fields], None]:
+            def handler(f: Fields) -> None:
+                f.skip(req_id_at)
+                self.send(encode([msg, f.int(-1), *rest]))
+            return handler
+
+        hmds = Code.HMDS_ERROR
+        no_news = (10276, "News feed is not allowed.")
+        no_options = Code.NO_SECDEF      # the universe has no options
+        return {
+            22: refuse(0, hmds, text="Scanner subscriptions are not simulated"),   # reqScannerSubscription
+            24: reply(19, 1, SCANNER_XML),                   # reqScannerParameters -> scannerParameters
+            21: refuse(1, no_options),                       # exerciseOptions
+            52: refuse(1, (430, "We are sorry, but fundamentals data for the security specified is "
+                                "not available.")),          # reqFundamentalData (ib_async; not in ibapi 10.50)
+            54: refuse(1, no_options),                       # calculateImpliedVolatility
+            55: refuse(1, no_options),                       # calculateOptionPrice
+            84: refuse(0, no_news),                          # reqNewsArticle
+            86: refuse(0, no_news),                          # reqHistoricalNews
+            100: refuse(0, no_news),                         # reqWshMetaData (WSH: a news/research feed)
+            102: refuse(0, no_news),                         # reqWshEventData
+            88: refuse(0, hmds, text="Histogram data is not simulated"),        # reqHistogramData
+            96: refuse(0, hmds, text="Historical ticks are not simulated"),     # reqHistoricalTicks
+            87: self.req_head_timestamp,
+            78: with_id(76, 0),                              # reqSecDefOptParams -> its End, no chains
+            79: with_id(77, 0, 0),                           # reqSoftDollarTiers -> none
+            80: reply(78, 0),                                # reqFamilyCodes -> none
+            81: self.req_matching_symbols,
+            82: reply(80, 0),                                # reqMktDepthExchanges -> none
+            83: with_id(82, 0, 0),                           # reqSmartComponents -> none
+            85: reply(85, 0),                                # reqNewsProviders -> none
+            104: with_id(107, 0, ""),                        # reqUserInfo -> no white branding id
+            67: lambda f: (f.skip(1), self.send(encode([67, 1, f.int(-1), ""]))),   # queryDisplayGroups
+            18: lambda f: self.error(-1, Code.VALIDATE_ERROR, what="bA",
+                                     cause="FA data operations ignored for non FA customers."),  # requestFA
+            19: lambda f: (f.skip(3), self.error(f.int(-1), Code.VALIDATE_ERROR, what="bA",
+                           cause="FA data operations ignored for non FA customers.")),  # replaceFA
+            # cancels and subscriptions with nothing to answer
+            23: self.ignore, 53: self.ignore, 56: self.ignore, 57: self.ignore, 68: self.ignore,
+            69: self.ignore, 70: self.ignore, 89: self.ignore, 90: self.ignore, 101: self.ignore,
+            103: self.ignore, 106: self.ignore, 107: self.ignore,
+            65: self.ignore, 66: self.ignore, 72: self.ignore, 73: self.ignore,     # verify*
+        }
+
+    def req_head_timestamp(self, f: Fields) -> None:
+        """headTimestamp: the earliest bar the simulator serves for the instrument
+        (HEAD_TIMESTAMP_YEARS before the market's start, at midnight UTC)."""
+        req_id = f.int()
+        q = self.read_contract(f)
+        f.bool()                                           # includeExpired
+        f.str()                                            # useRTH
+        f.str()                                            # whatToShow
+        format_date = f.int(1)
+        inst = self.resolve(req_id, q)
+        if inst is None:
+            return
+        start = self.broker.market.start_time
+        head = int(start - start % 86400) - HEAD_TIMESTAMP_YEARS * 365 * 86400
+        text = str(head) if format_date == 2 else \
+            datetime.fromtimestamp(head, timezone.utc).strftime("%Y%m%d-%H:%M:%S")
+        self.send(encode([88, req_id, text]))
+
+    def req_matching_symbols(self, f: Fields) -> None:
+        """symbolSamples from the universe: symbols starting with the pattern, then names
+        containing it (IB answers at most 16)."""
+        req_id = f.int()
+        pattern = f.str().strip().upper()
+        found: list[Instrument] = []
+        if pattern:
+            insts = self.broker.universe.instruments
+            found = [i for i in insts if i.symbol.upper().startswith(pattern)]
+            found += [i for i in insts if i not in found and pattern in i.spec.long_name.upper()]
+        fields: list[object] = [79, req_id, min(16, len(found))]
+        for inst in found[:16]:
+            spec = inst.spec
+            fields += [inst.con_id, inst.symbol, inst.sec_type,
+                       spec.primary_exchange or spec.exchange, spec.currency, 0]
+            if self.version >= P.BOND_ISSUERID:
+                fields += [spec.long_name, ""]
+        self.send(encode(fields))
 
     # ================================================================ orders
     def place_order(self, f: Fields) -> None:
@@ -734,6 +816,7 @@ class Session:
         f.str()                                           # modelCode
         f.int(0); f.str(); f.int(-1)                      # short sale slot, location, exempt code
         req.oca_type = f.int(0)
+        req.what_if = self._read_what_if(f)
         if order_type == "MKT":
             req.lmt_price = None
         if order_type in ("MKT", "LMT"):
@@ -744,8 +827,40 @@ class Session:
             raise FieldError("order without a contract")
         log("order_received", client_id=self.client_id, order_id=order_id, symbol=q.symbol,
             action=action, qty=total, type=order_type, lmt=req.lmt_price, aux=req.aux_price, tif=req.tif,
-            transmit=req.transmit, parent_id=req.parent_id, order_ref=req.order_ref)
+            transmit=req.transmit, parent_id=req.parent_id, order_ref=req.order_ref, what_if=req.what_if)
+        if req.what_if:
+            # a margin preview: one openOrder carrying it, never an order (broker.what_if)
+            b.what_if(self, req, inst)
+            return
         b.engine.place(self.client_id, req, inst)
+
+    @staticmethod
+    def _read_what_if(f: Fields) -> bool:
+        """placeOrder's whatIf flag: the fields after ocaType up to it (ibapi's EClient.placeOrder
+        at server versions 157+; a non-BAG contract). A frame that ends early is not a whatIf."""
+        try:
+            f.skip(17)                        # rule80A .. volatilityType (nbboPriceCap included)
+            dn_order_type = f.str()
+            f.skip(1)                         # deltaNeutralAuxPrice
+            if dn_order_type:
+                f.skip(8)                     # deltaNeutral conId .. designatedLocation
+            f.skip(4)                         # continuousUpdate .. trailingPercent
+            f.skip(2)                         # scaleInitLevelSize, scaleSubsLevelSize
+            increment = f.float()
+            if increment != UNSET_DOUBLE and increment > 0:
+                f.skip(7)                     # scalePriceAdjustValue .. scaleRandomPercent
+            f.skip(3)                         # scaleTable, activeStartTime, activeStopTime
+            if f.str():                       # hedgeType
+                f.skip(1)                     # hedgeParam
+            f.skip(4)                         # optOutSmartRouting, clearing x2, notHeld
+            if f.bool():                      # deltaNeutralContract
+                f.skip(3)
+            if f.str():                       # algoStrategy
+                f.skip(2 * f.int(0))          # algoParams
+            f.skip(1)                         # algoId
+            return f.bool()
+        except FieldError:
+            return False
 
     def cancel_order(self, f: Fields) -> None:
         if self.version < P.CME_TAGGING_FIELDS:

@@ -152,7 +152,8 @@ def test_the_mirror_knows_only_what_the_gateway_or_the_config_said():
                      price_bands=[(0.0, 0.0001), (1.0, 0.01)])
     assert mirror.apply(msg) and not mirror.apply(msg)
     ms = mirror.get("MS")
-    assert ms.source == "ib" and ms.min_tick == 0.0001 and ms.tick_at(95.0) == 0.01
+    assert ms.source == "ib" and ms.min_tick == 0.01 and ms.tick_at(95.0) == 0.01
+    assert ms.tick_at(0.5) == 0.0001
     assert "MSFT" not in mirror
 
 

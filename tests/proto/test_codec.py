@@ -30,6 +30,8 @@ def _strategy_for(tp) -> st.SearchStrategy:
     if origin is list:
         (item,) = typing.get_args(tp)
         return st.lists(_strategy_for(item), max_size=4)
+    if origin is tuple:  # fixed-length tuples (e.g. Instrument.price_bands' (edge, increment))
+        return st.tuples(*(_strategy_for(item) for item in typing.get_args(tp)))
     if origin is dict:
         key, value = typing.get_args(tp)
         return st.dictionaries(_strategy_for(key), _strategy_for(value), max_size=4)

@@ -229,7 +229,7 @@ def test_hostile_protobuf_requests_are_field_errors():
         with pytest.raises(pbwire.FieldError):
             pbwire.request_fields(body, MAX)
     # a protobuf kind the simulator does not decode: its id alone (the session answers 321/320)
-    assert pbwire.request_fields((200 + 87).to_bytes(4, "big") + b"\x08\x01", MAX) == ["87"]
+    assert pbwire.request_fields((200 + 68).to_bytes(4, "big") + b"\x08\x01", MAX) == ["68"]
 
 
 # ---------------------------------------------------------------------------------- responses

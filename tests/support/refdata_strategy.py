@@ -52,7 +52,9 @@ class RefData(Strategy):
             if symbol not in self.instruments:
                 return
             info = self.instrument(symbol)
-            price = ask + info.tick_at(ask) if spec["side"] == "BUY" else bid - info.tick_at(bid)
+            ticks = 8  # well through the spread: quotes arrive sparsely, the book moves
+            price = ask + ticks * info.tick_at(ask) if spec["side"] == "BUY" \
+                else bid - ticks * info.tick_at(bid)
             coid = str(self.submit(symbol, spec["side"], spec["quantity"], "LMT", price))
         else:
             mid = (bid + ask) / 2
