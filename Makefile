@@ -36,8 +36,9 @@ chromium:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
 	  || { echo "the tests need Debian's chromium: sudo apt-get install chromium"; exit 1; }
 
+# two workers, one test file each at a time: most tests wait on real processes, not the CPU
 test: build chromium
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 bench: build
 	$(BIN)/python bench/run_all.py --write docs/benchmarks.md

@@ -510,6 +510,13 @@ class RiskEngine:
         try:
             self.instruments.get(intent.symbol)
         except UnknownInstrument:
+            if intent.symbol in self.symbols.get(intent.strategy, ()) \
+                    and intent.symbol not in self.marks:
+                # one of its own symbols the gateway is still resolving (it publishes the
+                # reference data before it subscribes the market data): a passing refusal
+                return Decision(False, "stale_market_data",
+                                f"no market data nor reference data for {intent.symbol} "
+                                f"yet: no new orders")
             return Decision(False, "unknown_symbol",
                             f"no reference data for {intent.symbol!r}: the gateway has not "
                             f"published IB's contract details for it (unknown at IB, or not "

@@ -46,6 +46,7 @@ class Broker:
         self.market = Market(self.universe.instruments, cfg.seed, cfg.depth_levels, cfg.step_ms, start,
                              cfg.mean_reversion)
         self.universe.clock[0] = self.market.now  # contract details' trading hours: sim time
+        self.universe.calendars[0] = getattr(cfg, "sessions", "off") == "on"
         self.journal: AccountJournal | None = None
         self._dirty = False
         self._commit_scheduled = False

@@ -67,9 +67,11 @@ class Instrument:
     """An instrument of the universe with its tick arithmetic."""
 
     def __init__(self, spec: InstrumentSpec, index: int,
-                 clock: list[Callable[[], float]] | None = None) -> None:
+                 clock: list[Callable[[], float]] | None = None,
+                 calendars: list[bool] | None = None) -> None:
         self.spec = spec
         self.clock = clock or [time.time]
+        self.calendars = calendars or [False]  # hours from sessions.py's calendars
         rule = market_rule_of(spec)
         self.market_rule = rule
         self.market_rule_ids = ",".join(
@@ -96,16 +98,33 @@ class Instrument:
         except Exception:  # noqa: BLE001 - an unknown zone: UTC, as a bad config would
             zone = dt.timezone.utc
         today = dt.datetime.fromtimestamp(self.clock[0](), zone).date()
+        if self.calendars[0]:  # --sessions on: the exchange's real calendar (holidays too)
+            return self._calendar_hours(today, liquid, zone)
         out = []
         for n in range(7):
             day = today + dt.timedelta(days=n)
-            weekday = day.weekday()
-            closed = weekday >= 5 if self.sec_type == "STK" or start < end else weekday >= 5
-            if closed:
+            if day.weekday() >= 5:  # a Sunday-evening open is Monday's session
                 out.append(f"{day:%Y%m%d}:CLOSED")
                 continue
             first = day - dt.timedelta(days=1) if start > end else day
             out.append(f"{first:%Y%m%d}:{start}-{day:%Y%m%d}:{end}")
+        return ";".join(out)
+
+    def _calendar_hours(self, today: dt.date, liquid: bool, zone) -> str:
+        from .sessions import calendar_for  # pandas-backed: loaded only with sessions on
+        cal = calendar_for(self)
+        i = cal.since_day(today)
+        by_day = {s.day: s for s in cal.sessions[i:i + 8]}
+        out = []
+        for n in range(7):
+            day = today + dt.timedelta(days=n)
+            s = by_day.get(day)
+            if s is None:
+                out.append(f"{day:%Y%m%d}:CLOSED")
+                continue
+            a, b = s.bounds(liquid)
+            a_, b_ = (dt.datetime.fromtimestamp(t, zone) for t in (a, b))
+            out.append(f"{a_:%Y%m%d:%H%M}-{b_:%Y%m%d:%H%M}")
         return ";".join(out)
 
     def trading_hours(self) -> str:
@@ -162,7 +181,10 @@ class Universe:
     def __init__(self, specs: tuple[InstrumentSpec, ...]) -> None:
         #: the clock contract details' hours are written from (the broker sets the market's)
         self.clock: list[Callable[[], float]] = [time.time]
-        self.instruments = [Instrument(spec, i, self.clock) for i, spec in enumerate(specs)]
+        #: [True] with ``sessions = "on"``: hours from the exchange calendars (the broker sets it)
+        self.calendars: list[bool] = [False]
+        self.instruments = [Instrument(spec, i, self.clock, self.calendars)
+                            for i, spec in enumerate(specs)]
         self.by_con_id = {i.con_id: i for i in self.instruments}
 
     def find(self, q: ContractQuery) -> list[Instrument]:

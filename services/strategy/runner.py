@@ -198,8 +198,8 @@ class StrategyRunner(Service):
 
     # -- LIFECYCLE ----------------------------------------------------------------------------
     def on_start(self) -> None:
-        self._join_instruments()
-        if self.recover:
+        if self.recover:  # --no-recover (a replay's bus): no snapshot, live messages only
+            self._join_instruments()
             self._recover()
         self.strategy.handle_start()
 

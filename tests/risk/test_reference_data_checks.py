@@ -43,3 +43,12 @@ def test_ibs_reference_data_sets_tick_by_band_and_notional_by_multiplier():
     assert engine.check(_intent(price=0.8001, symbol="PENNY", qty=10)).approved  # sub-dollar
     assert engine.check(_intent(price=1.0001, symbol="PENNY", qty=10,
                                 coid="s-2")).reason == "min_tick"
+
+
+def test_a_configured_symbol_still_being_resolved_is_refused_for_now_only():
+    engine, _ = _engine()
+    engine.symbols = {"s": frozenset({"IBM"})}
+    decision = engine.check(_intent(symbol="IBM", price=180.0))
+    assert (decision.approved, decision.reason) == (False, "stale_market_data")
+    engine.on_mark("IBM", 179.99, 180.01)  # data without reference data: not a passing state
+    assert engine.check(_intent(symbol="IBM", price=180.0)).reason == "unknown_symbol"

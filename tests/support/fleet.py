@@ -98,13 +98,17 @@ class Fleet:
         return self._svc(name, "risk", "--strategies-dir", str(self.strategies_dir))
 
     def add_strategy(self, name: str, class_path: str, symbols: list[str], params: dict,
-                     risk: dict | None = None) -> Path:
+                     risk: dict | None = None, on_kill: str | None = "cancel_all") -> Path:
+        """A strategy TOML for this fleet. ``on_kill``: tests that throw the kill switch
+        check that every order ends, so their strategies cancel all on a kill; None leaves
+        the key out (the default, keep_exits: tests/trading/test_kill_modes.py)."""
         path = self.strategies_dir / f"{name}.toml"
         if self.config.bus.auth:
             keys.ensure_keys(self.state_dir, [f"strategy.{name}"])
-        path.write_text(tomli_w.dumps({"name": name, "class": class_path, "symbols": symbols,
-                                       "timer_s": 0.5, "params": params,
-                                       "risk": risk or {}}))
+        spec = {"name": name, "class": class_path, "symbols": symbols, "timer_s": 0.5}
+        if on_kill is not None:  # a top-level key: before the tables
+            spec["on_kill"] = on_kill
+        path.write_text(tomli_w.dumps({**spec, "params": params, "risk": risk or {}}))
         return path
 
     def start_strategy(self, name: str, proc_name: str | None = None):

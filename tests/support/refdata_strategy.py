@@ -18,6 +18,8 @@ from proto.schema import OrderIntent, Tick
 from services.strategy.base import Strategy
 
 DONE = {"filled", "cancelled", "rejected", "inactive"}
+#: refusals for a passing reason (risk's first mark, the gateway's reconnect): the step again
+TRANSIENT = {"stale_market_data", "gateway_not_synchronised"}
 
 
 class RefData(Strategy):
@@ -90,7 +92,11 @@ class RefData(Strategy):
         result["state"], result["reason"] = "refused", decision.reason
         result["text"] = decision.text
         if self.waiting == decision.client_order_id:
-            self.waiting, self.step = "", self.step + 1
+            if decision.reason in TRANSIENT:
+                self.results.remove(result)  # the same step again
+                self.waiting = ""
+            else:
+                self.waiting, self.step = "", self.step + 1
 
     def on_timer(self, now_ns: int) -> None:
         self._next()

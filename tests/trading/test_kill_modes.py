@@ -33,7 +33,7 @@ def cli(fleet, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
 
 def add_holder(fleet, name: str, symbol: str, on_kill: str | None) -> None:
     path = fleet.add_strategy(name, HOLDER, [symbol], {"quantity": 10},
-                              risk={"max_open_orders": 10})
+                              risk={"max_open_orders": 10}, on_kill=None)
     if on_kill is not None:  # a top-level key: written before the tables
         spec = {"name": name, "class": HOLDER, "symbols": [symbol], "timer_s": 0.5,
                 "on_kill": on_kill, "params": {"quantity": 10},

@@ -49,6 +49,9 @@ def test_a_strategy_on_ms_gets_no_msft_data_and_cannot_trade_msft(procs, tmp_pat
         # another strategy keeps MSFT quotes flowing on the bus all along
         fleet.add_strategy("msft", REFDATA, ["MSFT"], {"out": str(tmp_path / "msft.json")})
         fleet.start_strategy("msft")
+        # MSFT known to the fleet (else risk refuses it as unknown_symbol, a check earlier)
+        fleet.wait(lambda: "MSFT" in _instruments(fleet), what="MSFT's reference data")
+        time.sleep(0.5)
         fleet.start_strategy("ms")
         state = fleet.wait(lambda: (s := _read(out)) and s["results"]
                            and s["results"][0]["state"] == "refused" and s, deadline=90,
