@@ -56,6 +56,10 @@ class StateWatch:
                     return t, m
         return None
 
+    def reasons(self, state: str, after: float) -> list[str]:
+        with self.lock:
+            return [m.reason for t, m in self.events if t >= after and m.state == state]
+
 
 def main() -> int:
     ap = argparse.ArgumentParser()

@@ -33,7 +33,6 @@ import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -41,43 +40,15 @@ import zmq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from proto.schema import GatewayState, OrderCommand, SubscribeRequest  # noqa: E402
+from proto.schema import OrderCommand, SubscribeRequest  # noqa: E402
 from services.bus.publisher import Publisher  # noqa: E402
 from services.bus.reliable import ReliableClient  # noqa: E402
-from services.bus.subscriber import Subscriber  # noqa: E402
 from services.simulator.control import SimControl  # noqa: E402
+from bench.bench_gateway import StateWatch  # noqa: E402  (the gateway's states, timed)
 from tests.support.bus import short_run_dir, start_broker  # noqa: E402
 from tests.support.processes import ProcessGroup, free_port, port_open, wait_for  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class StateWatch:
-    def __init__(self, endpoint: str) -> None:
-        self.sub = Subscriber(zmq.Context.instance(), endpoint, [GatewayState.TOPIC])
-        self.events: list[tuple[float, GatewayState]] = []
-        self.lock = threading.Lock()
-        self.stop = False
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        while not self.stop:
-            got = self.sub.recv(20)
-            if got:
-                now = time.monotonic()
-                with self.lock:
-                    self.events += [(now, m) for m in got[1]]
-
-    def first(self, state: str, after: float):
-        with self.lock:
-            for t, m in self.events:
-                if t >= after and m.state == state:
-                    return t, m
-        return None
-
-    def reasons(self, state: str, after: float) -> list[str]:
-        with self.lock:
-            return [m.reason for t, m in self.events if t >= after and m.state == state]
 
 
 def pct(values: list[float], p: float) -> float:
