@@ -27,8 +27,7 @@ from proto.schema import SCHEMA_VERSION, Message
 from services.backtest import engine as engine_module
 from services.backtest.market import SymbolMarket
 from services.recorder import format as fmt
-from services.recorder.reader import (ReadReport, Recording, _first_recv_ns, _iter_segment,
-                                      _open_segment, _parse_at)
+from services.recorder.reader import ReadReport, Recording, _iter_segment, _parse_at
 from services.risk.engine import RiskEngine
 from services.strategy.base import Strategy
 
@@ -70,17 +69,7 @@ def messages(engine, recording: Recording, start_ns: int | None = None,
     report = recording.report = ReadReport()
     lo = -INT64_MAX - 1 if start_ns is None else start_ns
     hi = INT64_MAX if end_ns is None else end_ns
-    paths = recording.segment_paths
-    for n, path in enumerate(paths):
-        if start_ns is not None and n + 1 < len(paths):
-            nxt = _first_recv_ns(paths[n + 1])
-            if nxt is not None and nxt < start_ns:  # this whole segment is earlier
-                continue
-        opened = _open_segment(path, report)
-        if opened is None:
-            continue
-        info, buf = opened
-        report.segments += 1
+    for info, buf in recording.segments(start_ns, report):
         size = info.size
         view = memoryview(buf)
         released = 0

@@ -221,11 +221,10 @@ class Recording:
             raise FileNotFoundError(f"no recording at {self.path}")
         self.report = ReadReport()
 
-    def records(self, start_ns: int | None = None, end_ns: int | None = None,
-                topics: Iterable[str] = ()) -> Iterator[Record]:
-        """Records with ``start_ns <= recv_ns <= end_ns`` whose topic starts with a prefix."""
-        report = self.report = ReadReport()
-        prefixes = tuple(t.encode() for t in topics if t)
+    def segments(self, start_ns: int | None, report: ReadReport):
+        """The segments that may hold records at or after ``start_ns``, in order, each opened
+        (``(info, buf)``, counted in ``report``; a damaged one is skipped as ``_open_segment``
+        reports it). The caller closes each ``buf``."""
         paths = self.segment_paths
         for i, path in enumerate(paths):
             if start_ns is not None and i + 1 < len(paths):
@@ -235,8 +234,15 @@ class Recording:
             opened = _open_segment(path, report)
             if opened is None:
                 continue
-            info, buf = opened
             report.segments += 1
+            yield opened
+
+    def records(self, start_ns: int | None = None, end_ns: int | None = None,
+                topics: Iterable[str] = ()) -> Iterator[Record]:
+        """Records with ``start_ns <= recv_ns <= end_ns`` whose topic starts with a prefix."""
+        report = self.report = ReadReport()
+        prefixes = tuple(t.encode() for t in topics if t)
+        for info, buf in self.segments(start_ns, report):
             try:
                 begin = self._start_offset(info, buf, start_ns)
                 for record in _iter_segment(info, buf, begin, report):
