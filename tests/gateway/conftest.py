@@ -3,6 +3,7 @@ clients the tests drive (a Publisher for subscribe requests, a ReliableClient as
 a background Subscriber that records everything the gateway publishes)."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -137,13 +138,16 @@ class Fleet:
         return self.replies
 
 
-@pytest.fixture
-def fleet(procs, tmp_path):
+@contextlib.contextmanager
+def running_fleet(procs, *sim_args: str):
+    """Broker, simulator (``SIM_FAST`` plus ``sim_args``) and the test's bus recorder: the
+    gateway tests' fleet; sockets and the recorder closed at the end, pass or fail."""
     run_dir = short_run_dir()
     _, cfg = start_broker(procs, run_dir)
     port, cport = free_ports(2)
     sim_proc = procs.start_python("sim", "services.simulator", "--port", str(port), "--seed", "1",
-                                  "--control", f"tcp://127.0.0.1:{cport}", *SIM_FAST)
+                                  "--control", f"tcp://127.0.0.1:{cport}", *SIM_FAST,
+                                  *sim_args)
     wait_for(lambda: port_open(port) or sim_proc.poll() is not None, 60, what="simulator port")
     assert sim_proc.poll() is None, procs.log("sim")
     sim = SimControl(f"tcp://127.0.0.1:{cport}")
@@ -159,3 +163,9 @@ def fleet(procs, tmp_path):
         for sock in (f.pub, f.execution):
             if sock is not None:
                 sock.close()
+
+
+@pytest.fixture
+def fleet(procs, tmp_path):
+    with running_fleet(procs) as f:
+        yield f

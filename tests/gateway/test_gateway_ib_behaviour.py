@@ -6,8 +6,6 @@ lock-out (326), futures positions' exchange. Real simulator, bus and gateway pro
 from __future__ import annotations
 
 import signal
-import tempfile
-from pathlib import Path
 
 import pytest
 import zmq
@@ -18,10 +16,8 @@ from proto.schema import (Alert, Bar, ContractLookup, ContractLookupResult, Dept
                           Position, ReconcileEnd)
 from services.bus.reliable import ReliableClient
 from services.gateway.connection import LOCKOUT_CRITICAL_ATTEMPTS
-from services.simulator.control import SimControl
-from tests.gateway.conftest import SIM_FAST, BusRecorder, Fleet
-from tests.support.bus import short_run_dir, start_broker
-from tests.support.processes import free_ports, port_open, wait_for
+from tests.gateway.conftest import running_fleet
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.both_wire_formats  # the fleet's tests at v200 and v226 (conftest)
 
@@ -130,26 +126,8 @@ def test_a_lasting_client_id_lockout_is_alerted_once_and_its_326s_summarised(fle
 def slow_history_fleet(procs):
     """The gateway tests' fleet (conftest.fleet) with a simulator that answers historical
     requests after 3 s, so one is still in flight when a fault strikes."""
-    run_dir = short_run_dir()
-    _, cfg = start_broker(procs, run_dir)
-    port, cport = free_ports(2)
-    sim_proc = procs.start_python("sim", "services.simulator", "--port", str(port), "--seed", "1",
-                                  "--control", f"tcp://127.0.0.1:{cport}", *SIM_FAST,
-                                  "--history-delay-ms", "3000")
-    wait_for(lambda: port_open(port) or sim_proc.poll() is not None, 60, what="simulator port")
-    sim = SimControl(f"tcp://127.0.0.1:{cport}")
-    sim.wait_ready(60)
-    recorder = BusRecorder(cfg.bus.endpoint("bus-out"))
-    f = Fleet(procs, run_dir, Path(tempfile.mkdtemp(prefix="ibf-gw-state-")), cfg, port, sim,
-              recorder)
-    try:
+    with running_fleet(procs, "--history-delay-ms", "3000") as f:
         yield f
-    finally:
-        recorder.close()
-        sim.close()
-        for sock in (f.pub, f.execution):
-            if sock is not None:
-                sock.close()
 
 
 def _ask_history(fleet, request: str, symbol: str = "AAPL") -> None:
