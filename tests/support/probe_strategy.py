@@ -12,7 +12,9 @@ class Probe(Strategy):
     - "intents": on the first tick, submit each of params.intents (dicts of submit() keywords,
       prices given as ticks away from the mid under "ticks_from_mid").
     - "churn": keep trading: every timer, cross the spread with a small order (alternating
-      sides) so fills keep coming; cancel anything working for more than 2 s.
+      sides) so fills keep coming; cancel anything working for more than 2 s. At most 2
+      orders open, except with params.past_cancels: orders already asked to cancel do not
+      count (a refused cancel then does not stop new orders).
     - "rest": on the first tick, rest params.count buy orders 1% under the bid (never filled).
     - "rest_far": on the first tick, rest params.count buys of params.quantity (10) a fraction
       params.below (0.01) under the mid: far enough never to fill while a test runs.
@@ -43,6 +45,7 @@ class Probe(Strategy):
         self.rest_sent = 0
         self.flip = False
         self.sent_at: dict[str, int] = {}
+        self.cancel_asked: set[str] = set()
         self.modified = False
         self.bracket_sent = False
         for symbol in self.symbols:
@@ -180,7 +183,10 @@ class Probe(Strategy):
             sent = self.sent_at.get(order.client_order_id, now_ns)
             if now_ns - sent > 2e9 and order.state not in ("new", "pending_cancel"):
                 self.cancel(order.client_order_id)
-        if len(self.open_orders()) >= 2:
+                self.cancel_asked.add(order.client_order_id)
+        counted = [o for o in self.open_orders() if not (
+            self.params.get("past_cancels") and o.client_order_id in self.cancel_asked)]
+        if len(counted) >= 2:
             return
         symbol = self.symbols[0]
         mid = self.mids.get(symbol)

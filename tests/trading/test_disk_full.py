@@ -74,8 +74,8 @@ def _refs_at_sim(fleet) -> set[str]:
     return refs - {""}
 
 
-def _churn(fleet) -> None:
-    fleet.add_strategy("churn", PROBE, ["AAPL"], {"mode": "churn", "quantity": 10},
+def _churn(fleet, **params) -> None:
+    fleet.add_strategy("churn", PROBE, ["AAPL"], {"mode": "churn", "quantity": 10, **params},
                        risk=CHURN_RISK)
     fleet.start_strategy("churn")
     fleet.wait(lambda: _fills_at_sim(fleet) >= 3, deadline=120, what="order flow")
@@ -95,7 +95,9 @@ def test_execution_disk_full_refuses_intents_alerts_keeps_running_then_resumes(f
     disk = fleet.state_dir / "execution"
     with small_disk(disk):
         fleet.start_core()
-        _churn(fleet)
+        # past_cancels: two orders whose cancels the full disk refuses must not stop new
+        # orders, or the window could hold refused cancels only
+        _churn(fleet, past_cancels=True)
         execution = _proc(fleet, "execution")
         mark = len(fleet.seen)
         filler = fill_disk(disk)
@@ -103,8 +105,14 @@ def test_execution_disk_full_refuses_intents_alerts_keeps_running_then_resumes(f
         def refused():
             return [d for _, d in fleet.seen[mark:] if isinstance(d, RiskDecision)
                     and d.reason == "execution_refused" and "journal cannot write" in d.text]
-        fleet.wait(lambda: len(refused()) >= 3, deadline=90,
-                   what="intents refused by execution for its journal")
+
+        def new_orders_refused() -> set[str]:
+            """Refused client order ids that never had an approved decision (not a cancel
+            or modify of an order placed before)."""
+            approved = {d.client_order_id for d in fleet.decisions() if d.approved}
+            return {d.client_order_id for d in refused()} - approved
+        fleet.wait(lambda: len(refused()) >= 3 and new_orders_refused(), deadline=90,
+                   what="new orders refused by execution for its journal")
         assert all("ENOSPC" in d.text for d in refused()), refused()[0].text
         fleet.wait(lambda: any(a.code == "journal_write_failed" and a.severity == "critical"
                                for _, a in fleet.seen[mark:] if isinstance(a, Alert)),
