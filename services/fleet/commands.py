@@ -357,12 +357,18 @@ def _control(argv: list[str], command: str, help_: str, name: str) -> int:
     parser.add_argument("--confirm-timeout", type=float, default=5.0,
                         help="seconds to wait for the strategies' own confirmation (their "
                              "heartbeats carry the trading state they applied)")
+    if command == "flatten":
+        parser.add_argument("--wait", type=float, default=60.0,
+                            help="seconds to wait until execution shows the strategy flat "
+                                 "with no order working (exit 1 if not)")
     args = parser.parse_args(argv)
     config, _ = _load(parser, args)
     target = getattr(args, "strategy", "")
     ctx = zmq.Context()
     keys.for_process(ctx, config, "operator")  # bus.auth: the operator's key
     try:
+        # what a flatten is about to close, to say so afterwards (None: execution is silent)
+        held = _strategy_holdings(ctx, config, target) if command == "flatten" else None
         confirmations = Confirmations(ctx, config, [target] if target else None)
         client = ReliableClient(ctx, config.bus.endpoint("risk"), f"cli.{__import__('os').getpid()}",
                                 resend_after=1.0)
@@ -383,9 +389,28 @@ def _control(argv: list[str], command: str, help_: str, name: str) -> int:
             confirmations.wait(EXPECTED[command], args.confirm_timeout)  # bounded
             print(confirmations.report(EXPECTED[command], args.confirm_timeout))
         confirmations.close()
+        if command == "flatten":
+            _report_flatten(parser, ctx, config, target, held, args.wait)
     finally:
         ctx.destroy(linger=0)
     return 0
+
+
+def _report_flatten(parser, ctx, config, target: str, held, wait: float) -> None:
+    """After an acknowledged ``flatten NAME``: wait until execution shows NAME flat with no
+    order working, then say what was closed and cancelled (exit 1 if not flat in time)."""
+    left = _wait_flat(ctx, config, target, wait)
+    if held is None:
+        print(f"what {target} held before is unknown (execution did not answer)")
+    for line in _describe(held):
+        print(("closed " if line.startswith("a position") else "cancelled ") + line)
+    if held is not None and not _describe(held):
+        print(f"{target} held nothing: no position, no working order")
+    if left:
+        parser.exit(1, f"{parser.prog}: {target} is not flat after {wait:g}s: "
+                       f"{'; '.join(left)}. It stays paused; run the command again\n")
+    print(f"{target} is flat, no order working" + ("" if target in RESERVED_OWNERS else
+          f"; paused until `ibfleet unpause {target}`"), flush=True)
 
 
 RISK_WAIT_S = 3.0  # s the kill waits for risk (and execution behind it) before the gateway
@@ -790,17 +815,11 @@ def _remove_strategy(parser, args, config, paths: sup.FleetPaths, server) -> int
                                f"removed\n")
             print(f"flatten {name}: acknowledged by risk; waiting (up to {args.timeout:g}s) "
                   f"for its orders to end and its positions to close", flush=True)
-            limit = time.monotonic() + args.timeout
-            while True:
-                held = _strategy_holdings(ctx, config, name)
-                if held is not None and not _describe(held):
-                    break
-                if time.monotonic() > limit:
-                    left = "; ".join(_describe(held)) if held else "unknown (no answer)"
-                    parser.exit(1, f"{prog}: {name} is not flat after {args.timeout:g}s: "
-                                   f"{left}. It stays in the fleet, paused; run the command "
-                                   f"again, or use --keep\n")
-                time.sleep(0.5)
+            left = _wait_flat(ctx, config, name, args.timeout)
+            if left:
+                parser.exit(1, f"{prog}: {name} is not flat after {args.timeout:g}s: "
+                               f"{'; '.join(left)}. It stays in the fleet, paused; run the "
+                               f"command again, or use --keep\n")
             print(f"{name} is flat, no order working", flush=True)
         try:  # from here on it sends nothing
             server.supervisor.stopProcessGroup(group)
@@ -854,6 +873,19 @@ def _strategy_holdings(ctx, config, name: str
                  and abs(m.quantity) > 1e-9}
     orders = [m for _, m in state if isinstance(m, OrderUpdate) and m.strategy == name]
     return positions, orders
+
+
+def _wait_flat(ctx, config, name: str, timeout: float) -> list[str]:
+    """Poll execution's snapshot until strategy ``name`` has no position and no working
+    order, for up to ``timeout`` s; what it still has (``_describe``), [] once flat."""
+    limit = time.monotonic() + timeout
+    while True:
+        held = _strategy_holdings(ctx, config, name)
+        if held is not None and not _describe(held):
+            return []
+        if time.monotonic() > limit:
+            return _describe(held) if held else ["unknown (execution did not answer)"]
+        time.sleep(0.5)
 
 
 def _describe(held) -> list[str]:

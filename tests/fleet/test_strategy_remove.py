@@ -35,6 +35,7 @@ def fleet(tmp_path_factory):
     files = []
     for name, cls, symbol, params in (("spy", HOLDER, "SPY", {"quantity": 10}),
                                       ("msft", HOLDER, "MSFT", {"quantity": 10}),
+                                      ("aapl", HOLDER, "AAPL", {"quantity": 10}),
                                       ("idle", PROBE, "AAPL", {"mode": "echo"})):
         path = cli.tmp / f"{name}.toml"
         path.write_text(tomli_w.dumps({"name": name, "class": cls, "symbols": [symbol],
@@ -186,3 +187,26 @@ def test_remove_refuses_keeps_into_unowned_flattens_and_forgets(fleet):
     assert result.returncode == 1 and "no strategy named" in result.stderr, result.stderr
     result = fleet.run("strategy", "remove", "unowned")
     assert result.returncode == 2 and "reserved" in result.stderr, result.stderr
+
+
+def test_flatten_name_closes_cancels_says_what_and_pauses(fleet):
+    """``ibfleet flatten NAME``: NAME's orders cancelled, its position closed at market, the
+    command waits until execution shows it flat and says what it closed; NAME stays paused
+    (it does not trade again by itself)."""
+    wait_for(lambda: sim_position(fleet, "AAPL") == 10 and len(working(fleet, "AAPL")) == 2,
+             deadline=120, what="aapl's bracket filled, its exits working")
+    wait_for(lambda: fleet.status()["positions"].get("aapl", {}).get("AAPL") == 10,
+             deadline=60, what="execution's position of aapl")
+    result = fleet.run("flatten", "aapl", "--wait", "60")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "closed a position of AAPL 10" in result.stdout, result.stdout
+    assert "cancelled 2 working order(s)" in result.stdout, result.stdout
+    assert "aapl is flat, no order working" in result.stdout, result.stdout
+    assert sim_position(fleet, "AAPL") == 0 and not working(fleet, "AAPL")
+    assert fleet.status()["positions"]["aapl"]["AAPL"] == 0
+    assert fleet.status()["risk"]["aapl"] == "paused", fleet.status()["risk"]
+
+    # again: nothing left, said so
+    result = fleet.run("flatten", "aapl")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "aapl held nothing" in result.stdout, result.stdout
