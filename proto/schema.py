@@ -160,6 +160,50 @@ class HistoricalEnd(Message, kw_only=True):
         return f"hist.{self.requester}"
 
 
+class HistoricalTicksRequest(Message, kw_only=True):
+    """Ask the gateway for IB historical ticks (reqHistoricalTicks): up to ``count`` (IB: at
+    most 1000, more to complete a second) from ``start`` or to ``end`` (IB's date/time forms,
+    exactly one of the two non-empty). They come back on ``hist.REQUESTER`` as
+    ``HistoricalTick``s (with ``request`` set) closed by a ``HistoricalEnd``; the gateway paces
+    them with the historical bars (IB's historical data rules)."""
+
+    TOPIC: ClassVar[str] = "hist.req"
+    requester: str
+    request: str  # the requester's own id for this request
+    symbol: str
+    what_to_show: Literal["TRADES", "BID_ASK", "MIDPOINT"] = "TRADES"
+    start: str = ""  # IB's startDateTime ("yyyymmdd-hh:mm:ss": UTC)
+    end: str = ""  # IB's endDateTime
+    count: int = 1000  # numberOfTicks
+    use_rth: bool = True
+    ignore_size: bool = False  # BID_ASK: only ticks where a price changed
+
+
+class HistoricalTick(Message, kw_only=True):
+    """One historical tick as IB sent it (seconds resolution: ``time_ns`` is a whole second).
+    TRADES (historicalTicksLast): price, size, exchange, special_conditions, past_limit,
+    unreported. BID_ASK: bid, ask, bid_size, ask_size, bid_past_low, ask_past_high. MIDPOINT:
+    price (size 0). Prices in the instrument's currency, sizes in its units; NaN where unset."""
+
+    TOPIC: ClassVar[str] = "hist"
+    symbol: str
+    request: str
+    what_to_show: str
+    time_ns: int
+    price: float = float("nan")
+    size: float = float("nan")
+    bid: float = float("nan")
+    ask: float = float("nan")
+    bid_size: float = float("nan")
+    ask_size: float = float("nan")
+    exchange: str = ""
+    special_conditions: str = ""
+    past_limit: bool = False
+    unreported: bool = False
+    bid_past_low: bool = False
+    ask_past_high: bool = False
+
+
 class SubscribeRequest(Message, kw_only=True):
     """A strategy asks the gateway for market data; the gateway de-duplicates across strategies."""
 
@@ -324,6 +368,10 @@ class StrategyPosition(_ByStrategy, kw_only=True):
     realized_day: float = 0.0  # net of commissions, this trading day
     trading_day: str = ""  # ISO date
     multiplier: float = 1.0
+    #: booked fills whose commission IB has not reported (yet): ``commissions`` and the
+    #: realized figures leave them out, so they are a lower bound until this is 0 (IB sends
+    #: commissionReport at its own pace, sometimes never: docs/simulator.md F26)
+    commissions_unknown: int = 0
 
 
 class StrategyDigest(_ByStrategy, kw_only=True):
@@ -600,7 +648,7 @@ class SnapshotEnd(Message, kw_only=True):
 
 ALL_TYPES: tuple[type[Message], ...] = (
     Tick, TradeTick, QuoteTick, DepthUpdate, Bar, SubscribeRequest, HistoricalRequest,
-    HistoricalEnd,
+    HistoricalEnd, HistoricalTicksRequest, HistoricalTick,
     OrderIntent, RiskDecision, OrderCommand, OrderStatus, OpenOrder, Execution, OrderUpdate,
     Commission, StrategyPosition, StrategyDigest, CompletedOrder, ReconcileEnd,
     Position, AccountValue, PnL,

@@ -68,13 +68,25 @@ def build_parser() -> argparse.ArgumentParser:
     catalog.add_argument("--exchange-fee-per-share", type=float, default=0.0, metavar="USD",
                          help="stocks, tiered: exchange fee a share (default: %(default)s)")
     catalog.add_argument("--cash", type=float, default=1_000_000.0, metavar="USD",
-                         help="initial cash: the base of returns and buy-and-hold "
-                              "(default: %(default)s)")
+                         help="initial cash of the account the strategies share: the base "
+                              "of returns and buy-and-hold (default: %(default)s)")
+    catalog.add_argument("--data-latency-ms", type=float, default=None, metavar="MS",
+                         help="market data's delay from the venue to the strategies and risk "
+                              "(default: 0)")
+    catalog.add_argument("--jitter-ms", type=float, default=None, metavar="MS",
+                         help="a seeded jitter, uniform in [0, MS], added to every delay of "
+                              "each direction, order kept (default: 0)")
+    catalog.add_argument("--latency-seed", type=int, default=None, metavar="N",
+                         help="the jitter's seed (default: 0)")
+    catalog.add_argument("--run-config", metavar="TOML",
+                         help="the run's settings: [backtest.latency] (order_ms, report_ms, "
+                              "data_ms, jitter_ms, seed; flags win) and [risk] (the account's "
+                              "limits, as the fleet config's)")
     parser.add_argument("--out", default="backtest-out", metavar="DIR",
                         help="where the report and the binary logs go (default: %(default)s)")
-    parser.add_argument("--latency-ms", type=float, default=5.0, metavar="MS",
+    parser.add_argument("--latency-ms", type=float, default=None, metavar="MS",
                         help="one-way delay from an intent to the exchange, also for cancels "
-                             "and modifies (default: %(default)s)")
+                             "and modifies (default: 5)")
     parser.add_argument("--report-latency-ms", type=float, default=None, metavar="MS",
                         help="one-way delay of the exchange's reports (fills, order states) "
                              "back to execution (default: the same as --latency-ms)")
@@ -146,9 +158,11 @@ def main(argv: list[str] | None = None) -> int:
         end_ns = parse_time(args.end, first) if args.end else None
     except ValueError as exc:
         parser.exit(2, f"ibfleet backtest: {exc}\n")
-    report_latency = args.latency_ms if args.report_latency_ms is None \
-        else args.report_latency_ms
-    if args.latency_ms < 0 or report_latency < 0 or args.warmup < 0:
+    try:
+        latency, account_risk = run_config(args)
+    except (ConfigError, ValueError, OSError) as exc:
+        parser.exit(2, f"ibfleet backtest: {exc}\n")
+    if args.warmup < 0:
         parser.exit(2, "ibfleet backtest: latencies and the warm-up cannot be negative\n")
     if span and args.warmup:
         left = ((end_ns or span[1]) - max(start_ns or span[0], span[0])) / 1e9
@@ -157,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
                            f"than the recording it would use ({left:.0f} s, "
                            f"{_iso(span[0])} .. {_iso(span[1])}): nothing would be left to "
                            f"trade on; give a shorter --warmup\n")
-    settings = Settings(latency_ns=int(round(args.latency_ms * 1e6)),
-                        report_latency_ns=int(round(report_latency * 1e6)),
+    settings = Settings(latency_ns=latency.order_ns, report_latency_ns=latency.report_ns,
                         queue_model=args.queue_model, warmup_ns=int(args.warmup * 1e9),
                         commission=CommissionModel(args.commission_per_share,
-                                                   args.commission_min))
+                                                   args.commission_min),
+                        latency=latency, account_risk=account_risk)
     try:
         result = run(cfg, recording, settings, start_ns, end_ns)
     except (ConfigError, TypeError) as exc:
@@ -201,20 +215,21 @@ def catalog_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
         end_ns = parse_time(args.end, probe.start_ns) if args.end else None
     except (ConfigError, FileNotFoundError, ValueError, DataError) as exc:
         parser.exit(2, f"ibfleet backtest: {exc}\n")
-    report_latency = args.latency_ms if args.report_latency_ms is None \
-        else args.report_latency_ms
-    if args.latency_ms < 0 or report_latency < 0 or args.warmup < 0 or args.cash <= 0:
-        parser.exit(2, "ibfleet backtest: latencies and the warm-up cannot be negative, "
-                       "the cash must be positive\n")
+    try:
+        latency, account_risk = run_config(args)
+    except (ConfigError, ValueError, OSError) as exc:
+        parser.exit(2, f"ibfleet backtest: {exc}\n")
+    if args.warmup < 0 or args.cash <= 0:
+        parser.exit(2, "ibfleet backtest: the warm-up cannot be negative, the cash must be "
+                       "positive\n")
     commission = IBCommissions(
         pricing=args.pricing, sec_types=probe.sec_types(),
         stock_fixed=CommissionModel(args.commission_per_share, args.commission_min),
         exchange_per_share=args.exchange_fee_per_share,
         fees_per_contract=args.fees_per_contract)
-    settings = Settings(latency_ns=int(round(args.latency_ms * 1e6)),
-                        report_latency_ns=int(round(report_latency * 1e6)),
+    settings = Settings(latency_ns=latency.order_ns, report_latency_ns=latency.report_ns,
                         queue_model=args.queue_model, commission=commission,
-                        initial_cash=args.cash)
+                        initial_cash=args.cash, latency=latency, account_risk=account_risk)
     try:
         source, runs = catalog_run.run_all(cfgs, catalog, args.data, start_ns, end_ns,
                                            args.warmup or None, settings)
@@ -223,6 +238,31 @@ def catalog_main(parser: argparse.ArgumentParser, args: argparse.Namespace) -> i
     sys.stdout.write(catalog_run.write(source, runs, Path(args.out), settings,
                                        plot=not args.no_plot))
     return 0
+
+
+def run_config(args: argparse.Namespace):
+    """The latency model and the account's ``[risk]`` from ``--run-config`` and the flags
+    (a flag given wins over the file). ValueError / ConfigError naming the file and key."""
+    from services.backtest.latency import LatencyModel, from_table
+    from services.runtime.decoding import read_toml
+    values: dict = {}
+    account_risk = None
+    if args.run_config:
+        raw = read_toml(Path(args.run_config), "backtest run config")
+        unknown = sorted(set(raw) - {"backtest", "risk"})
+        if unknown or set(raw.get("backtest", {})) - {"latency"}:
+            raise ValueError(f"{args.run_config}: only [backtest.latency] and [risk] are read "
+                             f"(found {', '.join(unknown or sorted(raw['backtest']))})")
+        values = from_table(raw.get("backtest", {}).get("latency", {}), args.run_config)
+        account_risk = raw.get("risk")
+        if account_risk is not None:
+            from services.risk.limits import Limits, build_limits
+            build_limits(account_risk, args.run_config, Limits())  # refuse a bad one here
+    flags = {"order_ms": args.latency_ms, "report_ms": args.report_latency_ms,
+             "data_ms": args.data_latency_ms, "jitter_ms": args.jitter_ms,
+             "seed": args.latency_seed}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    return LatencyModel.from_ms(**values), account_risk
 
 
 if __name__ == "__main__":

@@ -74,6 +74,7 @@ class Trade:
     mae: float
     mfe: float
     status: str  # closed / open
+    strategy: str = ""  # whose round trip (a run's strategies share one account)
 
     @property
     def pnl_net(self) -> float:
@@ -332,7 +333,7 @@ def _exposure(curve: Curve, start_ns: int, end_ns: int) -> float:
     return held / (end_ns - start_ns)
 
 
-TRADE_COLUMNS = ["symbol", "direction", "status", "entry_time", "exit_time", "quantity",
+TRADE_COLUMNS = ["strategy", "symbol", "direction", "status", "entry_time", "exit_time", "quantity",
                  "entry_price", "exit_price", "pnl_gross", "commissions", "pnl_net", "mae",
                  "mfe", "return_pct"]
 
@@ -350,7 +351,7 @@ def trades_csv(trades: list[Trade], multipliers: dict[str, float]) -> str:
         notional = tr.entry_price * tr.quantity * multipliers.get(tr.symbol, 1.0)
         ret = tr.pnl_net / notional * 100.0 if notional else 0.0
         lines.append(",".join([
-            tr.symbol, tr.direction, tr.status, iso(tr.entry_ns), iso(tr.exit_ns),
+            tr.strategy, tr.symbol, tr.direction, tr.status, iso(tr.entry_ns), iso(tr.exit_ns),
             _f(tr.quantity), _f(tr.entry_price), _f(tr.exit_price), _f(tr.pnl_gross, 2),
             _f(tr.commissions, 4), _f(tr.pnl_net, 2), _f(tr.mae, 2), _f(tr.mfe, 2),
             _f(ret, 4)]))

@@ -1,10 +1,13 @@
 """``ibfleet backtest CONFIG... --data DATASET...``: strategies over catalog datasets.
 
-Each strategy runs in its own ``BacktestEngine`` (the live Strategy class, RiskEngine and
-ExecutionEngine, the simulated venue) over the same messages (``CatalogSource``), with the
-datasets' instruments and IB's commissions; each gets the full report
-(``services.backtest.tearsheet``). Strategies of one run do not see each other's orders:
-each trades against the recorded market alone, with its own account.
+The strategies run together in one ``BacktestEngine`` (the live Strategy class, one
+RiskEngine with each strategy's budget over the account's limits, one ExecutionEngine and
+Portfolio, one simulated venue) over the datasets' messages (``CatalogSource``), with the
+datasets' instruments and IB's commissions: one IB account, several strategies, as live.
+Reports (``services.backtest.tearsheet``): each strategy's own (its books in the shared
+Portfolio: its trades, its equity, its statistics) and, with several, the account's (every
+strategy's fills together: combined equity and commissions, every round trip with its
+strategy).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Any
 
 from services.backtest import analysis, tearsheet
 from services.backtest.catalog_source import CatalogSource
-from services.backtest.engine import BacktestEngine, Settings
+from services.backtest.engine import ACCOUNT, BacktestEngine, Settings
 from services.backtest.report import summarize, to_text
 from services.data.catalog import Catalog
 from services.strategy.config import StrategyConfig
@@ -23,76 +26,130 @@ from services.strategy.config import StrategyConfig
 STRATEGIES = Path(__file__).resolve().parents[2] / "strategies"
 
 
-def run_one(cfg: StrategyConfig, source: CatalogSource, settings: Settings
-            ) -> tuple[BacktestEngine, Any, tearsheet.Run]:
-    if str(STRATEGIES) not in sys.path:
-        sys.path.append(str(STRATEGIES))
-    missing = [s for s in cfg.symbols if s not in source.symbols]
-    if missing:
-        raise ValueError(f"strategy {cfg.name} trades {', '.join(missing)}: no dataset given "
-                         f"for it (--data has {', '.join(source.symbols)})")
-    first = source.first_ns()
-    warmup = max(0, source.start_ns - first) if first is not None else 0
-    engine = BacktestEngine(cfg, replace(settings, warmup_ns=warmup, coalesce_idle=True),
-                            instruments=source.instruments())
-    for symbol in source.symbols:  # the path of every symbol, fresh for this run
-        source.paths[symbol] = type(source.paths[symbol])()
-    result = engine.run(source.messages())
-    symbols = list(cfg.symbols)
+def _run_of(engine: BacktestEngine, result, name: str, symbols: list[str],
+            owners: list[str], source: CatalogSource, settings: Settings,
+            parts: list | None = None) -> tearsheet.Run:
+    """The report of ``owners``' books on ``symbols`` (one strategy, or the account: all)."""
     multipliers = {s: engine.instruments.get(s).multiplier for s in symbols}
-    fills = analysis.fills_of(result.portfolio, cfg.name, symbols)
     paths = {s: source.paths[s] for s in symbols}
     last = {s: p.close[-1] for s, p in paths.items() if p.close}
     # open positions at the last price the data gave (a bar dataset's book is empty between
     # a bar's close and the next open)
     result.mids = {**result.mids, **last}
-    trades = analysis.round_trips(fills, multipliers, paths, last)
+    trades, fills = [], []
+    for owner in owners:
+        mine = analysis.fills_of(result.portfolio, owner, symbols)
+        fills += mine
+        trades += [replace(t, strategy=owner)
+                   for t in analysis.round_trips(mine, multipliers, paths, last)]
+    # the account's: every strategy's fills in time order, round trips by entry (stable)
+    fills.sort(key=lambda f: f[0])
+    trades.sort(key=lambda t: t.entry_ns)
     curve = analysis.equity_curve(fills, multipliers, paths, symbols, result.start_ns,
                                   settings.initial_cash)
     stats = analysis.statistics(trades, curve, settings.initial_cash, result.start_ns,
                                 result.end_ns)
-    run = tearsheet.Run(cfg.name, symbols, summarize(result), stats, trades, curve, paths,
-                        result.executions, engine.updates, engine.series, result.start_ns,
-                        result.end_ns, multipliers)
-    return engine, result, run
+    summary = summarize(result) if parts is None else account_summary(engine, result, parts)
+    series = engine._slot_of[owners[0]].series if len(owners) == 1 else {}
+    updates = [u for u in engine.updates if u.strategy in owners]
+    return tearsheet.Run(name, symbols, summary, stats, trades, curve, paths,
+                         result.executions, updates, series, result.start_ns, result.end_ns,
+                         multipliers)
+
+
+def account_summary(engine: BacktestEngine, result, results: list) -> dict[str, Any]:
+    """The account's summary: the strategies' summaries (``results``: theirs, marked as
+    their reports are) added up (PnL, commissions, trading, intents, refusals, positions by
+    symbol), drawdown and exposure from the account's own samples (every strategy's equity
+    together at each moment)."""
+    from services.backtest.report import max_drawdown, time_weighted
+    parts = [summarize(r) for r in results]
+    doc = dict(parts[0])
+    doc["strategy"] = result.strategy
+    doc["strategies"] = [c.name for c in engine.cfgs]
+    doc["symbols"] = list(result.symbols)
+
+    def add(key: str) -> dict:
+        keys = dict.fromkeys(k for p in parts for k in p[key])
+        return {k: _round(sum(p[key].get(k, 0) for p in parts)) for k in keys}
+    doc["pnl"] = add("pnl")
+    doc["trading"] = add("trading")
+    doc["final_positions"] = add("final_positions")
+    doc["intents"] = add("intents")
+    doc["rejected"] = {"total": sum(p["rejected"]["total"] for p in parts),
+                       "by_reason": dict(sorted(result.rejections.items()))}
+    doc["callback_errors"] = result.callback_errors
+    doc["max_drawdown"] = _round(max_drawdown(result.samples))
+    doc["exposure"] = {
+        "max_gross": _round(max((s.gross for s in result.samples), default=0.0)),
+        "time_weighted_gross": _round(time_weighted(result.samples, result.end_ns))}
+    return doc
+
+
+def _round(value):
+    return round(value, 6) + 0 if isinstance(value, float) else value
 
 
 def run_all(cfgs: list[StrategyConfig], catalog: Catalog, datasets: list[str],
             start_ns: int | None, end_ns: int | None, warmup_s: float | None,
             settings: Settings) -> tuple[CatalogSource, list[tuple[Any, tearsheet.Run]]]:
+    """Every strategy in one engine, on one account; returns the source and ``(result,
+    Run)`` per strategy, then, with several, the account's last (``Run.name`` "account")."""
+    if str(STRATEGIES) not in sys.path:
+        sys.path.append(str(STRATEGIES))
     probe = CatalogSource(catalog, datasets, start_ns, end_ns)
     warm_from = None if warmup_s is None else probe.start_ns - int(warmup_s * 1e9)
     source = CatalogSource(catalog, datasets, start_ns, end_ns, warm_from)
+    for cfg in cfgs:
+        missing = [s for s in cfg.symbols if s not in source.symbols]
+        if missing:
+            raise ValueError(f"strategy {cfg.name} trades {', '.join(missing)}: no dataset "
+                             f"given for it (--data has {', '.join(source.symbols)})")
+    first = source.first_ns()
+    warmup = max(0, source.start_ns - first) if first is not None else 0
+    engine = BacktestEngine(cfgs, replace(settings, warmup_ns=warmup, coalesce_idle=True),
+                            instruments=source.instruments())
+    result = engine.run(source.messages())
     runs = []
     for cfg in cfgs:
-        _engine, result, run = run_one(cfg, source, settings)
-        runs.append((result, run))
+        mine = engine.result_for(cfg.name)
+        runs.append((mine, _run_of(engine, mine, cfg.name, list(cfg.symbols), [cfg.name],
+                                   source, settings)))
+    if len(cfgs) > 1:
+        runs.append((result, _run_of(engine, result, ACCOUNT, list(engine.symbols),
+                                     [c.name for c in cfgs], source, settings,
+                                     [r for r, _ in runs])))
     return source, runs
 
 
 def write(source: CatalogSource, runs, out: Path, settings: Settings, plot: bool = True
           ) -> str:
-    """Each strategy's report in ``out`` (one strategy) or ``out/NAME`` (several), and with
-    several a ``report.html`` in ``out`` with all of them; returns the text reports."""
+    """One strategy: its report in ``out``. Several: the account's report (combined equity,
+    commissions, every round trip with its strategy) in ``out``, each strategy's in
+    ``out/NAME``, and ``out/report.html`` with the account and every strategy. Returns the
+    text reports (the account's first)."""
     from services.backtest.frames import write_frames
     extra = {"data": {"datasets": source.names, "sec_types": source.sec_types(),
                       "bar_seconds": source.bar_sizes()},
-             "commission": describe_commission(settings.commission)}
+             "commission": describe_commission(settings.commission),
+             "latency": settings.latency_model.describe()}
+    if len(runs) > 1:
+        runs = [runs[-1]] + runs[:-1]  # the account first
     texts, sections, heads = [], [], []
     for result, run in runs:
-        where = out if len(runs) == 1 else out / run.name
+        where = out if len(runs) == 1 or run.name == ACCOUNT else out / run.name
         where.mkdir(parents=True, exist_ok=True)
         text = to_text(run.summary) + stats_text(run.stats)
         (where / "report.txt").write_text(text)
         write_frames(where / "intents.bin", result.intents)
         write_frames(where / "fills.bin", result.fills)
-        tearsheet.write(run, where, extra, plot=plot)
-        texts.append(text)
+        tearsheet.write(run, where, extra, plot=plot and len(runs) == 1)
         if plot and len(runs) > 1:
+            png = tearsheet.write_png(run, where / "report.png")
             head, chart = tearsheet.interactive(run)
             heads.append(head)
-            sections.append(tearsheet.html_section(run, (where / "report.png").read_bytes(),
-                                                    chart))
+            sections.append(tearsheet.html_section(run, png, chart))
+        texts.append(text)
     if plot and len(runs) > 1:
         head = tearsheet.bokeh_resources() + "".join(heads) if any(heads) else ""
         (out / "report.html").write_text(tearsheet.html_page(

@@ -29,6 +29,17 @@ the strategy's bars of other sizes are aggregated from those (``services.strateg
 data before it serving as history. The strategy's own timers (``every``, ``at``, the market's
 open and close) are events of the same heap; its ``account`` is published from execution's
 ``Portfolio`` (``Settings.initial_cash`` plus the strategy's equity) at every account sample.
+
+Several strategies (a list of configs) share the run's one account, as live: one risk engine
+(each strategy's budget), one execution engine and Portfolio, one venue, one clock; each has
+its ``StrategySlot`` (its host: subscriptions, timers, plotted series), and the account
+values they get are the account's (cash plus every strategy's equity). ``result_for(name)``
+is one strategy's part of the run.
+
+Delays come from ``Settings.latency_model`` (``services.backtest.latency``): commands to the
+exchange (order), its reports back (report) and, when set, market data to risk and the
+strategies (data: the venue matches at the data's time, the strategies see it later), each a
+base plus a seeded jitter, in order per direction.
 """
 from __future__ import annotations
 
@@ -47,6 +58,7 @@ from proto.schema import (AccountValue, Bar, Commission, DepthUpdate, Execution,
                           OrderStatus, OrderUpdate, QuoteTick, RiskDecision, Tick, TradeTick)
 from services.backtest.account import snapshot
 from services.backtest.journal import MemoryJournal
+from services.backtest.latency import LatencyModel
 from services.backtest.market import SymbolMarket
 from services.backtest.matching import CLIENT_ID, CommissionModel, SimulatedVenue
 from services.execution.engine import ExecutionEngine, IntentRefused
@@ -64,7 +76,8 @@ KINDS = {Tick: "tick", QuoteTick: "quote", TradeTick: "trade", DepthUpdate: "dep
 INCARNATION = "bt"  # client order ids: NAME-bt-N, the same on every run
 SOURCE = "backtest"
 HOUSEKEEPING_NS = 1_000_000_000  # risk's housekeeping, every second as live
-IN_FLIGHT = ("command", "reports")
+IN_FLIGHT = ("command", "reports", "data")
+ACCOUNT = "account"  # the name of the account-wide result of a run with several strategies
 
 
 @dataclass(frozen=True)
@@ -78,10 +91,21 @@ class Settings:
     #: periodic events (the strategy's timer, risk's housekeeping) over a gap in the data run
     #: once when due and once more at the next message, not every period (bars: a day's gap)
     coalesce_idle: bool = False
+    #: the latency model (``services.backtest.latency``: order, report and data delays, a
+    #: seeded jitter); None: ``latency_ns`` and ``return_latency_ns``, no jitter, no data delay
+    latency: LatencyModel | None = None
+    #: account-wide limits (the fleet config's ``[risk]``): the base of each strategy's budget
+    account_risk: dict | None = None
 
     @property
     def return_latency_ns(self) -> int:
         return self.latency_ns if self.report_latency_ns is None else self.report_latency_ns
+
+    @property
+    def latency_model(self) -> LatencyModel:
+        if self.latency is not None:
+            return self.latency
+        return LatencyModel(self.latency_ns, self.return_latency_ns)
 
 
 @dataclass
@@ -114,12 +138,80 @@ class BacktestResult:
     alerts: Counter = field(default_factory=Counter)  # execution's and risk's, by code
 
 
+class StrategySlot:
+    """One strategy's ``StrategyHost`` in a run: its subscriptions, plotted series, own
+    timers and counts; orders, data and the clock are the engine's (one account, one risk
+    engine, one execution engine, one venue for every strategy of the run, as live)."""
+
+    def __init__(self, engine: "BacktestEngine", cfg: StrategyConfig, index: int) -> None:
+        self.engine = engine
+        self.cfg = cfg
+        self.name = cfg.name
+        self.index = index
+        self.strategy: Strategy | None = None
+        self.subscriptions: set[tuple[str, str]] = set()  # membership only, never iterated
+        self.series: dict[str, list[tuple[int, float]]] = {}
+        self.wake_due: int | None = None  # the earliest "wake" event scheduled
+        self.samples: list[Sample] = []
+        self.rejections: Counter = Counter()
+        self.callback_errors = 0
+
+    def __getattr__(self, name: str) -> Any:
+        # the rest of the host is the run's (execution, risk, venue...), as code holding the
+        # engine as its host reads it
+        return getattr(self.engine, name)
+
+    def send_intent(self, intent: OrderIntent) -> None:
+        self.engine.send_intent(intent)
+
+    def request_data(self, symbol: str, kind: str) -> None:
+        if kind not in KINDS.values():
+            raise ValueError(f"unknown market data kind {kind!r}; one of {sorted(KINDS.values())}")
+        self.subscriptions.add((symbol, kind))
+
+    def now_ns(self) -> int:
+        return self.engine.now
+
+    def plot(self, name: str, value: float) -> None:
+        """A value of one of the strategy's series (its indicators), for the report."""
+        self.series.setdefault(name, []).append((self.engine.now, float(value)))
+
+    def wake_at(self, t_ns: int) -> None:
+        """The strategy's next own timer: an event of the heap."""
+        engine = self.engine
+        if self.wake_due is not None and self.wake_due <= t_ns and self.wake_due >= engine.now:
+            return
+        self.wake_due = t_ns
+        engine._schedule(max(t_ns, engine.now), "wake", (self.index, t_ns))
+
+    def history(self, symbol: str, bar_size: str, count: int, what_to_show: str = "TRADES",
+                use_rth: bool = True, timeout: float = 0.0) -> list[Bar]:
+        return self.engine.history(symbol, bar_size, count, what_to_show, use_rth, timeout)
+
+
 class BacktestEngine:
-    def __init__(self, cfg: StrategyConfig, settings: Settings = Settings(),
+    """``cfg``: one strategy, or a list of strategies sharing the run's one account (one
+    RiskEngine with each strategy's ``[risk]`` budget on ``Settings.account_risk``, one
+    ExecutionEngine and Portfolio, one venue: they see each other's liquidity taken and
+    their orders queue at the venue together). ``strategy_class`` is the first one's."""
+
+    def __init__(self, cfg: StrategyConfig | list[StrategyConfig],
+                 settings: Settings = Settings(),
                  instruments: Instruments | None = None,
                  strategy_class: type[Strategy] | None = None) -> None:
-        self.cfg = cfg
+        cfgs = list(cfg) if isinstance(cfg, (list, tuple)) else [cfg]
+        if not cfgs:
+            raise ValueError("no strategy to run")
+        names = [c.name for c in cfgs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"two strategies named alike: {', '.join(names)}")
+        self.cfgs = cfgs
+        self.cfg = cfgs[0]
+        #: every strategy's symbols, in order of first mention
+        self.symbols = list(dict.fromkeys(s for c in cfgs for s in c.symbols))
         self.settings = settings
+        self.latency = settings.latency_model.clock()
+        self._delay_data = settings.latency_model.delays_data
         # reference data: given (a catalog's metadata), else the recording's own (the
         # gateway's ``Instrument`` messages, applied by ``run``), else a US stock's
         self.instruments = instruments or Instruments(default=STOCK_DEFAULT)
@@ -127,11 +219,11 @@ class BacktestEngine:
         self._events: list[tuple[int, int, str, Any]] = []
         self._event_seq = 0
         self._outbox: deque[Message] = deque()  # to risk and the strategy, in order
-        self._subscriptions: set[tuple[str, str]] = set()  # membership only, never iterated
         self._stamp_seq = 0
-        self.markets = {s: SymbolMarket(s) for s in cfg.symbols}
-        limits = LimitBook(Limits(), {cfg.name: build_limits(cfg.risk, f"[risk] of {cfg.name}",
-                                                             Limits())})
+        self.markets = {s: SymbolMarket(s) for s in self.symbols}
+        account = build_limits(settings.account_risk or {}, "the account's [risk]", Limits())
+        limits = LimitBook(account, {c.name: build_limits(c.risk, f"[risk] of {c.name}",
+                                                          account) for c in cfgs})
         self.risk = RiskEngine(limits, self.instruments, clock=self._seconds,
                                wall_clock=self.now_ns)
         self.risk.gateway_state = "synchronised"
@@ -143,19 +235,29 @@ class BacktestEngine:
         self.execution.on_gateway_state(GatewayState(state="synchronised", client_id=CLIENT_ID))
         self.venue = SimulatedVenue(self.markets, settings.queue_model, settings.commission,
                                     clock=self.now_ns)
-        cls = strategy_class or cfg.load_class()
-        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise TypeError(f"{cfg.class_path} is not a Strategy subclass")
-        params = cfg.params_for(cls)  # its typed Params, as live (services.strategy.runner)
-        self.strategy: Strategy = cls(cfg.name, cfg.symbols, cfg.params, self, self.instruments,
-                                      INCARNATION, cfg.depth_rows)
-        self.strategy.params = params
+        self.slots = [StrategySlot(self, c, i) for i, c in enumerate(cfgs)]
+        self._slot_of = {slot.name: slot for slot in self.slots}
+        for slot in self.slots:
+            c = slot.cfg
+            cls = (strategy_class if slot.index == 0 else None) or c.load_class()
+            if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+                raise TypeError(f"{c.class_path} is not a Strategy subclass")
+            params = c.params_for(cls)  # its typed Params, as live (services.strategy.runner)
+            slot.strategy = cls(c.name, c.symbols, c.params, slot, self.instruments,
+                                INCARNATION, c.depth_rows)
+            slot.strategy.params = params
+        self.strategy: Strategy = self.slots[0].strategy
+        # the first strategy's subscriptions (the fast depth path reads them: one strategy)
+        self._subscriptions = self.slots[0].subscriptions
+        self._owner: dict[str, str] = {}  # client order id -> strategy (commissions' owner)
+        self._exec_owner: dict[str, str] = {}  # exec id -> strategy
         self.intents: list[OrderIntent] = []
         self.fills: list[OrderUpdate] = []
         self.executions: list[Execution] = []
         self.rejections: Counter = Counter()
         self.alerts: Counter = Counter()
-        self.samples: list[Sample] = []
+        # one strategy: its samples are the account's; several: the account's sum
+        self.samples: list[Sample] = self.slots[0].samples if len(cfgs) == 1 else []
         self.callback_errors = 0
         self.messages = 0
         self._account_sent: dict[str, str] = {}  # account values as last published
@@ -163,43 +265,37 @@ class BacktestEngine:
         self._started = False
         self._last_mids: dict[str, float] = {}
         self._first_ns: int | None = None
-        self._wake_due: int | None = None  # the earliest "wake" event scheduled
         # 5-second bars per symbol (recorded, else built from trade prints), for the strategy
         # and its history; trade prints kept for bars under 5 seconds
-        self.bars: dict[str, list[Bar]] = {s: [] for s in cfg.symbols}
-        self.prints: dict[str, list[tuple[int, float, float]]] = {s: [] for s in cfg.symbols}
+        self.bars: dict[str, list[Bar]] = {s: [] for s in self.symbols}
+        self.prints: dict[str, list[tuple[int, float, float]]] = {s: [] for s in self.symbols}
         self._bar_makers = {s: BarAggregator(s, IB_BAR, keep_partial_first=True)
-                            for s in cfg.symbols}
+                            for s in self.symbols}
         self._recorded_bars: set[str] = set()
         #: every OrderUpdate execution published (the report's stops and targets) and the
         #: series the strategy plotted (``Strategy.plot``): name -> [(t_ns, value)]
         self.updates: list[OrderUpdate] = []
-        self.series: dict[str, list[tuple[int, float]]] = {}
+        self.series = self.slots[0].series  # the first strategy's
 
-    # -- StrategyHost -------------------------------------------------------------------------
+    # -- StrategyHost (the first strategy's; each strategy's is its StrategySlot) -------------
     def send_intent(self, intent: OrderIntent) -> None:
         self.intents.append(msgspec.structs.replace(intent, src=SOURCE, seq=len(self.intents) + 1,
                                                     ts=self.now))
+        if intent.client_order_id:
+            self._owner[intent.client_order_id] = intent.strategy
         self._risk(intent)
 
     def request_data(self, symbol: str, kind: str) -> None:
-        if kind not in KINDS.values():
-            raise ValueError(f"unknown market data kind {kind!r}; one of {sorted(KINDS.values())}")
-        self._subscriptions.add((symbol, kind))
+        self.slots[0].request_data(symbol, kind)
 
     def now_ns(self) -> int:
         return self.now
 
     def plot(self, name: str, value: float) -> None:
-        """A value of one of the strategy's series (its indicators), for the report."""
-        self.series.setdefault(name, []).append((self.now, float(value)))
+        self.slots[0].plot(name, value)
 
     def wake_at(self, t_ns: int) -> None:
-        """The strategy's next own timer: an event of the heap."""
-        if self._wake_due is not None and self._wake_due <= t_ns and self._wake_due >= self.now:
-            return
-        self._wake_due = t_ns
-        self._schedule(max(t_ns, self.now), "wake", t_ns)
+        self.slots[0].wake_at(t_ns)
 
     def history(self, symbol: str, bar_size: str, count: int, what_to_show: str = "TRADES",
                 use_rth: bool = True, timeout: float = 0.0) -> list[Bar]:
@@ -248,6 +344,7 @@ class BacktestEngine:
     def _refuse(self, intents: list[OrderIntent], reason: str, text: str) -> None:
         for intent in intents:
             self.rejections[reason] += 1
+            self._count_rejection(intent.strategy, reason)
             self._outbox.append(_decision(intent, False, reason, text))
 
     def _to_execution(self, intents: list[OrderIntent]) -> None:
@@ -260,6 +357,7 @@ class BacktestEngine:
                 commands += self.execution.on_intent(intent)
             except IntentRefused as exc:
                 self.rejections["execution_refused"] += 1
+                self._count_rejection(intent.strategy, "execution_refused")
                 decisions.append(_decision(intent, False, "execution_refused", str(exc)))
                 self.risk.execution_refused(intent)  # as the risk service does
             else:
@@ -267,6 +365,11 @@ class BacktestEngine:
         self._collect()
         self._outbox.extend(decisions)
         self._send(commands)
+
+    def _count_rejection(self, strategy: str, reason: str) -> None:
+        slot = self._slot_of.get(strategy)
+        if slot is not None:
+            slot.rejections[reason] += 1
 
     def _housekeeping(self) -> None:
         """Risk's periodic work, as the risk service does it every second: the daily loss
@@ -294,7 +397,7 @@ class BacktestEngine:
         while queue:
             cmd = queue.popleft()
             reply = self.venue.command(cmd)
-            self._schedule(self.now + self.settings.latency_ns, "command", cmd)
+            self._schedule(self.latency.due("order", self.now), "command", cmd)
             if reply is not None:
                 queue.extend(self.execution.on_placed(reply))
         self._collect()
@@ -305,9 +408,9 @@ class BacktestEngine:
         if not reports:
             return
         self.venue.reports = []
-        latency = self.settings.return_latency_ns
-        if latency > 0:
-            self._schedule(self.now + latency, "reports", reports)
+        due = self.latency.due("report", self.now)
+        if due > self.now:
+            self._schedule(due, "reports", reports)
         else:
             self._reports(reports)
 
@@ -322,6 +425,9 @@ class BacktestEngine:
                 commands += ex.on_open_order(msg)
             elif isinstance(msg, Execution):
                 self.executions.append(msg)
+                owner = self._owner.get(msg.client_order_id)
+                if owner is not None:
+                    self._exec_owner[msg.exec_id] = owner
                 commands += ex.on_execution(msg)
                 booked = True
             elif isinstance(msg, Commission):
@@ -366,26 +472,35 @@ class BacktestEngine:
         while outbox:
             msg = outbox.popleft()
             if isinstance(msg, RiskDecision):
-                self._call(self.strategy.handle_decision, msg)
+                slot = self._slot_of.get(msg.strategy)
+                if slot is not None:
+                    self._call(slot.strategy.handle_decision, msg)
                 continue
-            if isinstance(msg, Commission):
-                self._call(self.strategy.handle_commission, msg)
+            if isinstance(msg, Commission):  # to the strategy whose fill it is
+                slot = self._slot_of.get(self._exec_owner.get(msg.exec_id, self.cfg.name))
+                if slot is not None:
+                    self._call(slot.strategy.handle_commission, msg)
                 continue
             self.risk.on_execution_message(msg)
-            if msg.strategy == self.cfg.name:
-                self._call(self.strategy.handle_execution, msg)
+            slot = self._slot_of.get(msg.strategy)
+            if slot is not None:
+                self._call(slot.strategy.handle_execution, msg)
 
     def _call(self, fn, *args) -> None:
         try:
             fn(*args)
         except Exception:  # as live: a strategy bug is counted and logged, the run goes on
             self.callback_errors += 1
+            owner = getattr(fn, "__self__", None)
+            slot = self._slot_of.get(getattr(owner, "name", None))
+            if slot is not None:
+                slot.callback_errors += 1
             log.exception("strategy callback failed")
 
     # -- THE LOOP -----------------------------------------------------------------------------
     def run(self, messages: Iterable[tuple[int, Message]]) -> BacktestResult:
         """Run over ``(receive_ns, message)`` pairs in recording order."""
-        symbols = set(self.cfg.symbols)
+        symbols = set(self.symbols)
         for recv_ns, msg in messages:
             kind = KINDS.get(type(msg))
             if kind is None or msg.symbol not in symbols:
@@ -407,30 +522,54 @@ class BacktestEngine:
             self.messages += 1
             self._market(msg, kind)
         if self._started:
-            self._call(self.strategy.on_stop)
-            self._deliver()
+            for slot in self.slots:
+                self._call(slot.strategy.on_stop)
+                self._deliver()
             self._sample()
-        in_flight = sum(1 for e in self._events if e[2] in IN_FLIGHT)
-        in_flight += self.groups.held()
+        self._in_flight = sum(1 for e in self._events if e[2] in IN_FLIGHT) + self.groups.held()
+        self._mids_at_end = self._mids()
+        if len(self.slots) == 1:
+            return self.result_for(self.cfg.name)
         return BacktestResult(
-            strategy=self.cfg.name, symbols=list(self.cfg.symbols), settings=self.settings,
+            strategy=ACCOUNT, symbols=list(self.symbols), settings=self.settings,
             start_ns=self.start_ns, end_ns=self.now, messages=self.messages,
             intents=self.intents, fills=self.fills, executions=self.executions,
             rejections=self.rejections, samples=self.samples, portfolio=self.portfolio,
-            mids=self._mids(), callback_errors=self.callback_errors, unsent_at_end=in_flight,
-            alerts=self.alerts)
+            mids=dict(self._mids_at_end), callback_errors=self.callback_errors,
+            unsent_at_end=self._in_flight, alerts=self.alerts)
+
+    def result_for(self, name: str) -> BacktestResult:
+        """One strategy's part of the finished run: its intents, fills, executions, samples,
+        refusals and callback errors (market messages, in-flight count and alerts are the
+        run's). With one strategy, the run's result itself."""
+        slot = self._slot_of[name]
+        single = len(self.slots) == 1
+        return BacktestResult(
+            strategy=name, symbols=list(slot.cfg.symbols), settings=self.settings,
+            start_ns=self.start_ns, end_ns=self.now, messages=self.messages,
+            intents=self.intents if single else [i for i in self.intents if i.strategy == name],
+            fills=self.fills if single else [f for f in self.fills if f.strategy == name],
+            executions=self.executions if single else
+            [e for e in self.executions if self._exec_owner.get(e.exec_id) == name],
+            rejections=self.rejections if single else slot.rejections, samples=slot.samples,
+            portfolio=self.portfolio,
+            mids={s: m for s, m in self._mids_at_end.items() if s in slot.cfg.symbols},
+            callback_errors=self.callback_errors if single else slot.callback_errors,
+            unsent_at_end=self._in_flight, alerts=self.alerts)
 
     def _start(self, t_ns: int) -> None:
         self._started = True
         self.now = self.start_ns = t_ns
         self._sample()  # the run starts flat
-        self._call(self.strategy.handle_start)
-        self._deliver()
-        self._schedule(t_ns + self._timer_ns(), "timer", None)
+        for slot in self.slots:
+            self._call(slot.strategy.handle_start)
+            self._deliver()
+        for slot in self.slots:
+            self._schedule(t_ns + self._timer_ns(slot), "timer", slot.index)
         self._schedule(t_ns + HOUSEKEEPING_NS, "housekeeping", None)
 
-    def _timer_ns(self) -> int:
-        return max(1, int(self.cfg.timer_s * 1e9))
+    def _timer_ns(self, slot: StrategySlot | None = None) -> int:
+        return max(1, int((slot or self.slots[0]).cfg.timer_s * 1e9))
 
     def _schedule(self, due_ns: int, kind: str, payload: Any) -> None:
         self._event_seq += 1
@@ -446,14 +585,19 @@ class BacktestEngine:
                 self._venue_out()
             elif kind == "reports":
                 self._reports(payload)
+            elif kind == "data":  # market data reaching the strategies after its latency
+                self._to_strategies(*payload)
             elif kind == "wake":  # the strategy's own timers (every, at, market open/close)
-                if self._wake_due == payload:
-                    self._wake_due = None
-                self._call(self.strategy.run_timers, self.now)
+                slot = self.slots[payload[0]]
+                if slot.wake_due == payload[1]:
+                    slot.wake_due = None
+                self._call(slot.strategy.run_timers, self.now)
             elif kind == "timer":  # the strategy's timer, which also samples the account
-                self._call(self.strategy.on_timer, self.now)
+                slot = self.slots[payload]
+                self._call(slot.strategy.on_timer, self.now)
                 self._sample()
-                self._schedule(self._next_due(due, self._timer_ns(), until_ns), "timer", None)
+                self._schedule(self._next_due(due, self._timer_ns(slot), until_ns), "timer",
+                               payload)
             else:
                 self._housekeeping()
                 self._schedule(self._next_due(due, HOUSEKEEPING_NS, until_ns), "housekeeping",
@@ -472,22 +616,40 @@ class BacktestEngine:
         market = self.markets[msg.symbol]
         trades = market.apply(msg)
         book = market.book
-        self.risk.on_mark(msg.symbol, book.best_bid_price(), book.best_ask_price())
+        bid, ask = book.best_bid_price(), book.best_ask_price()
+        if not self._delay_data:
+            self.risk.on_mark(msg.symbol, bid, ask)
         venue = self.venue
         venue.on_market(msg.symbol, trades)
         if venue.reports:
             self._venue_out()
         if self._outbox:
             self._deliver()
-        for bar in self._bars_from(msg, trades):  # bars completed before this message
-            if (msg.symbol, "bar") in self._subscriptions:
-                self._call(self.strategy.handle_market_data, bar)
+        done = self._bars_from(msg, trades)  # bars completed before this message
+        if self._delay_data:  # risk and the strategies see it after the data latency
+            self._schedule(self.latency.due("data", self.now), "data",
+                           (msg, kind, done, bid, ask))
+            return
+        self._to_strategies(msg, kind, done)
+
+    def _to_strategies(self, msg: Message, kind: str, bars: list[Bar],
+                       bid: float | None = None, ask: float | None = None) -> None:
+        """A market message (and the bars it completed) to each strategy subscribed; with a
+        data latency risk's mark too (``bid``, ``ask``: the book when the data was true)."""
+        symbol = msg.symbol
+        if bid is not None:
+            self.risk.on_mark(symbol, bid, ask)
+        for bar in bars:
+            for slot in self.slots:
+                if (symbol, "bar") in slot.subscriptions:
+                    self._call(slot.strategy.handle_market_data, bar)
+                    if self._outbox:
+                        self._deliver()
+        for slot in self.slots:
+            if (symbol, kind) in slot.subscriptions:
+                self._call(slot.strategy.handle_market_data, msg)
                 if self._outbox:
                     self._deliver()
-        if (msg.symbol, kind) in self._subscriptions:
-            self._call(self.strategy.handle_market_data, msg)
-            if self._outbox:
-                self._deliver()
 
     def _warm(self, msg: Message) -> None:
         """A message before the strategy starts (``warmup_ns``): the market and the bars."""
@@ -519,7 +681,7 @@ class BacktestEngine:
     # -- ACCOUNT ------------------------------------------------------------------------------
     def _mids(self) -> dict[str, float]:
         mids = {}
-        for symbol in self.cfg.symbols:
+        for symbol in self.symbols:
             mid = self.markets[symbol].mid()
             if math.isfinite(mid):
                 mids[symbol] = mid
@@ -530,15 +692,22 @@ class BacktestEngine:
 
     def _sample(self) -> None:
         mids = self._mids()
-        account = snapshot(self.portfolio, self.cfg.name, self.cfg.symbols, mids)
-        self.samples.append(Sample(self.now, account.equity, account.gross_exposure,
-                                   account.positions, mids))
+        accounts = []
+        for slot in self.slots:
+            account = snapshot(self.portfolio, slot.name, slot.cfg.symbols, mids)
+            slot.samples.append(Sample(self.now, account.equity, account.gross_exposure,
+                                       account.positions, mids))
+            accounts.append(account)
+        if len(accounts) > 1:  # the account: every strategy's books together
+            account = combined(accounts)
+            self.samples.append(Sample(self.now, account.equity, account.gross_exposure,
+                                       account.positions, mids))
         self._account_values(account, mids)
 
     def _account_values(self, account, mids: dict[str, float]) -> None:
         """The account's values as the gateway would publish them, from execution's
-        Portfolio: cash plus this strategy's equity (no margin model: buying power and
-        available funds are the net liquidation value)."""
+        Portfolio: cash plus every strategy's equity (one IB account), to every strategy
+        (no margin model: buying power and available funds are the net liquidation value)."""
         net_liq = self.settings.initial_cash + account.equity
         position_value = sum(q * mids.get(s, 0.0) * self.instruments.get(s).multiplier
                              for s, q in account.positions.items())
@@ -551,8 +720,23 @@ class BacktestEngine:
             if self._account_sent.get(key) == text:  # IB streams changes only (updateAccountValue)
                 continue
             self._account_sent[key] = text
-            self._call(self.strategy.handle_account,
-                       AccountValue(account="BACKTEST", key=key, value=text, currency="USD"))
+            value_msg = AccountValue(account="BACKTEST", key=key, value=text, currency="USD")
+            for slot in self.slots:
+                self._call(slot.strategy.handle_account, value_msg)
+
+
+def combined(accounts: list) -> Any:
+    """Several strategies' ``AccountSnapshot``s as one account's: sums, positions by symbol."""
+    from services.backtest.account import AccountSnapshot
+    positions: dict[str, float] = {}
+    for a in accounts:
+        for symbol, q in a.positions.items():
+            positions[symbol] = positions.get(symbol, 0.0) + q
+    return AccountSnapshot(sum(a.realized for a in accounts),
+                           sum(a.realized_gross for a in accounts),
+                           sum(a.commissions for a in accounts),
+                           sum(a.unrealized for a in accounts),
+                           sum(a.gross_exposure for a in accounts), positions)
 
 
 def _decision(intent: OrderIntent, approved: bool, reason: str = "",

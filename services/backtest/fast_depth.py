@@ -41,7 +41,8 @@ def usable(engine) -> bool:
     engine, its markets and the strategy's depth handling are the ones it reproduces."""
     cls = type(engine)
     strategy = type(engine.strategy)
-    return (cls._market is engine_module.BacktestEngine._market
+    return (len(engine.slots) == 1 and not engine._delay_data  # one strategy, data at once
+            and cls._market is engine_module.BacktestEngine._market
             and cls._bars_from is engine_module.BacktestEngine._bars_from
             and cls.run is engine_module.BacktestEngine.run
             and all(type(m).apply is SymbolMarket.apply for m in engine.markets.values())

@@ -6,11 +6,13 @@
     ibfleet data show DATASET
     ibfleet data remove DATASET
     ibfleet data download SYMBOL --from DATE --to DATE [--bar-size "1 min"] [--what TRADES]
-                          [--rth | --all-hours] [--config FLEET.toml]
+                          [--ticks TRADES|BID_ASK|MIDPOINT] [--rth | --all-hours]
+                          [--config FLEET.toml]
 
 Every subcommand takes ``--catalog DIR`` (default: $IBFLEET_CATALOG, else the fleet's state
 directory's ``catalog/``). Refusals print one ``ibfleet data: ...`` line and exit 1.
-``download`` asks the running fleet's gateway for IB historical bars (services/data/download.py).
+``download`` asks the running fleet's gateway for IB historical bars, or with ``--ticks`` IB
+historical ticks into trades/quotes (services/data/download.py).
 """
 from __future__ import annotations
 
@@ -105,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "'5 secs', '5 mins', '1 hour'...")
     dl.add_argument("--what", default="TRADES", choices=("TRADES", "MIDPOINT", "BID_ASK"),
                     help="IB's whatToShow (default TRADES)")
+    dl.add_argument("--ticks", choices=("TRADES", "BID_ASK", "MIDPOINT"), default=None,
+                    help="IB historical ticks instead of bars, this whatToShow: TRADES into "
+                         "trades/SYMBOL, BID_ASK and MIDPOINT into quotes/SYMBOL (pages of "
+                         "1000 ticks, one UTC day per partition, resumable)")
     rth = dl.add_mutually_exclusive_group()
     rth.add_argument("--rth", dest="rth", action="store_true", default=True,
                      help="regular trading hours only (default)")

@@ -20,6 +20,16 @@ a "1 D" request with the session before). Days the dataset has are skipped, so a
 that was interrupted (Ctrl-C, SIGKILL, a gateway restart, a pacing violation 162) is
 continued by running the same command again; the catalog only ever holds complete days.
 Days not over yet (UTC) are not downloaded: a partial day stored would be skipped later.
+
+With ``--ticks TRADES|BID_ASK|MIDPOINT``: IB historical ticks (reqHistoricalTicks, IB's
+"Historical Time and Sales" page) instead of bars, as ``HistoricalTicksRequest``s through the
+same gateway pacing. IB returns at most 1000 ticks from a start time, completing the last
+second; a day is walked in such pages from its UTC midnight, each page starting at the last
+tick's second of the one before (``tick_pages``): the ticks of that boundary second are taken
+from the later page, which starts with it and so holds all of it (no duplicates, none lost).
+TRADES go to ``trades/SYMBOL`` (ts, price, size), BID_ASK to ``quotes/SYMBOL`` (ts, bid, ask,
+bid_size, ask_size), MIDPOINT to ``quotes/SYMBOL`` with bid = ask = the midpoint and no sizes.
+IB's tick times are whole seconds, so ``ts`` is too. A day is stored once, complete, as above.
 """
 from __future__ import annotations
 
@@ -58,6 +68,10 @@ BAR_SIZES = {"1 secs": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 
 STEP_SIZES = ((60, DAY_S), (30, 28800), (10, 14400), (5, 3600), (1, 1800))
 
 WHAT_TO_SHOW = ("TRADES", "MIDPOINT", "BID_ASK")
+#: --ticks: IB's whatToShow for historical ticks -> the catalog kind they are stored as
+TICK_KINDS = {"TRADES": "trades", "BID_ASK": "quotes", "MIDPOINT": "quotes"}
+#: IB's most ticks per reqHistoricalTicks
+TICKS_PER_REQUEST = 1000
 
 #: the gateway repeats gw.state with every heartbeat; silence this long means it is gone
 GATEWAY_SILENCE_S = 20.0
@@ -175,7 +189,7 @@ class GatewayLink:
         self.ctx.destroy(linger=0)
 
     def _take(self, msgs, request: str | None, bars: list) -> object | None:
-        from proto.schema import Bar, GatewayState, HistoricalEnd
+        from proto.schema import Bar, GatewayState, HistoricalEnd, HistoricalTick
         from proto.schema import Instrument as RefInstrument
         end = None
         for msg in msgs:
@@ -185,7 +199,8 @@ class GatewayLink:
                 self.gateway_state, self.gateway_seen = msg.state, time.monotonic()
             elif isinstance(msg, RefInstrument) and msg.symbol == self.symbol:
                 self.instrument = msg
-            elif request is not None and isinstance(msg, Bar) and msg.request == request:
+            elif request is not None and isinstance(msg, (Bar, HistoricalTick)) \
+                    and msg.request == request:
                 bars.append(msg)
             elif request is not None and isinstance(msg, HistoricalEnd) \
                     and msg.request == request and msg.requester == self.source:
@@ -209,11 +224,28 @@ class GatewayLink:
                 interrupted: Callable[[], bool] = lambda: False):
         """(bars, error text) for one request through the gateway."""
         from proto.schema import HistoricalRequest
-        self.count += 1
-        request = f"dl{self.count}-{time.time_ns() % 1_000_000_007}"
+        request = self._request_id()
         req = HistoricalRequest(requester=self.source, request=request, symbol=self.symbol,
                                 duration=chunk.duration_text, bar_size=bar_size,
                                 what_to_show=what, use_rth=use_rth, end=chunk.end_text)
+        return self._ask(req, interrupted)
+
+    def ticks(self, start_s: int, what: str, use_rth: bool,
+              interrupted: Callable[[], bool] = lambda: False):
+        """(HistoricalTicks, error text): up to 1000 ticks from ``start_s`` (epoch s, UTC)."""
+        from proto.schema import HistoricalTicksRequest
+        req = HistoricalTicksRequest(requester=self.source, request=self._request_id(),
+                                     symbol=self.symbol, what_to_show=what,
+                                     start=utc_text(start_s), count=TICKS_PER_REQUEST,
+                                     use_rth=use_rth)
+        return self._ask(req, interrupted)
+
+    def _request_id(self) -> str:
+        self.count += 1
+        return f"dl{self.count}-{time.time_ns() % 1_000_000_007}"
+
+    def _ask(self, req, interrupted: Callable[[], bool]):
+        request = req.request
         bars: list = []
         sent = noted = started = time.monotonic()
         self.pub.publish(req)
@@ -275,7 +307,11 @@ class Downloader:
     say: Callable[[str], None] = print
     now: Callable[[], float] = time.time
 
+    ticks: str | None = None  # --ticks: IB's whatToShow for historical ticks, else bars
+
     def __post_init__(self) -> None:
+        if self.ticks is not None and self.ticks not in TICK_KINDS:
+            raise DownloadError(f"--ticks {self.ticks!r}: one of {', '.join(TICK_KINDS)}")
         if self.bar_size not in BAR_SIZES:
             raise DownloadError(f"--bar-size {self.bar_size!r}: one of IB's intraday bar "
                                 f"sizes: {', '.join(BAR_SIZES)}")
@@ -286,6 +322,8 @@ class Downloader:
         self.seconds = BAR_SIZES[self.bar_size]
         self.dataset_symbol = dataset_symbol(self.symbol)
         self.kind = f"bars-{bar_size_name(self.seconds)}"
+        if self.ticks is not None:
+            self.kind = TICK_KINDS[self.ticks]
         self.name = f"{self.kind}/{self.dataset_symbol}"
         self.stored = self.skipped = self.empty = 0
 
@@ -299,9 +337,9 @@ class Downloader:
             if p.importer != "download":
                 continue
             theirs = (p.options.get("what_to_show"), p.options.get("use_rth"))
-            if theirs != (self.what, str(int(self.use_rth))):
+            if theirs != (self.ticks or self.what, str(int(self.use_rth))):
                 raise DownloadError(
-                    f"{self.name} holds bars downloaded with whatToShow={theirs[0]}, "
+                    f"{self.name} holds data downloaded with whatToShow={theirs[0]}, "
                     f"useRTH={theirs[1]}; these would be other bars in the same dataset: "
                     f"ibfleet data remove {self.name} first, or use another --catalog")
         return {p.key.partition("=")[2] for p in meta.partitions}
@@ -317,7 +355,8 @@ class Downloader:
         have = self.have()
         days = self.days()
         todo = [d for d in days if d.isoformat() not in have]
-        self.say(f"download {self.symbol} {self.bar_size} {self.what} "
+        self.say(f"download {self.symbol} "
+                 f"{f'ticks {self.ticks}' if self.ticks else f'{self.bar_size} {self.what}'} "
                  f"{'RTH' if self.use_rth else 'all hours'} {days[0]} .. {days[-1]} into "
                  f"{self.name} ({self.catalog.root}): {len(days)} days, "
                  f"{len(days) - len(todo)} there already; gateway {link.gateway_state}")
@@ -333,9 +372,13 @@ class Downloader:
                 self.say(f"  {key}  not over yet (UTC): not downloaded (a part of a day would "
                          f"be taken for the whole day on the next run)")
                 continue
-            self._day(link, day, interrupted)
+            if self.ticks is not None:
+                self._tick_day(link, day, interrupted)
+            else:
+                self._day(link, day, interrupted)
         self.say(f"done: {self.stored} days stored, {self.skipped} there already, "
-                 f"{self.empty} without bars ({self.name} in {self.catalog.root})")
+                 f"{self.empty} without {'ticks' if self.ticks else 'bars'} "
+                 f"({self.name} in {self.catalog.root})")
         return 0
 
     def _day(self, link: GatewayLink, day: date, interrupted) -> None:
@@ -398,6 +441,66 @@ class Downloader:
                      "symbol": self.symbol, "sha256_of": "the day's bars as Arrow IPC"})
         return Piece(self.kind, self.instrument(link), table, [prov], "date")
 
+    # -- historical ticks ---------------------------------------------------------------------
+    def _tick_day(self, link: GatewayLink, day: date, interrupted) -> None:
+        key = day.isoformat()
+        start_s = int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+        requested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        began = time.monotonic()
+        starts: list[int] = []
+
+        def page(at: int) -> list:
+            starts.append(at)
+            got, error = link.ticks(at, self.ticks, self.use_rth, interrupted)
+            if error and not no_data(error):
+                raise DownloadError(f"{self.symbol} {key} (ticks from {utc_text(at)}): "
+                                    f"{explain(error)}; the days stored are complete, run the "
+                                    f"same command again to continue")
+            return [] if error else got
+
+        ticks = tick_pages(page, start_s, start_s + DAY_S)
+        if not ticks:
+            self.empty += 1
+            self.say(f"  {key}  no ticks (IB has none for this day: a weekend, a holiday?); "
+                     f"nothing stored")
+            return
+        piece = self._tick_piece(link, day, ticks, starts, requested_at)
+        results = self.catalog.add([piece], append=True)
+        self.stored += 1
+        self.say(f"  {key}  {piece.table.num_rows} ticks stored in {len(starts)} requests "
+                 f"({results[0].status}, {time.monotonic() - began:.1f} s)")
+
+    def _tick_piece(self, link: GatewayLink, day: date, ticks: list, starts: list[int],
+                    requested_at: str) -> Piece:
+        columns: dict[str, list] = {"ts": [t.time_ns for t in ticks]}
+        if self.ticks == "TRADES":
+            columns["price"] = [t.price for t in ticks]
+            columns["size"] = [t.size for t in ticks]
+        elif self.ticks == "BID_ASK":
+            for name in ("bid", "ask", "bid_size", "ask_size"):
+                columns[name] = [getattr(t, name) for t in ticks]
+        else:  # MIDPOINT: a quote of the midpoint on both sides, sizes unknown
+            columns["bid"] = columns["ask"] = [t.price for t in ticks]
+            columns["bid_size"] = columns["ask_size"] = [None] * len(ticks)
+        table = build(columns, {n: pa.float64() for n in columns if n != "ts"})
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        data = sink.getvalue().to_pybytes()
+        line = (f"IB historical ticks via ibfleet gateway, requested {requested_at}, "
+                f"whatToShow={self.ticks}, useRTH={int(self.use_rth)}")
+        prov = Provenance(
+            source=f"ib:{self.symbol} ticks {self.ticks} {day.isoformat()} (UTC)",
+            sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), rows=table.num_rows,
+            licence=line, imported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            importer="download",
+            options={"ticks": self.ticks, "what_to_show": self.ticks,
+                     "use_rth": str(int(self.use_rth)), "date": day.isoformat(),
+                     "requested_at": requested_at,
+                     "requests": ", ".join(f"{utc_text(s)} {TICKS_PER_REQUEST}" for s in starts),
+                     "symbol": self.symbol, "sha256_of": "the day's ticks as Arrow IPC"})
+        return Piece(self.kind, self.instrument(link), table, [prov], "date")
+
     def instrument(self, link: GatewayLink) -> Instrument:
         """The reference data: the dataset's own if it has some, else the gateway's."""
         if self.name in self.catalog.names():
@@ -415,6 +518,39 @@ class Downloader:
                           else 1.0, zone="UTC")
 
 
+def utc_text(seconds: int) -> str:
+    """IB's UTC form of a date/time (``yyyymmdd-hh:mm:ss``)."""
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y%m%d-%H:%M:%S")
+
+
+def tick_pages(page: Callable[[int], list], start_s: int, end_s: int) -> list:
+    """Every tick in [start_s, end_s) (epoch seconds), walked in IB's pages: ``page(at)``
+    returns the ticks IB gives from ``at`` (objects with ``time_ns``, oldest first; at most
+    TICKS_PER_REQUEST, more to complete the last second; [] when none follow ``at``).
+
+    The next page starts at the last tick's second: it holds that boundary second whole, so
+    the boundary second's ticks of the page before are replaced by it. A page shorter than
+    IB's maximum ended where IB's data did (or its session): the next starts a second after
+    its last tick. A page all within one second (more than 1000 ticks in it, completed by IB)
+    moves on a second too."""
+    out: list = []
+    at = start_s
+    while at < end_s:
+        got = [t for t in page(at) if t.time_ns >= at * NS]
+        if not got:
+            break
+        boundary = at * NS
+        while out and out[-1].time_ns >= boundary:  # the boundary second: from this page
+            out.pop()
+        out.extend(t for t in got if t.time_ns < end_s * NS)
+        last = got[-1].time_ns // NS
+        if len(got) < TICKS_PER_REQUEST or got[0].time_ns // NS == last:
+            at = last + 1
+        else:
+            at = last
+    return out
+
+
 def dataset_symbol(symbol: str) -> str:
     """The fleet's symbol as a dataset name (``ESZ6@CME`` -> ``ESZ6.CME``)."""
     try:
@@ -430,7 +566,8 @@ def main(args, config) -> int:
     downloader = Downloader(catalog, args.symbol, bar_size=args.bar_size, what=args.what,
                             use_rth=args.rth, first=parse_day(args.from_day),
                             last=parse_day(args.to_day),
-                            say=lambda line: print(line, flush=True))
+                            say=lambda line: print(line, flush=True),
+                            ticks=getattr(args, "ticks", None))
     downloader.have()  # refuse a dataset of other settings before touching the bus
     stop = {"now": False}
 

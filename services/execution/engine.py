@@ -1028,7 +1028,8 @@ class ExecutionEngine:
         return StrategyPosition(strategy=owner, symbol=symbol, quantity=v.quantity,
                                 avg_cost=v.avg_cost, realized=v.realized,
                                 commissions=v.commissions, realized_day=v.realized_day,
-                                trading_day=v.trading_day, multiplier=v.multiplier)
+                                trading_day=v.trading_day, multiplier=v.multiplier,
+                                commissions_unknown=self.portfolio.commissions_unknown(owner, symbol))
 
     def update_of(self, order: ManagedOrder, exec_id: str = "", last_qty: float = 0.0,
                   last_price: float = 0.0) -> OrderUpdate:

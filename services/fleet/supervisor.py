@@ -101,6 +101,7 @@ def environment(paths: FleetPaths, config: FleetConfig, simulate: bool, record: 
                 IBFLEET_REC_DIR=str(paths.session_recordings()),
                 IBFLEET_PYTHON=sys.executable, IBFLEET_GATEWAY_PORT=str(config.gateway.port),
                 IBFLEET_SIM_PORT=str(config.simulator.port),
+                IBFLEET_SIM_SESSIONS=config.simulator.sessions,
                 IBFLEET_SIM_AUTOSTART="true" if simulate else "false",
                 IBFLEET_SIM_SEED=str(seed), IBFLEET_RECORD="true" if record else "false",
                 IBFLEET_CRASH_MAX=str(crash_max), IBFLEET_CRASH_WINDOW_S=str(crash_window_s),

@@ -136,9 +136,14 @@ class MarketData:
         self.subs.assign(sub, rid)
         kind = sub.kind
         if kind == "tick":
-            self.top[rid] = translate.TopOfBook(sub.symbol,
-                                                delayed=translate.is_delayed(sub.data_type))
-            call = lambda c: c.reqMktData(rid, contract, "", False, False, [])  # noqa: E731
+            top = self.top[rid] = translate.TopOfBook(sub.symbol,
+                                                      delayed=translate.is_delayed(sub.data_type))
+
+            def call(c, top=top) -> None:
+                # IB's units for this contract at this connection's version: shares on the bus
+                top.size_unit, top.volume_unit = translate.size_units(
+                    contract.secType, contract.currency, c.serverVersion())
+                c.reqMktData(rid, contract, "", False, False, [])
         elif kind == "trade":
             call = lambda c: c.reqTickByTickData(rid, contract, "AllLast", 0, False)  # noqa: E731
         elif kind == "quote":

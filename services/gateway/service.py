@@ -32,7 +32,8 @@ from typing import Callable
 import zmq
 
 from proto.schema import (Alert, BrokerOrders, ContractLookup, ContractLookupResult, Control,
-                          HistoricalRequest, Message, OrderCommand, SubscribeRequest)
+                          HistoricalRequest, HistoricalTicksRequest, Message, OrderCommand,
+                          SubscribeRequest)
 from services.bus.reliable import DEFER, ReliableServer
 from services.bus.subscriber import Subscriber
 from services.gateway import ib_time
@@ -40,6 +41,7 @@ from services.gateway.accounts import AccountCheck, check_accounts
 from services.gateway.connection import ConnState, Connection
 from services.gateway.contracts import REPUBLISH_S, ContractResolver
 from services.gateway.error_router import ErrorRouter
+from services.gateway.history import send_due_ticks
 from services.gateway.market_data import MarketData
 from services.gateway.options import GatewayOptions
 from services.gateway.order_desk import CommandRefused, OrderDesk
@@ -158,6 +160,10 @@ class Gateway(Service):
             "realtimeBar": market.on_realtime_bar,
             "historicalData": market.on_historical_data,
             "historicalDataEnd": market.on_historical_data_end,
+            # historical ticks: one answer with IB's ``done``, then published like bars
+            "historicalTicks": self._on_historical_ticks,
+            "historicalTicksBidAsk": self._on_historical_ticks,
+            "historicalTicksLast": self._on_historical_ticks,
             # -- reports: orders and fills
             "openOrder": reports.on_open_order,
             "openOrderEnd": reports.on_open_order_end,
@@ -222,6 +228,7 @@ class Gateway(Service):
         if self.conn.socket_up:
             if self.account_ok:  # nothing but the handshake before the account check
                 self.market.send_due_history(now)
+                send_due_ticks(self.market.history, now, self.contracts, self.outbox)
             self.reports.tick(now)
         if self.lookups:
             self._answer_lookups(now)
@@ -259,8 +266,12 @@ class Gateway(Service):
             for msg in decoded[1]:
                 if isinstance(msg, SubscribeRequest):
                     self.market.on_subscribe(msg)
-                elif isinstance(msg, HistoricalRequest):
-                    self.market.on_history_request(msg)
+                elif isinstance(msg, (HistoricalRequest, HistoricalTicksRequest)):
+                    self.market.on_history_request(msg)  # one desk, one pacer (history.py)
+
+    def _on_historical_ticks(self, req_id: int, ticks, done: bool) -> None:
+        if self.market.history.ticks(req_id, ticks, done):
+            self.market.on_historical_data_end(req_id)  # publishes the ticks, then the end
 
     # -- THE KILL SWITCH'S BACKSTOP ------------------------------------------------------------
     def _on_order_request(self, msg: Message, peer: str):

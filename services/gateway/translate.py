@@ -80,6 +80,22 @@ MARKET_DATA_TYPES = {"live": 1, "frozen": 2, "delayed": 3, "delayed_frozen": 4}
 MARKET_DATA_TYPE_NAMES = {v: k for k, v in MARKET_DATA_TYPES.items()}
 
 
+#: ibapi server_versions.MIN_SERVER_VER_MARKET_DATA_IN_SHARES: IB's reqMktData bid/ask/last
+#: sizes of US stocks are in shares from it, in round lots of 100 before it (TWS 985's "quotes
+#: in shares"); their day volume (tick 8/74) stays in lots at every version (captured: AAPL
+#: 312894 at v200). docs/simulator.md F31
+MARKET_DATA_IN_SHARES = 159
+US_STOCK_LOT = 100.0
+
+
+def size_units(sec_type: str, currency: str, server_version: int) -> tuple[float, float]:
+    """(shares per unit of IB's bid/ask/last sizes, shares per unit of its volume) for a
+    reqMktData of this contract on a connection of ``server_version``: the bus carries shares."""
+    if sec_type != "STK" or currency != "USD":
+        return 1.0, 1.0
+    return (1.0 if server_version >= MARKET_DATA_IN_SHARES else US_STOCK_LOT), US_STOCK_LOT
+
+
 def is_delayed(data_type: int) -> bool:
     return data_type in (3, 4)
 
@@ -94,6 +110,10 @@ class TopOfBook:
         "bid": NAN, "ask": NAN, "bid_size": NAN, "ask_size": NAN, "last": NAN,
         "last_size": 0.0, "volume": 0.0})
     delayed: bool = False
+    #: shares per unit of IB's sizes and of its volume (``size_units``); set when the
+    #: request goes out, on the connection whose server version decides them
+    size_unit: float = 1.0
+    volume_unit: float = 1.0
 
     def price(self, tick_type: int, value) -> bool:
         name = PRICE_FIELDS.get(tick_type)
@@ -105,7 +125,8 @@ class TopOfBook:
         name = SIZE_FIELDS.get(tick_type)
         if name is None:
             return False
-        return self._set(name, size(value), tick_type)
+        unit = self.volume_unit if name == "volume" else self.size_unit
+        return self._set(name, size(value) * unit, tick_type)
 
     def _set(self, name: str, value: float, tick_type: int) -> bool:
         """True if the top of book changed. ibapi follows each tickPrice with a tickSize of

@@ -96,6 +96,7 @@ FORWARDED = (
     "tickPrice", "tickSize", "tickString", "tickGeneric", "tickReqParams", "marketDataType",
     "tickByTickAllLast", "tickByTickBidAsk", "updateMktDepth", "updateMktDepthL2",
     "realtimeBar", "historicalData", "historicalDataEnd",
+    "historicalTicks", "historicalTicksBidAsk", "historicalTicksLast",
     # orders and fills
     "openOrder", "openOrderEnd", "orderStatus", "execDetails", "execDetailsEnd",
     "commissionAndFeesReport", "completedOrder", "completedOrdersEnd",

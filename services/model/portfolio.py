@@ -227,6 +227,13 @@ class Portfolio:
         """Commission by execId, including those whose fill has not come yet."""
         return dict(self._commission)
 
+    def commissions_unknown(self, owner: str, symbol: str) -> int:
+        """Booked fills of (owner, symbol) with no commission report yet: IB sends it at its
+        own pace (before the fill, seconds after, or never: docs/simulator.md F26), so a
+        missing one is counted, never taken as 0."""
+        book = self.books.get((owner, symbol))
+        return 0 if book is None else sum(1 for f in book.fills if f.exec_id not in self._commission)
+
     def fill(self, exec_id: str) -> Fill | None:
         return self._fill_of.get(exec_id)
 

@@ -206,9 +206,14 @@ class SimulatorSection(Struct, forbid_unknown_fields=True):
     """``[simulator]``: the embedded simulator ``ibfleet up`` runs without ``--gateway``.
 
     ``port``: where it listens on 127.0.0.1 (and the bridge connects): its own port, never
-    one of IB_PORTS; ``ibfleet up`` refuses to start while anything else holds it."""
+    one of IB_PORTS; ``ibfleet up`` refuses to start while anything else holds it.
+    ``sessions``: ``"on"`` trades the exchanges' hours as IB does (orders outside them held,
+    DAY orders cancelled at the close, no data while closed: docs/simulator.md, "Trading
+    sessions"); ``"off"`` (default) trades around the clock, so a fleet shows trading at any
+    hour of any day."""
 
     port: Port = SIM_PORT
+    sessions: Literal["off", "on"] = "off"
 
     def validate(self) -> None:
         if self.port in IB_PORTS:

@@ -46,11 +46,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-step pull towards the opening price (0 = pure random walk; tests use ~0.05)")
     p.add_argument("--start-time", type=float, dest="start_time", help="epoch seconds the simulated clock starts at")
     p.add_argument("--sessions", choices=("off", "on"),
+                   default=os.environ.get("IBFLEET_SIM_SESSIONS") or None,
                    help="trading sessions from the exchange calendars (docs/simulator.md, "
                         "Trading sessions): on = historical bars honour useRTH and skip weekends "
                         "and holidays, orders outside RTH are held, DAY orders end at the close; "
-                        "off (default) = the market trades around the clock")
+                        "off (default; $IBFLEET_SIM_SESSIONS, [simulator] sessions under "
+                        "`ibfleet up`) = the market trades around the clock")
     p.add_argument("--history-delay-ms", type=float, dest="history_delay_ms")
+    p.add_argument("--commission-timing", dest="commission_timing",
+                   choices=("normal", "early", "late", "missing"),
+                   help="when a fill's commissionReport goes out: after its orderStatus (normal, "
+                        "the default), before it (early), --commission-delay s later (late), never")
+    p.add_argument("--commission-delay", type=float, dest="commission_delay",
+                   help="seconds a late commissionReport waits (default 3)")
     p.add_argument("--max-msgs-per-sec", type=int, dest="max_msgs_per_sec")
     p.add_argument("--mkt-data-lines", type=int, dest="mkt_data_lines")
     p.add_argument("--depth-subscriptions", type=int, dest="depth_subscriptions")

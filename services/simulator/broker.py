@@ -100,6 +100,12 @@ class Broker:
         # ``stamps`` on, each injected tick written and each placeOrder received is stamped
         self.frozen = False
         self.stamps: dict[str, list] | None = None
+        # --sessions on: orders and market data follow the exchange calendars (sessions.py)
+        self.hours = None
+        if getattr(cfg, "sessions", "off") == "on":
+            from .sessions import TradingHours
+            self.hours = TradingHours(self)
+        self.engine.hours = self.hours
 
     # ---- lifecycle
     def start(self) -> None:
@@ -183,6 +189,8 @@ class Broker:
         market = self.market
         market.step()
         self.stats["steps"] += 1
+        if self.hours is not None:
+            self.hours.advance(market.now())
         self.engine.on_step()
         if self.data_stopped or self.hung:
             return
@@ -192,9 +200,11 @@ class Broker:
                 d.emit(proc)
             for t in self.tbt_subs[con_id]:
                 t.emit(proc, now)
-        if now - self._last_rtb_second >= self.cfg.rtb_seconds and now % self.cfg.rtb_seconds == 0:
-            self._last_rtb_second = now
-            self._emit_rtb(now)
+        # the 5-second grid point just passed (with a faster clock a step can pass one by)
+        aligned = now - now % self.cfg.rtb_seconds
+        if aligned - self._last_rtb_second >= self.cfg.rtb_seconds:
+            self._last_rtb_second = aligned
+            self._emit_rtb(aligned)
 
     def _sample(self) -> None:
         if self.data_stopped or self.hung:
@@ -207,8 +217,9 @@ class Broker:
 
     def _emit_rtb(self, now: int) -> None:
         span = self.cfg.rtb_seconds
+        closed = self.market.closed
         for con_id, subs in self.rtb_subs.items():
-            if not subs:
+            if not subs or con_id in closed:      # out of hours (sessions on): no bars
                 continue
             inst = self.universe.by_con_id[con_id]
             (t0, o, h, l, c, v, n), = self.market.bars(con_id, now, span, 1)
@@ -245,15 +256,31 @@ class Broker:
     def order_filled(self, order: SimOrder, fill: Fill) -> None:
         s = self.sessions.get(order.client_id)
         inst = order.inst
+        timing = self.cfg.commission_timing
         if s is not None:
             s.send_exec(s.enc.exec_details(-1, fill, inst))
+            if timing == "early":
+                s.send_exec(s.enc.commission_report(fill, inst.spec.currency))
             if order.status == "Filled":
                 s.send_exec(s.enc.open_order(order))
             s.send_exec(s.enc.order_status(order))
-            s.send_exec(s.enc.commission_report(fill, inst.spec.currency))
+            if timing == "normal":
+                s.send_exec(s.enc.commission_report(fill, inst.spec.currency))
+        if timing == "late":
+            self._commission_later(fill, inst)
         log("fill", client_id=order.client_id, order_id=order.order_id, exec_id=fill.exec_id,
             symbol=inst.symbol, side=fill.side, qty=fill.qty, price=fill.price)
         self._push_account_after_fill(inst)
+
+    def _commission_later(self, fill: Fill, inst: Instrument) -> None:
+        """commission_timing "late": the report goes to the fill's client ``commission_delay``
+        seconds on, if it is connected then (a reconnect's reqExecutions brings it otherwise)."""
+        def send() -> None:
+            s = self.sessions.get(fill.client_id)
+            if s is not None:
+                s.send_exec(s.enc.commission_report(fill, inst.spec.currency))
+            log("commission_late", exec_id=fill.exec_id, notified=s is not None)
+        asyncio.get_running_loop().call_later(self.cfg.commission_delay, send)
 
     def _push_account_after_fill(self, inst: Instrument) -> None:
         """Positions, portfolio, account values and P&L to the sessions that subscribed."""
@@ -494,6 +521,35 @@ class Broker:
             self.stamps = {"ticks": [], "orders": []}
         return out
 
+    def set_clock(self, at: float | None = None, speed: float | None = None) -> dict[str, Any]:
+        """The clock control: jump the simulated clock to `at` (epoch seconds) and/or run it
+        `speed` times the wall clock (each market step then covers step_ms x speed). With
+        sessions on, every open, close and GTD expiry crossed is handled at its own time, in
+        order. Neither given: the clock as it is."""
+        market = self.market
+        if (at is not None or speed is not None) and market.clock is not None:
+            raise ValueError("the simulated clock follows the replayed data (--market)")
+        before = market.now()
+        events: list = []
+        if at is not None or speed is not None:
+            market.set_clock(at, speed)
+            now = market.now()
+            rtb = self.cfg.rtb_seconds
+            self._last_rtb_second = int(now) - int(now) % rtb
+            if self.hours is not None:
+                events = self.hours.advance(now)
+            log("clock", at=at, speed=speed, before=before, now=now, events=len(events))
+        names = {i.con_id: i.symbol for i in self.universe.instruments}
+        out: dict[str, Any] = {"sim_time": market.now(), "speed": market.speed, "before": before,
+                               "sessions": self.cfg.sessions,
+                               "events": [{"time": w, "kind": kind,
+                                           "symbols": sorted({names[c] for c in arg}) if kind != "gtd"
+                                           else [], "order": list(arg) if kind == "gtd" else None}
+                                          for w, kind, arg in events]}
+        if self.hours is not None:
+            out["hours"] = self.hours.view()
+        return out
+
     def set_time_zone(self, time_zone: str | None = None, host_zone: str | None = None) -> dict[str, str]:
         """Change the account's zone (execution times from now on) and/or the host's (the next
         handshakes' connection time); ValueError if a name is unknown."""
@@ -543,9 +599,11 @@ class Broker:
         return {"order_id": order_id, "client_id": client_id, "perm_id": order.perm_id,
                 "status": order.status, "filled": order.filled, "notified": client_id in self.sessions}
 
-    def expire_day_orders(self) -> dict[str, Any]:
-        expired = self.engine.expire_day_orders()
-        log("expire_day_orders", orders=[[o.client_id, o.order_id] for o in expired])
+    def expire_day_orders(self, which=None, by: str = "command") -> dict[str, Any]:
+        """The close: the working DAY orders (or those `which` picks: the trading hours' closes
+        and GTD expiries, sessions on) are cancelled by the system."""
+        expired = self.engine.expire_day_orders(which)
+        log("expire_day_orders", by=by, orders=[[o.client_id, o.order_id] for o in expired])
         return {"expired": [{"client_id": o.client_id, "order_id": o.order_id, "perm_id": o.perm_id}
                             for o in expired]}
 
@@ -558,7 +616,10 @@ class Broker:
         s = self.sessions.get(new.client_id)
         if s is not None and inst is not None:
             s.send_exec(s.enc.exec_details(-1, new, inst))
-            s.send_exec(s.enc.commission_report(new, inst.spec.currency))
+            if self.cfg.commission_timing in ("normal", "early"):
+                s.send_exec(s.enc.commission_report(new, inst.spec.currency))
+        if inst is not None and self.cfg.commission_timing == "late":
+            self._commission_later(new, inst)
         log("exec_correction", exec_id=new.exec_id, corrects=old.exec_id, qty=new.qty, price=new.price,
             old_qty=old.qty, old_price=old.price, client_id=new.client_id, order_id=new.order_id)
         if inst is not None:

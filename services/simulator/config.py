@@ -35,6 +35,13 @@ class InstrumentSpec:
     # the trading calendar (sessions.py): "" = by market (XNYS for US stocks, CMES for CME
     # futures, FX for IDEALPRO cash), or XNYS, CMES, FX, NONE (around the clock)
     calendar: str = ""
+    # the ISIN IB lists in contract details' secIdList (tag "ISIN"); "" = none (IB sends none
+    # for futures and FX: the P176 future in ../shared/fixtures/tws/frames.jsonl has an empty list)
+    isin: str = ""
+    # hard to borrow: a short sale (a SELL beyond the account's long position) is held,
+    # orderStatus PreSubmitted with whyHeld "locate", until the control command `locate`
+    # releases it or it is cancelled (docs/simulator.md, F28)
+    hard_to_borrow: bool = False
 
 
 DEFAULT_UNIVERSE: tuple[InstrumentSpec, ...] = (
@@ -42,17 +49,20 @@ DEFAULT_UNIVERSE: tuple[InstrumentSpec, ...] = (
     # openOrder and completedOrder in the transcripts of ../shared/fixtures/tws)
     InstrumentSpec("AAPL", "STK", 265598, "SMART", "USD", 0.01, 190.00, primary_exchange="NASDAQ",
                    trading_class="NMS", long_name="APPLE INC",
-                   valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
+                   valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX", isin="US0378331005"),
     InstrumentSpec("MSFT", "STK", 272093, "SMART", "USD", 0.01, 410.00, primary_exchange="NASDAQ",
                    trading_class="NMS", long_name="MICROSOFT CORP",
-                   valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX"),
+                   valid_exchanges="SMART,NASDAQ,ARCA,BATS,IEX", isin="US5949181045"),
     # MS (Morgan Stanley) next to MSFT: a symbol that is another's prefix
     InstrumentSpec("MS", "STK", 4948, "SMART", "USD", 0.01, 95.00, primary_exchange="NYSE",
-                   long_name="MORGAN STANLEY", valid_exchanges="SMART,NYSE,ARCA,BATS,IEX"),
+                   long_name="MORGAN STANLEY", valid_exchanges="SMART,NYSE,ARCA,BATS,IEX",
+                   isin="US6174464486"),
     InstrumentSpec("SPY", "STK", 756733, "SMART", "USD", 0.01, 500.00, primary_exchange="ARCA",
-                   long_name="SPDR S&P 500 ETF TRUST", valid_exchanges="SMART,ARCA,NASDAQ,BATS,IEX"),
+                   long_name="SPDR S&P 500 ETF TRUST", valid_exchanges="SMART,ARCA,NASDAQ,BATS,IEX",
+                   isin="US78462F1030"),
     InstrumentSpec("IBM", "STK", 8314, "SMART", "USD", 0.01, 180.00, primary_exchange="NYSE",
-                   long_name="INTL BUSINESS MACHINES CORP", valid_exchanges="SMART,NYSE,ARCA,BATS"),
+                   long_name="INTL BUSINESS MACHINES CORP", valid_exchanges="SMART,NYSE,ARCA,BATS",
+                   isin="US4592001014"),
     InstrumentSpec("ES", "FUT", 495512563, "CME", "USD", 0.25, 5200.00, local_symbol="ESZ6",
                    trading_class="ES", multiplier="50", last_trade_date="20261218",
                    long_name="E-mini S&P 500", valid_exchanges="CME", time_zone="US/Central",
@@ -96,6 +106,12 @@ class SimConfig:
     mean_reversion: float = 0.0         # per-step pull of every mid towards its opening price
     rtb_seconds: int = 5
     history_delay_ms: float = 0.0        # historical answers are sent after this delay
+    # when a fill's commissionReport goes out (docs/simulator.md, fidelity row F26):
+    # "normal" right after the fill's orderStatus, "early" right after its execDetails (before
+    # the orderStatus), "late" commission_delay seconds after the fill, "missing" never (not in
+    # a reqExecutions answer either)
+    commission_timing: str = "normal"
+    commission_delay: float = 3.0        # seconds, for commission_timing "late"
     # trading sessions (sessions.py): "off" = the market trades around the clock and historical
     # bars cover every hour of every day (the test suite's default); "on" = the exchange
     # calendars: historical bars honour useRTH and leave out weekends and holidays, orders
@@ -127,6 +143,7 @@ class SimConfig:
         return replace(self, **{k: v for k, v in kw.items() if v is not None})
 
 
+COMMISSION_TIMINGS = ("normal", "early", "late", "missing")
 _SECTIONS = ("server", "market", "limits", "faults", "account")
 
 
@@ -169,6 +186,10 @@ def validate(cfg: SimConfig) -> None:
         raise ValueError("step_ms and mktdata_ms must be positive")
     if cfg.speed < 0 or cfg.speed != cfg.speed:
         raise ValueError("speed must be >= 0 (0: as fast as the clients read)")
+    if cfg.commission_timing not in COMMISSION_TIMINGS:
+        raise ValueError(f"commission_timing must be one of {', '.join(COMMISSION_TIMINGS)}")
+    if not cfg.commission_delay >= 0:
+        raise ValueError("commission_delay must be >= 0 seconds")
     if cfg.sessions not in ("off", "on"):
         raise ValueError("sessions must be off or on")
     for spec in cfg.instruments:

@@ -43,6 +43,27 @@ SESSIONS = {"STK": ("0400", "2000", "0930", "1600"),
             "CASH": ("1715", "1700", "1715", "1700")}
 
 
+#: contract details' orderTypes by instrument type, IB's own strings. US stocks: what a paper IB
+#: Gateway sent at server version 200 for AAPL (April 2026; ../shared/fixtures/tws/frames.jsonl,
+#: source G200, "contractDetails AAPL STK", field 16). CME futures: what TWS sent at server
+#: version 176 for a CME future (DA, March 2024; frames.jsonl, source P176, "msg 10
+#: (test_request_contract_details_returns_expected)", field 15). FX (IDEALPRO): no capture; the
+#: simulator's earlier short list stands (docs/simulator.md, F20).
+ORDER_TYPES: dict[str, str] = {
+    "STK": ("ACTIVETIM,AD,ADDONT,ADJUST,ALERT,ALGO,ALLOC,AON,AVGCOST,BASKET,BENCHPX,CASHQTY,COND,"
+            "CONDORDER,DARKONLY,DARKPOLL,DAY,DEACT,DEACTDIS,DEACTEOD,DIS,DUR,GAT,GTC,GTD,GTT,HID,"
+            "IBKRATS,ICE,IMB,IOC,LIT,LMT,LOC,MIDPX,MIT,MKT,MOC,MTL,NGCOMB,NODARK,NONALGO,OCA,OPG,"
+            "OPGREROUT,PEGBENCH,PEGMID,POSTATS,POSTONLY,PREOPGRTH,PRICECHK,REL,REL2MID,RELPCTOFS,RPI,"
+            "RTH,SCALE,SCALEODD,SCALERST,SIZECHK,SNAPMID,SNAPMKT,SNAPREL,STP,STPLMT,SWEEP,TRAIL,"
+            "TRAILLIT,TRAILLMT,TRAILMIT,WHATIF"),
+    "FUT": ("ACTIVETIM,AD,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,BENCHPX,COND,CONDORDER,DAY,DEACT,"
+            "DEACTDIS,DEACTEOD,GAT,GTC,GTD,GTT,HID,ICE,IOC,LIT,LMT,LTH,MIT,MKT,MTL,NGCOMB,NONALGO,"
+            "OCA,PEGBENCH,SCALE,SCALERST,SNAPMID,SNAPMKT,SNAPREL,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,"
+            "TRAILMIT,WHATIF"),
+}
+OTHER_ORDER_TYPES = "ACTIVETIM,ADJUST,ALERT,GTC,IOC,LMT,MKT,STP,STPLMT,DAY"
+
+
 @dataclass(frozen=True)
 class ContractQuery:
     """The contract block most requests carry (conId .. tradingClass)."""
@@ -88,6 +109,11 @@ class Instrument:
         self.local_symbol = spec.local_symbol or spec.symbol
         self.trading_class = spec.trading_class or spec.symbol
         self.valid_exchanges = spec.valid_exchanges or spec.exchange
+        self.order_types = ORDER_TYPES.get(spec.sec_type, OTHER_ORDER_TYPES)
+        #: contract details' secIdList: [(tag, value)], IB's "ISIN" for a stock (G200 AAPL:
+        #: one entry, ISIN US0378331005)
+        isin = getattr(spec, "isin", "")
+        self.sec_ids: list[tuple[str, str]] = [("ISIN", isin)] if isin else []
 
     def _hours(self, liquid: bool) -> str:
         """IB's hours string for the seven days from today in the exchange's zone."""

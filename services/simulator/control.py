@@ -125,10 +125,18 @@ class ControlServer:
                                    str(args.get("by", "system")))
         if cmd == "expire_day_orders":
             return b.expire_day_orders()
+        if cmd == "locate":   # shares located for a short sale held with whyHeld "locate" (F28)
+            order = b.engine.locate(int(args.get("client_id", 0)), int(args["order_id"]))
+            return {"order_id": order.order_id, "client_id": order.client_id, "perm_id": order.perm_id,
+                    "status": order.status, "filled": order.filled,
+                    "notified": order.client_id in b.sessions}
         if cmd == "shift_price":
             return b.shift_price(int(args["con_id"]), float(args["ticks"]))
         if cmd == "set_time_zone":
             return b.set_time_zone(args.get("time_zone"), args.get("host_zone"))
+        if cmd == "clock":   # {"cmd": "clock", "at": epoch_s, "speed": 60}: either, both or neither
+            at, speed = args.get("at"), args.get("speed")
+            return b.set_clock(None if at is None else float(at), None if speed is None else float(speed))
         if cmd == "correct_execution":
             q, p = args.get("quantity"), args.get("price")
             return b.correct_execution(str(args["exec_id"]), None if q is None else float(q),
@@ -219,6 +227,12 @@ class SimControl:
         System" (IB). Error if unknown or not working."""
         return self.call("broker_cancel", order_id=order_id, client_id=client_id, by=by)
 
+    def locate(self, order_id: int, client_id: int = 0) -> dict:
+        """Shares located: a short sale held PreSubmitted with whyHeld "locate" (a hard-to-borrow
+        instrument, `hard_to_borrow` in its spec) is released and works. Error if the order is
+        unknown or not held for a locate."""
+        return self.call("locate", order_id=order_id, client_id=client_id)
+
     def expire_day_orders(self) -> dict:
         """The close: every working DAY order is cancelled by the system. {"expired": [...]}"""
         return self.call("expire_day_orders")
@@ -267,3 +281,16 @@ class SimControl:
     def set_time_zone(self, time_zone: str | None = None, host_zone: str | None = None) -> dict:
         """The account's zone (execution times) and/or the host's (connection time)."""
         return self.call("set_time_zone", time_zone=time_zone, host_zone=host_zone)
+
+    def clock(self, at: float | None = None, speed: float | None = None) -> dict:
+        """Jump the simulated clock to ``at`` (epoch seconds) and/or run it ``speed`` times the
+        wall clock; neither: read it. With --sessions on every open, close and GTD expiry
+        crossed is handled, in order, at its own time. {"sim_time", "speed", "before",
+        "sessions", "events": [{"time", "kind", "symbols", "order"}], "hours": {conId: {"rth",
+        "ext"}} (sessions on)}."""
+        args: dict[str, Any] = {}
+        if at is not None:
+            args["at"] = at
+        if speed is not None:
+            args["speed"] = speed
+        return self.call("clock", **args)

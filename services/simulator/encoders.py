@@ -32,6 +32,11 @@ MARGIN_FIELDS = ("initMarginBefore", "maintMarginBefore", "equityWithLoanBefore"
                  "initMarginAfter", "maintMarginAfter", "equityWithLoanAfter")
 
 
+def _num_or(x: float | None, unset: str) -> str:
+    """A completedOrder price as IB writes it there ("2000.0"), or ``unset`` when there is none."""
+    return unset if x is None else repr(float(x))
+
+
 def qty(q: float) -> str:
     return str(int(q)) if q == int(q) else repr(q)
 
@@ -130,12 +135,16 @@ class TextEncoder:
               inst.trading_class, inst.trading_class, inst.con_id, s.min_tick]
         if v < P.SIZE_RULES:
             f.append(1)                      # mdSizeMultiplier
-        f += [s.multiplier, "ACTIVETIM,ADJUST,ALERT,GTC,IOC,LMT,MKT,STP,STPLMT,DAY",
+        f += [s.multiplier, inst.order_types,  # IB's full order-type list (contracts.ORDER_TYPES)
               inst.valid_exchanges, 1, 0, s.long_name, s.primary_exchange,
               s.last_trade_date[:6] if s.last_trade_date else "", "", "", "", s.time_zone,
               inst.trading_hours(), inst.liquid_hours(),
-              "", "", 0,                      # evRule, evMultiplier, secIdList
-              1, "", "", inst.market_rule_ids, s.last_trade_date,
+              "", ""]                         # evRule, evMultiplier
+        # secIdList: a count, then tag/value pairs ("1", "ISIN", "US0378331005" in the G200 frame)
+        f.append(len(inst.sec_ids))
+        for tag, value in inst.sec_ids:
+            f += [tag, value]
+        f += [1, "", "", inst.market_rule_ids, s.last_trade_date,
               "ETF" if s.symbol == "SPY" else ("COMMON" if s.sec_type == "STK" else "")]
         if v == P.FRACTIONAL_SIZE_SUPPORT:
             f.append(1)
@@ -207,12 +216,31 @@ class TextEncoder:
             out.append(encode([int(Out.HISTORICAL_DATA_END), req_id, start, end]))
         return out
 
+    def historical_data_update(self, req_id: int,
+                               bar: tuple[str, str, str, str, str, str, str, int]) -> bytes:
+        """keepUpToDate's bar in progress (msg 90; ibapi decoder processHistoricalDataUpdateMsg):
+        reqId, barCount, date, open, close, high, low, WAP, volume (close before high/low)."""
+        date, o, h, l, c, v, wap, n = bar  # noqa: E741
+        return encode([Out.HISTORICAL_DATA_UPDATE, req_id, n, date, o, c, h, l, wap, v])
+
     # ---- orders
     def _contract_block(self, inst: Instrument, exchange: str | None = None) -> list[object]:
         s = inst.spec
         return [inst.con_id, s.symbol, s.sec_type, s.last_trade_date, 0.0, "", s.multiplier,
                 exchange if exchange is not None else s.exchange, s.currency, inst.local_symbol,
                 inst.trading_class]
+
+    def _trail_fields(self, o: SimOrder) -> tuple[str, str, str]:
+        """openOrder's (trailStopPrice, trailingPercent, lmtPriceOffset) of a trailing order, as
+        IB fills them (completedOrder TRAIL LIMIT in ../shared/fixtures/tws/frames.jsonl: the
+        stop and the offset; trailingPercent only when the order trails by a percentage); empty,
+        as before, for every other type."""
+        r = o.req
+        if r.order_type not in ("TRAIL", "TRAIL LIMIT"):
+            return "", "", ""
+        return (self.order_price(o, r.trail_stop_price) if r.trail_stop_price is not None else "",
+                repr(float(r.trailing_percent)) if r.trailing_percent is not None else "",
+                self.order_price(o, r.lmt_price_offset) if r.lmt_price_offset is not None else "")
 
     @staticmethod
     def order_price(o: SimOrder, price: float | None) -> str:
@@ -226,8 +254,9 @@ class TextEncoder:
     def open_order(self, o: SimOrder) -> bytes:
         v = self.v
         r = o.req
-        lmt = self.order_price(o, r.lmt_price)
+        lmt = self.order_price(o, o.limit_price())
         aux = self.order_price(o, r.aux_price)
+        trail_stop, trail_pct, lmt_offset = self._trail_fields(o)
         f: list[object] = [int(Out.OPEN_ORDER), r.order_id]
         f += self._contract_block(o.inst, r.contract.exchange or o.inst.spec.exchange)
         f += [r.action, qty(r.total_qty), r.order_type, lmt, aux, r.tif, r.oca_group,
@@ -244,7 +273,7 @@ class TextEncoder:
               r.parent_id, r.trigger_method,
               "", 0, "", "",                                # volatility, volType, dnOrderType, dnAuxPrice
               False, 0,                                     # continuousUpdate, referencePriceType
-              "", "",                                       # trailStopPrice, trailingPercent
+              trail_stop, trail_pct,                        # trailStopPrice, trailingPercent
               "", "",                                       # basisPoints, basisPointsType
               "", 0, 0,                                     # comboLegsDescrip, comboLegs, orderComboLegs
               0,                                            # smartComboRoutingParams
@@ -272,7 +301,9 @@ class TextEncoder:
         f += ["",                                           # warningText
               False, False,                                 # randomizeSize, randomizePrice
               0,                                            # conditions
-              "", "", "", "", "", "", "", 0,                # adjusted order params
+              # adjusted order params: adjustedOrderType, triggerPrice, trailStopPrice (ibapi reads
+              # it again here), lmtPriceOffset, adjusted stop/stop limit/trailing amount/unit
+              "", "", trail_stop, lmt_offset, "", "", "", 0,
               "", "", "",                                   # soft dollar tier
               "", False, False, False, ""]                  # cashQty .. usePriceMgmtAlgo
         if v >= P.DURATION:
@@ -306,8 +337,7 @@ class TextEncoder:
         receiver's, transcript api_client_id0_order_observation_aapl.txt)."""
         status = o.status if o.status != "PendingSubmit" else "PreSubmitted"
         why = o.why_held
-        if not why and status == "PreSubmitted" and o.req.order_type.startswith("STP") \
-                and not o.triggered:
+        if not why and status == "PreSubmitted" and o.awaits_trigger:
             why = "trigger"
         return encode([int(Out.ORDER_STATUS), o.order_id, status, qty(o.filled), qty(o.remaining),
                        o.avg_fill_price, o.perm_id, o.req.parent_id, o.last_fill_price,
@@ -322,8 +352,9 @@ class TextEncoder:
         in openOrder's order with its own trailer (filledQuantity .. completedStatus)."""
         v = self.v
         r = o.req
-        lmt = r.lmt_price if r.lmt_price is not None else 0.0
+        lmt = o.limit_price() or 0.0
         aux = r.aux_price if r.aux_price is not None else 0.0
+        trail = r.order_type in ("TRAIL", "TRAIL LIMIT")
         f: list[object] = [int(Out.COMPLETED_ORDER)]
         f += self._contract_block(o.inst, r.contract.exchange or o.inst.spec.exchange)
         f += [r.action, qty(r.total_qty), r.order_type, repr(float(lmt)), repr(float(aux)), r.tif,
@@ -339,7 +370,8 @@ class TextEncoder:
               r.oca_type or 3, r.trigger_method,
               "", 0, "None", "", 0, False, 0, "",           # volatility, volType, dnOrderType (+ its 4 fields)
               False, 0,                                     # continuousUpdate, referencePriceType
-              "", "",                                       # trailStopPrice, trailingPercent
+              # trailStopPrice, trailingPercent (the G200 TRAIL LIMIT frame: "2000.0", "")
+              _num_or(r.trail_stop_price, ""), _num_or(r.trailing_percent, ""),
               "", 0, 0,                                     # comboLegsDescrip, comboLegs, orderComboLegs
               0,                                            # smartComboRoutingParams
               UNSET_INT_STR, UNSET_INT_STR, "",             # scale init/subs size, price increment
@@ -350,7 +382,9 @@ class TextEncoder:
               o.status,
               False, False,                                 # randomizeSize, randomizePrice
               0,                                            # conditions
-              UNSET_DOUBLE_STR, UNSET_DOUBLE_STR,           # trailStopPrice, lmtPriceOffset
+              # trailStopPrice, lmtPriceOffset (the G200 TRAIL LIMIT frame: "2000.0", "0.05")
+              _num_or(r.trail_stop_price if trail else None, UNSET_DOUBLE_STR),
+              _num_or(r.lmt_price_offset if trail else None, UNSET_DOUBLE_STR),
               0, True, False,                               # cashQty, dontUseAutoPriceForHedge, isOmsContainer
               "",                                           # autoCancelDate
               qty(o.filled), UNSET_INT_STR, False,          # filledQuantity, refFuturesConId, autoCancelParent

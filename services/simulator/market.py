@@ -190,17 +190,41 @@ class Market:
         self._synthetic: dict[tuple[int, int], list[tuple[int, int, int, int, float, int]]] = {}
         # market replay (replay.py) sets this: the simulated time is then the data's
         self.clock: "Callable[[], float] | None" = None
+        # the clock control (Broker.set_clock): simulated time is `_t0` at step `_s0`, and each
+        # step after it covers step_ms x `speed` of simulated time (speed 1: one step per step_ms)
+        self.speed = 1.0
+        self._t0 = start_time
+        self._s0 = 0
+        # --sessions on (sessions.TradingHours): instruments outside their trading hours; their
+        # price process does not step (no trade, no quote change) until they open again
+        self.closed: set[int] = set()
 
     def now(self) -> float:
         """Simulated time in epoch seconds."""
         if self.clock is not None:
             return self.clock()
-        return self.start_time + self.steps * self.step_ms / 1000.0
+        return self._t0 + (self.steps - self._s0) * self.step_ms / 1000.0 * self.speed
+
+    def set_clock(self, at: float | None = None, speed: float | None = None) -> float:
+        """Jump the simulated clock to `at` and/or run it `speed` times faster than the wall
+        clock from now on (each step then covers step_ms x speed). Returns the new time."""
+        if speed is not None and not (speed > 0 and speed != float("inf")):
+            raise ValueError("speed must be a positive number")
+        now = self.now()
+        self._t0 = float(at) if at is not None else now
+        self._s0 = self.steps
+        if speed is not None:
+            self.speed = float(speed)
+        return self._t0
 
     def step(self) -> None:
         self.steps += 1
         second = int(self.now())
+        closed = self.closed
         for con_id, proc in self.processes.items():
+            if closed and con_id in closed:
+                proc.trade = None          # out of hours: the book keeps its last values
+                continue
             proc.step()
             t = proc.trade
             if t is not None:

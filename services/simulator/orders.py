@@ -1,8 +1,10 @@
 """Order state machine and matching against the simulated book.
 
-Statuses follow TWS: PreSubmitted (held: stop not triggered, bracket child waiting for its
-parent), Submitted (working), Filled, Cancelled, Inactive (rejected). Orders belong to the
-clientId that placed them and keep living when that client disconnects.
+Statuses follow TWS: PreSubmitted (held: a stop, trailing stop or touch order not triggered
+(whyHeld "trigger"), a bracket child before its parent has any fill ("child"), a short sale of a
+hard-to-borrow instrument waiting for its locate ("locate")), Submitted (working), Filled,
+Cancelled, Inactive (rejected). Orders belong to the clientId that placed them and keep living
+when that client disconnects.
 
 Every change to an order goes through `_touch`, which tells the sink the account changed: with a
 state directory that change is journalled before any message about it reaches a socket.
@@ -17,7 +19,14 @@ from .ledger import Fill, Ledger
 from .market import Market, PriceProcess
 from .protocol import Code
 
-SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT"}
+SUPPORTED_TYPES = {"MKT", "LMT", "STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MIT", "LIT"}
+#: types held PreSubmitted (whyHeld "trigger") until their trigger fires: stops and trailing
+#: stops when the market reaches the stop, touch orders (MIT, LIT) when it touches auxPrice
+TRIGGER_TYPES = {"STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MIT", "LIT"}
+TRAIL_TYPES = {"TRAIL", "TRAIL LIMIT"}
+TOUCH_TYPES = {"MIT", "LIT"}
+#: the types that work as a limit order (once triggered): their limit price
+LIMIT_TYPES = {"LMT", "STP LMT", "LIT", "TRAIL LIMIT"}
 # order types IB's API knows (the TWS API's "Order Types" list); any other is refused by the
 # gateway before the contract is even looked at, with 321 "'bF' : cause - Invalid order type was
 # entered" (transcript place_order_invalid_type_live_error.txt); a known type the simulator does
@@ -74,6 +83,13 @@ class OrderRequest:
     good_till_date: str = ""
     oca_type: int = 0
     what_if: bool = False
+    # trailing orders (None: unset). trail_stop_price: the stop; the client's initial one, then
+    # the simulator's as it trails the market (IB's openOrder shows the current one).
+    # trailing_percent: the trailing amount as a percentage (auxPrice holds it in money
+    # otherwise). lmt_price_offset: TRAIL LIMIT's limit = stop -/+ offset (SELL/BUY).
+    trail_stop_price: float | None = None
+    trailing_percent: float | None = None
+    lmt_price_offset: float | None = None
 
 
 @dataclass
@@ -115,6 +131,21 @@ class SimOrder:
     def live(self) -> bool:
         return self.status in LIVE
 
+    @property
+    def awaits_trigger(self) -> bool:
+        """A stop, trailing stop or touch order whose trigger has not fired (whyHeld "trigger")."""
+        return self.req.order_type in TRIGGER_TYPES and not self.triggered
+
+    def limit_price(self) -> float | None:
+        """The limit the order works at: lmtPrice, or a TRAIL LIMIT's stop -/+ its offset."""
+        r = self.req
+        if r.order_type == "TRAIL LIMIT":
+            if r.trail_stop_price is None or r.lmt_price_offset is None:
+                return r.lmt_price
+            off = r.lmt_price_offset if self.buy else -r.lmt_price_offset
+            return self.inst.price(self.inst.to_ticks(r.trail_stop_price) + self.inst.to_ticks(off))
+        return r.lmt_price if r.order_type in LIMIT_TYPES else None
+
 
 class OrderSink(Protocol):
     def order_changed(self, order: SimOrder, send_open_order: bool) -> None: ...
@@ -142,6 +173,9 @@ class OrderEngine:
         self.exec_seq = 0
         self.dirty: dict[tuple[int, int], SimOrder] = {}   # orders changed since the last commit
         self._auction = False     # inside open_auction: OPG orders may be worked
+        # --sessions on: the trading hours (sessions.TradingHours) hold orders outside their
+        # hours, expire DAY/GTD orders and accept GTD; None (sessions off): orders always work
+        self.hours = None
 
     def _touch(self, order: SimOrder) -> None:
         self.dirty[order.key] = order
@@ -287,18 +321,42 @@ class OrderEngine:
         self._cancel(order, reason, completed_status=BY_TRADER if by == "trader" else BY_SYSTEM)
         return order
 
-    def expire_day_orders(self) -> list[SimOrder]:
-        """The close: every working DAY order is cancelled by the system (children with it)."""
+    def locate(self, client_id: int, order_id: int) -> SimOrder:
+        """Shares located for a held short sale (whyHeld "locate", F28): the order is released
+        and works as if just accepted (openOrder/orderStatus Submitted, or its fills; a stop
+        waits for its trigger). KeyError if unknown, ValueError if not held for a locate."""
+        order = self.orders.get((client_id, order_id))
+        if order is None:
+            raise KeyError(f"no order {order_id} of clientId {client_id}")
+        if not order.live or order.why_held != "locate":
+            state = f"{order.status} ({order.why_held})" if order.why_held else order.status
+            raise ValueError(f"order {order_id} of clientId {client_id} is {state}, not held for a locate")
+        self._touch(order)
+        order.why_held = ""
+        paused = self.hours is not None and not self._auction and not self.hours.working(order)
+        if (order.req.tif == "OPG" and not self._auction) or paused:
+            self._prime_trail(order)
+            self.sink.order_changed(order, True)    # PreSubmitted: waits for the open/its hours
+            return order
+        self._activate(order, send_open=False)
+        self._work_and_confirm(order)
+        return order
+
+    def expire_day_orders(self, which=None) -> list[SimOrder]:
+        """The close: every working DAY order is cancelled by the system (children with it);
+        `which(order)`, when given, chooses the orders instead (the trading hours' closes, GTD)."""
         working = [o for o in self.orders.values() if o.live]
         for order in working:
-            if order.live and order.req.tif in ("DAY", "OPG"):
+            if order.live and (order.req.tif in ("DAY", "OPG") if which is None else which(order)):
                 self._cancel(order, "", completed_status=BY_SYSTEM)
         return [o for o in working if not o.live]      # with children cancelled alongside
 
-    def open_auction(self) -> list[SimOrder]:
+    def open_auction(self, which=None) -> list[SimOrder]:
         """The opening auction: every working OPG order (MOO/LOO) is worked once against the book;
-        what it cannot fill there is cancelled by the system. Returns the orders it worked."""
-        opg = [o for o in self.orders.values() if o.live and o.transmitted and o.req.tif == "OPG"]
+        what it cannot fill there is cancelled by the system. Returns the orders it worked.
+        `which(order)`: only those orders (the trading hours: one instrument's open)."""
+        opg = [o for o in self.orders.values() if o.live and o.transmitted and o.req.tif == "OPG"
+               and (which is None or which(o))]
         self._auction = True
         try:
             for order in opg:
@@ -394,21 +452,64 @@ class OrderEngine:
             return Code.ORDER_REJECTED, f"Invalid action {req.action!r}"
         if req.order_type not in SUPPORTED_TYPES:
             return Code.ORDER_REJECTED, f"Order type {req.order_type!r} is not supported by the simulator"
-        if req.tif not in SUPPORTED_TIFS:
+        if req.tif not in SUPPORTED_TIFS and not (self.hours is not None and req.tif in self.hours.tifs):
             return Code.ORDER_REJECTED, f"Time in force {req.tif!r} is not supported"
         if req.tif == "OPG" and req.order_type not in OPG_TYPES:
             return Code.ORDER_REJECTED, "OPG (on-open) orders must be MKT or LMT"
         if not req.total_qty or req.total_qty <= 0:
             return Code.ORDER_REJECTED, "Order quantity must be positive"
-        needs_lmt = req.order_type in ("LMT", "STP LMT")
-        needs_aux = req.order_type in ("STP", "STP LMT")
+        trailing = req.order_type in TRAIL_TYPES
+        if trailing:
+            reason = self._validate_trail(req, inst)
+            if reason is not None:
+                return reason
+        needs_lmt = req.order_type in ("LMT", "STP LMT", "LIT")
+        needs_aux = req.order_type in ("STP", "STP LMT", "MIT", "LIT")
         if needs_lmt and (req.lmt_price is None or req.lmt_price <= 0):
             return Code.ORDER_REJECTED, "Limit price is missing"
         if needs_aux and (req.aux_price is None or req.aux_price <= 0):
-            return Code.ORDER_REJECTED, "Stop price is missing"
+            return Code.ORDER_REJECTED, ("Trigger price is missing" if req.order_type in TOUCH_TYPES
+                                         else "Stop price is missing")
         if needs_lmt and not inst.on_tick(req.lmt_price):
             return Code.BAD_TICK, ""
-        if needs_aux and not inst.on_tick(req.aux_price):
+        if (needs_aux or (trailing and req.aux_price is not None)) and not inst.on_tick(req.aux_price):
+            return Code.BAD_TICK, ""
+        if self.hours is not None:
+            return self.hours.validate(req, inst)
+        return None
+
+    @staticmethod
+    def _validate_trail(req: OrderRequest, inst: Instrument) -> tuple[tuple[int, str], str] | None:
+        """TRAIL and TRAIL LIMIT: a trailing amount in auxPrice or a trailingPercent (IB: one or
+        the other, "mutually exclusive"); an optional initial trailStopPrice; TRAIL LIMIT's limit
+        offset, lmtPriceOffset (or, the older form, a lmtPrice next to the trailStopPrice).
+        Unset prices (IB's unset double, or 0) are None from here on. The texts are the
+        simulator's: no capture has IB refusing a trailing order."""
+        for name in ("aux_price", "trail_stop_price", "trailing_percent"):
+            v = getattr(req, name)
+            if v is not None and not 0 < v < 1e300:
+                setattr(req, name, None)
+        if req.lmt_price_offset is not None and not 0 <= req.lmt_price_offset < 1e300:
+            req.lmt_price_offset = None
+        if req.lmt_price is not None and not 0 < req.lmt_price < 1e300:
+            req.lmt_price = None
+        if req.aux_price is None and req.trailing_percent is None:
+            return Code.ORDER_REJECTED, "Trailing amount or trailing percent is missing"
+        if req.aux_price is not None and req.trailing_percent is not None:
+            return Code.ORDER_REJECTED, "Trailing amount and trailing percent are mutually exclusive"
+        if req.trailing_percent is not None and req.trailing_percent >= 100:
+            return Code.ORDER_REJECTED, "Trailing percent must be below 100"
+        if req.order_type == "TRAIL LIMIT":
+            if req.lmt_price_offset is None and req.lmt_price is not None and req.trail_stop_price is not None:
+                diff = req.lmt_price - req.trail_stop_price
+                req.lmt_price_offset = round(diff if req.action == "BUY" else -diff, inst.decimals)
+            if req.lmt_price_offset is None or req.lmt_price_offset < 0:
+                return Code.ORDER_REJECTED, "Limit price offset is missing"
+            if not inst.on_tick(req.lmt_price_offset):
+                return Code.BAD_TICK, ""
+        else:
+            req.lmt_price = None
+        if req.trail_stop_price is not None and not inst.on_tick(req.trail_stop_price):
             return Code.BAD_TICK, ""
         return None
 
@@ -432,19 +533,36 @@ class OrderEngine:
         order.transmitted = True
         self._touch(order)
         parent = self.orders.get((order.client_id, order.req.parent_id)) if order.req.parent_id else None
-        if parent is not None and parent.status != "Filled":
+        if parent is not None and parent.filled <= 0:
+            # an attached order waits for its parent's first fill (F27: _release_children)
             order.why_held = "child"
             order.status = "PreSubmitted"
             self.sink.order_changed(order, True)
             return
+        if self._needs_locate(order):
+            # a short sale of a hard-to-borrow stock: held until shares are located (F28),
+            # PreSubmitted with whyHeld "locate" (IB's orderStatus: "This field is used to
+            # identify an order held when TWS is trying to locate shares for a short sell. The
+            # value used to indicate this is 'locate'."); `locate` releases it
+            order.why_held = "locate"
+            order.status = "PreSubmitted"
+            self.sink.order_changed(order, True)
+            return
+        self._prime_trail(order)
         # As IB Gateway (transcripts api_order_rest_cancel_aapl, api_tif_attribute_matrix_aapl,
         # api_dollar_cost_averaging_aapl, api_stop_loss_management_aapl): first an
         # openOrder/orderStatus pair PreSubmitted (IB has the order; an untriggered stop with
         # whyHeld "trigger"), then either the fills of a marketable order, or a second pair once
         # it works at its destination: Submitted (a stop waiting for its trigger: PreSubmitted).
+        # Outside its trading hours (sessions on) it stays PreSubmitted after IB's warning 399
+        # until the hours release it (sessions.TradingHours).
+        notice = self.hours.hold(order) if self.hours is not None and not self._auction else None
         order.why_held = ""
         order.status = "PreSubmitted"
         self.sink.order_changed(order, True)
+        if notice is not None:
+            self.sink.order_error(order.client_id, order.order_id, notice)
+            return
         if order.req.tif == "OPG" and not self._auction:
             return              # rests PreSubmitted until the open auction (open_auction)
         self._activate(order, send_open=False)
@@ -461,7 +579,8 @@ class OrderEngine:
     def _activate(self, order: SimOrder, send_open: bool) -> None:
         self._touch(order)
         order.why_held = ""
-        order.status = "PreSubmitted" if order.req.order_type.startswith("STP") and not order.triggered else "Submitted"
+        self._prime_trail(order)
+        order.status = "PreSubmitted" if order.awaits_trigger else "Submitted"
         if send_open:
             self.sink.order_changed(order, True)
 
@@ -483,9 +602,10 @@ class OrderEngine:
         self._touch(order)
         order.req = req
         order.req.parent_id = keep_parent
-        if req.order_type.startswith("STP") is False:
+        if req.order_type not in TRIGGER_TYPES:
             order.triggered = False
-        if not order.why_held and not (req.tif == "OPG" and not self._auction):
+        paused = self.hours is not None and not self._auction and not self.hours.working(order)
+        if not order.why_held and not (req.tif == "OPG" and not self._auction) and not paused:
             self._activate(order, send_open=False)
         # IB acknowledges a modification with an openOrder/orderStatus pair, then a second one
         # when the modified order works (transcript api_stop_loss_management_aapl.txt)
@@ -522,17 +642,12 @@ class OrderEngine:
         req = order.req
         if req.tif == "OPG" and not self._auction:
             return              # an on-open order trades only in the opening auction
-        if req.order_type.startswith("STP") and not order.triggered:
-            ref = self._trigger_ref(proc)
-            aux = order.inst.to_ticks(req.aux_price)
-            if (order.buy and max(ref, proc.ask) >= aux and ref >= aux) or (not order.buy and ref <= aux):
-                self._touch(order)
-                order.triggered = True
-                order.status = "Submitted"
-                self.sink.order_changed(order, False)
-            else:
-                return
-        limit = order.inst.to_ticks(req.lmt_price) if req.order_type in ("LMT", "STP LMT") else None
+        if self.hours is not None and not self._auction and not self.hours.working(order):
+            return              # outside its trading hours (sessions on)
+        if order.awaits_trigger and not self._fire(order, proc):
+            return
+        lmt = order.limit_price()
+        limit = order.inst.to_ticks(lmt) if lmt is not None else None
         if req.tif == "FOK" and self._fillable_now(order, proc, limit) < order.remaining - 1e-12:
             # fill or kill: all of it at once, or nothing
             self._cancel(order, "", completed_status=BY_SYSTEM)
@@ -540,6 +655,76 @@ class OrderEngine:
         self._match(order, proc, limit)
         if order.live and req.tif in ("IOC", "FOK"):
             self._cancel(order, "", completed_status=BY_SYSTEM)
+
+    def _fire(self, order: SimOrder, proc: PriceProcess) -> bool:
+        """Check an untriggered order's trigger against the market; True once it fired (the
+        order then works as its market or limit order: Submitted, with an openOrder/orderStatus
+        pair, as IB sent for the TRAIL order of api_tif_attribute_matrix_aapl).
+        Stops: BUY at or above auxPrice, SELL at or below. Touch orders (MIT, LIT): BUY at or
+        below auxPrice, SELL at or above. Trailing stops: as a stop, at their trailing stop."""
+        req, inst = order.req, order.inst
+        ref = self._trigger_ref(proc)
+        if req.order_type in TRAIL_TYPES:
+            stop = self._trail(order, ref)
+            fired = ref >= stop if order.buy else ref <= stop
+        elif req.order_type in TOUCH_TYPES:
+            aux = inst.to_ticks(req.aux_price)
+            fired = ref <= aux if order.buy else ref >= aux
+        else:
+            aux = inst.to_ticks(req.aux_price)
+            fired = (order.buy and max(ref, proc.ask) >= aux and ref >= aux) or (not order.buy and ref <= aux)
+        if not fired:
+            return False
+        self._touch(order)
+        order.triggered = True
+        order.status = "Submitted"
+        self.sink.order_changed(order, True)
+        return True
+
+    def _trail(self, order: SimOrder, ref: int) -> int:
+        """A trailing order's stop (ticks) after the market's reference price ``ref``: first the
+        client's trailStopPrice, or ``ref`` -/+ the trailing amount (SELL/BUY); then it only
+        follows the market in the order's favour: up for a SELL as the price rises, down for a
+        BUY as it falls, never back. The amount is auxPrice, or trailingPercent of ``ref``."""
+        req, inst = order.req, order.inst
+        if req.trailing_percent:
+            amount = max(1, int(round(ref * req.trailing_percent / 100.0)))
+        else:
+            amount = inst.to_ticks(req.aux_price or 0.0)
+        follow = ref + amount if order.buy else ref - amount
+        current = inst.to_ticks(req.trail_stop_price) if req.trail_stop_price is not None else None
+        stop = follow if current is None else (min(current, follow) if order.buy else max(current, follow))
+        if stop != current:
+            self._touch(order)
+            req.trail_stop_price = inst.price(stop)
+        return stop
+
+    def _prime_trail(self, order: SimOrder) -> None:
+        """Give a trailing order its stop before IB would report it (openOrder's trailStopPrice)."""
+        if order.req.order_type in TRAIL_TYPES and not order.triggered:
+            proc = self.market.processes.get(order.inst.con_id)
+            if proc is not None:
+                self._trail(order, self._trigger_ref(proc))
+
+    def _room(self, order: SimOrder) -> float:
+        """What the order may execute now: its remaining quantity; an attached (bracket) child
+        no more than its parent has filled less what the parent's children executed, so it never
+        closes more than the parent opened while the parent is partially filled (F27)."""
+        room = order.remaining
+        if order.req.parent_id:
+            parent = self.orders.get((order.client_id, order.req.parent_id))
+            if parent is not None:
+                done = sum(c.filled for c in self._children(parent))
+                room = min(room, max(0.0, parent.filled - done))
+        return room
+
+    def _needs_locate(self, order: SimOrder) -> bool:
+        """A short sale of a hard-to-borrow stock (InstrumentSpec.hard_to_borrow): a SELL for
+        more than the account holds. Attached (bracket) children close what their parent opened."""
+        if order.buy or order.req.parent_id or not getattr(order.inst.spec, "hard_to_borrow", False):
+            return False
+        pos = self.ledger.positions.get(order.inst.con_id)
+        return (pos.qty if pos is not None else 0.0) < order.remaining - 1e-9
 
     @staticmethod
     def _fillable_now(order: SimOrder, proc: PriceProcess, limit: int | None) -> float:
@@ -554,14 +739,15 @@ class OrderEngine:
     def _match(self, order: SimOrder, proc: PriceProcess, limit: int | None) -> None:
         levels = proc.book.asks if order.buy else proc.book.bids
         for level in levels:
-            if order.remaining <= 0:
+            room = self._room(order)
+            if room <= 1e-12:
                 break
             if limit is not None and ((order.buy and level[0] > limit) or (not order.buy and level[0] < limit)):
                 break
             avail = proc.available(not order.buy, level)
             if avail <= 0:
                 continue
-            qty = min(order.remaining, avail)
+            qty = min(room, avail)
             proc.consume(not order.buy, level[0], qty)
             self._execute(order, proc, level[0], qty, liquidity=2)
         # passive fill: a print at our resting price trades against us (simplified queue position)
@@ -569,7 +755,7 @@ class OrderEngine:
         if limit is not None and order.remaining > 0 and t is not None and t.ticks == limit \
                 and t.aggressor_buy != order.buy:
             taken = proc.consumed.get(("print", t.ticks), 0.0)
-            qty = min(order.remaining, t.size - taken)
+            qty = min(self._room(order), t.size - taken)
             if qty > 0:
                 proc.consumed[("print", t.ticks)] = taken + qty
                 self._execute(order, proc, limit, qty, liquidity=1)
@@ -610,6 +796,8 @@ class OrderEngine:
             order.completed_status = FILLED
         self.sink.order_filled(order, fill)
         self._oca_after_fill(order, qty)
+        if order.fills == 1:
+            self._release_children(order)   # the parent's first fill sets them working (F27)
         if order.status == "Filled":
             self._finish(order)
 
@@ -620,8 +808,16 @@ class OrderEngine:
             order.completed_time = self.market.now()
             order.completed_status = FILLED
             self.sink.order_changed(order, False)
-        for child in self._children(order):
-            if child.why_held == "child":
+        self._release_children(order)
+
+    def _release_children(self, parent: SimOrder) -> None:
+        """IB makes a parent's attached orders (a bracket's take-profit and stop-loss) work once
+        the parent has any fill, not only when it is Filled (F27); while the parent is partially
+        filled a child executes no more than the parent has filled (_room)."""
+        if parent.filled <= 0:
+            return
+        for child in self._children(parent):
+            if child.why_held == "child" and child.live:
                 self._activate(child, send_open=True)
                 self.sink.order_changed(child, False)
                 self._work(child)

@@ -73,6 +73,13 @@ from ibapi.protobuf import (
     SetServerLogLevelRequest_pb2, StartApiRequest_pb2, TickByTickData_pb2, TickByTickRequest_pb2,
     TickPrice_pb2, TickReqParams_pb2, TickSize_pb2, TickSnapshotEnd_pb2, TickString_pb2,
 )
+from ibapi.protobuf import (  # historical ticks (historical_ticks.py)
+    HistoricalTickBidAsk_pb2, HistoricalTickLast_pb2, HistoricalTick_pb2,
+    HistoricalTicksBidAsk_pb2, HistoricalTicksLast_pb2, HistoricalTicks_pb2, TickAttribBidAsk_pb2,
+    TickAttribLast_pb2,
+)
+
+from ibapi.protobuf import HistoricalDataUpdate_pb2  # keepUpToDate bars (F30)
 
 from .encoders import TextEncoder
 from .protocol import In, Out
@@ -116,6 +123,10 @@ RESPONSE_GATES: dict[int, int] = {
     Out.ACCOUNT_UPDATE_MULTI_END: ACCOUNTS_POSITIONS,
     Out.HISTORICAL_DATA: HISTORICAL_DATA, Out.HISTORICAL_DATA_END: HISTORICAL_DATA,
     Out.REAL_TIME_BARS: HISTORICAL_DATA, Out.TICK_BY_TICK: HISTORICAL_DATA,
+    Out.HISTORICAL_DATA_UPDATE: HISTORICAL_DATA,
+    # the answers of reqHistoricalTicks: its family
+    Out.HISTORICAL_TICKS: HISTORICAL_DATA, Out.HISTORICAL_TICKS_BID_ASK: HISTORICAL_DATA,
+    Out.HISTORICAL_TICKS_LAST: HISTORICAL_DATA,
     Out.PNL: SCAN_DATA, Out.PNL_SINGLE: SCAN_DATA,
     Out.MARKET_RULE: REST_MESSAGES_2,
     Out.NEXT_VALID_ID: REST_MESSAGES_3, Out.CURRENT_TIME: REST_MESSAGES_3,
@@ -992,6 +1003,16 @@ class ProtoEncoder(TextEncoder):
                 pb_frame(Out.HISTORICAL_DATA_END, HistoricalDataEnd_pb2.HistoricalDataEnd(
                     reqId=req_id, startDateStr=start, endDateStr=end))]
 
+    def historical_data_update(self, req_id: int,
+                               bar: tuple[str, str, str, str, str, str, str, int]) -> bytes:
+        if not self.pb[Out.HISTORICAL_DATA_UPDATE]:
+            return super().historical_data_update(req_id, bar)
+        date, o, h, l, c, v, wap, n = bar  # noqa: E741
+        return pb_frame(Out.HISTORICAL_DATA_UPDATE, HistoricalDataUpdate_pb2.HistoricalDataUpdate(
+            reqId=req_id, historicalDataBar=HistoricalDataBar_pb2.HistoricalDataBar(
+                date=date, open=float(o), high=float(h), low=float(l), close=float(c), volume=v,
+                WAP=wap, barCount=int(n))))
+
     # ---- orders
     def open_order(self, o: Any) -> bytes:
         if not self.pb[Out.OPEN_ORDER]:
@@ -1158,6 +1179,39 @@ class ProtoEncoder(TextEncoder):
             reqId=req_id, position=_decimal(position) or "0", dailyPnL=daily, unrealizedPnL=unrealized,
             realizedPnL=realized, value=value))
 
+
+
+# ============================================================================ historical ticks
+# The answers to reqHistoricalTicks as protobuf (the gate of ids 96-98 in RESPONSE_GATES); the
+# text forms and the choice between them are historical_ticks.py's. Ticks are tuples:
+# MIDPOINT (time s, price, size), BID_ASK (time, bid past low, ask past high, bid, ask,
+# bid size, ask size), TRADES (time, past limit, unreported, price, size, exchange, conditions);
+# sizes are IB's decimal strings.
+def historical_ticks_frame(req_id: int, ticks: list[tuple], done: bool) -> bytes:
+    m = HistoricalTicks_pb2.HistoricalTicks(reqId=req_id, isDone=done)
+    for t, price, size in ticks:
+        m.historicalTicks.append(HistoricalTick_pb2.HistoricalTick(time=t, price=price, size=size))
+    return pb_frame(Out.HISTORICAL_TICKS, m)
+
+
+def historical_ticks_bid_ask_frame(req_id: int, ticks: list[tuple], done: bool) -> bytes:
+    m = HistoricalTicksBidAsk_pb2.HistoricalTicksBidAsk(reqId=req_id, isDone=done)
+    for t, past_low, past_high, bid, ask, bid_size, ask_size in ticks:
+        m.historicalTicksBidAsk.append(HistoricalTickBidAsk_pb2.HistoricalTickBidAsk(
+            time=t, tickAttribBidAsk=TickAttribBidAsk_pb2.TickAttribBidAsk(
+                bidPastLow=past_low, askPastHigh=past_high),
+            priceBid=bid, priceAsk=ask, sizeBid=bid_size, sizeAsk=ask_size))
+    return pb_frame(Out.HISTORICAL_TICKS_BID_ASK, m)
+
+
+def historical_ticks_last_frame(req_id: int, ticks: list[tuple], done: bool) -> bytes:
+    m = HistoricalTicksLast_pb2.HistoricalTicksLast(reqId=req_id, isDone=done)
+    for t, past_limit, unreported, price, size, exchange, conditions in ticks:
+        m.historicalTicksLast.append(HistoricalTickLast_pb2.HistoricalTickLast(
+            time=t, tickAttribLast=TickAttribLast_pb2.TickAttribLast(
+                pastLimit=past_limit, unreported=unreported),
+            price=price, size=size, exchange=exchange, specialConditions=conditions))
+    return pb_frame(Out.HISTORICAL_TICKS_LAST, m)
 
 def encoder_for(version: int, zone: str) -> TextEncoder:
     """The encoder of a negotiated version: text up to 200, `ProtoEncoder` from 201."""

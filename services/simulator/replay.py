@@ -28,12 +28,19 @@ below what is in front), or at once when the opposite side reaches its price (``
 Kinds replayed: ``lobster`` (book after every event, executions = events 4 and 5, crosses 6),
 ``quotes`` (a one-level book per quote) and ``trades`` (prints; with no book of their own the
 book is one level each side a tick around the last print, size of the print).
+
+Bar datasets (``bars-1d/AAPL``, ``bars-1min/6EH4`` in ``--market``) do not move the market:
+they are the history ``reqHistoricalData`` gets for their instrument (``history_frames``).
+Given alone, the clock stands at the end of their last bar and the instrument's book stays
+at its last close (frozen).
 """
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import zlib
+from datetime import datetime, time as dtime
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -48,8 +55,13 @@ if TYPE_CHECKING:
     from .broker import Broker
 
 KINDS = ("lobster", "quotes", "trades")
+BAR_KIND = "bars-"            # bars-<size>: served as historical bars, not replayed
 BACKLOG_BYTES = 1 << 20       # unpaced replay waits while a subscriber has this much unwritten
 MAX_RTB_CATCH_UP = 720        # 5 s bars emitted for one gap in the data at most (an hour)
+
+
+#: Replay.print_prices, read once per (catalog, dataset)
+_PRINT_PRICES: dict[tuple, np.ndarray] = {}
 
 
 class ReplayError(ValueError):
@@ -75,8 +87,14 @@ class Source:
     trade_px: np.ndarray | None = None  # ticks, -1 = no print
     trade_sz: np.ndarray | None = None
     con_id: int = 0
+    # bar datasets: per row open, high, low, close, volume (currency, units); the bar's size
+    bars: np.ndarray | None = None
+    bar_seconds: int = 0
+    zone: str = "UTC"                   # the dataset's zone (a daily bar's ts is its midnight)
 
     def first_price(self) -> float:
+        if self.bars is not None:       # a bar dataset: the price now is its last close
+            return float(self.bars[-1, 3]) if len(self.bars) else 0.0
         for k in range(min(len(self.ts), 1000)):
             if self.bid_px is not None and self.bid_px[k, 0] >= 0 and self.ask_px[k, 0] >= 0:
                 return float((self.bid_px[k, 0] + self.ask_px[k, 0]) / 2 * self.min_tick)
@@ -109,14 +127,23 @@ def load_source(catalog, name: str) -> Source:
     except DataError as exc:
         raise ReplayError(f"--market {name}: {exc}") from None
     kind = meta.kind
-    if kind not in KINDS:
+    if kind not in KINDS and not kind.startswith(BAR_KIND):
         raise ReplayError(f"--market {resolved}: a {kind!r} dataset cannot drive the market "
-                          f"(replayed kinds: {', '.join(KINDS)})")
+                          f"(replayed kinds: {', '.join(KINDS)}; bars-* serve history)")
     table = catalog.read(resolved)
     tick = meta.instrument.min_tick or 0.01
     src = Source(resolved, kind, meta.instrument.symbol, table.column("ts").to_numpy(), tick)
     n = len(src.ts)
-    if kind == "lobster":
+    if kind.startswith(BAR_KIND):
+        from services.backtest.catalog_source import bar_seconds_of
+        try:
+            src.bar_seconds = bar_seconds_of(kind)
+        except DataError as exc:
+            raise ReplayError(f"--market {resolved}: {exc}") from None
+        src.bars = np.stack([_col(table, c).astype(np.float64)
+                             for c in ("open", "high", "low", "close", "volume")], 1)
+        src.zone = meta.instrument.zone or "UTC"
+    elif kind == "lobster":
         levels = sum(1 for c in table.column_names if c.startswith("ask_price_"))
         src.levels = levels
         src.bid_px = np.stack([_ticks(_col(table, f"bid_price_{i}"), tick) for i in range(1, levels + 1)], 1)
@@ -209,7 +236,17 @@ class QueueModel:
 class Replay:
     def __init__(self, cfg: SimConfig, sources: list[Source]) -> None:
         self.cfg = cfg
+        #: bar datasets by instrument: history, not events
+        self.bar_sources: dict[int, list[Source]] = {}
+        for s in sources:
+            if s.bars is not None:
+                self.bar_sources.setdefault(s.con_id, []).append(s)
+        sources = [s for s in sources if s.bars is None]
         self.sources = sources
+        if not sources:   # bars alone: the clock at the end of the last bar, nothing to play
+            end = max(int(s.ts[-1]) + s.bar_seconds * 1_000_000_000
+                      for group in self.bar_sources.values() for s in group)
+            sources = [Source("", "", "", np.array([end], dtype=np.int64), 0.01)]
         ts = np.concatenate([s.ts for s in sources])
         which = np.concatenate([np.full(len(s.ts), i, dtype=np.int64) for i, s in enumerate(sources)])
         rows = np.concatenate([np.arange(len(s.ts), dtype=np.int64) for s in sources])
@@ -247,10 +284,15 @@ class Replay:
         market.clock = self.now
         broker.frozen = True
         self._rtb_bucket = int(self.ts[0] // 1_000_000_000) // broker.cfg.rtb_seconds
+        if not self.sources:              # bars alone: the clock only
+            self.pos = len(self.ts)
+            return
         self._apply(0, emit=False)        # the book as the data has it after its first event
         self.pos = 1
 
     def start(self) -> None:
+        if not self.sources:
+            return
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -260,6 +302,31 @@ class Replay:
                 await self.task
             except (asyncio.CancelledError, Exception):
                 pass
+
+    def replayed(self, con_id: int) -> list[tuple[Source, int]]:
+        """Read only: each dataset of instrument ``con_id`` with how many of its rows the
+        replay has reached (their ``ts`` <= the data's clock): what historical requests may
+        see (historical_ticks.py), as IB serves nothing after now."""
+        out = []
+        for src in self.sources:
+            if src.con_id == con_id:
+                out.append((src, int(np.searchsorted(src.ts, self.now_ns, side="right"))))
+        return out
+
+    def print_prices(self, src: Source) -> np.ndarray | None:
+        """Read only: the dataset's print prices as stored (float, currency; per row, NaN or
+        any value where no print), None for a dataset without prints. The replay works in
+        ticks, but a real print can fall between two (AMZN 2012-06-21: 223.795 on a 0.01
+        tick), and a historical tick must be the real print."""
+        if src.trade_px is None:
+            return None
+        key = (self.cfg.catalog, src.name)
+        if key not in _PRINT_PRICES:
+            from services.data.catalog import Catalog
+            from services.data.cli import default_catalog
+            table = Catalog(self.cfg.catalog or str(default_catalog())).read(src.name, ["price"])
+            _PRINT_PRICES[key] = _col(table, "price").astype(np.float64)
+        return _PRINT_PRICES[key]
 
     # ---- the loop
     def _subscribed(self) -> bool:
@@ -432,6 +499,7 @@ def prepare(cfg: SimConfig, catalog_root: str | None = None) -> tuple[SimConfig,
     """Read the datasets, give each symbol its instrument (the universe's, or a new one
     from the dataset's reference data) and return the config to build the broker with."""
     from services.data.catalog import Catalog
+    from .sessions import CME_EXCHANGES
     root = catalog_root or cfg.catalog
     if root is None:
         from services.data.cli import default_catalog
@@ -459,7 +527,10 @@ def prepare(cfg: SimConfig, catalog_root: str | None = None) -> tuple[SimConfig,
                                   meta.currency or "USD", src.min_tick, round(price, 6),
                                   primary_exchange=meta.exchange,
                                   multiplier="" if meta.multiplier == 1.0 else str(meta.multiplier),
-                                  valid_exchanges=f"SMART,{meta.exchange}" if meta.exchange else "")
+                                  valid_exchanges=f"SMART,{meta.exchange}" if meta.exchange else "",
+                                  # IB's timeZoneId for CME's contracts: bar times are in it
+                                  **({"time_zone": "US/Central"}
+                                     if (meta.exchange or "").upper() in CME_EXCHANGES else {}))
             specs.append(spec)
             index = len(specs) - 1
         else:
@@ -467,7 +538,8 @@ def prepare(cfg: SimConfig, catalog_root: str | None = None) -> tuple[SimConfig,
             if abs(spec.min_tick - src.min_tick) > 1e-12:
                 raise ReplayError(f"--market {src.name}: tick {src.min_tick} but {spec.symbol}'s "
                                   f"instrument has {spec.min_tick}")
-            specs[index] = replace(spec, price=round(price, 6))
+            if src.bars is None:      # the price is the replayed book's, not a bar's close
+                specs[index] = replace(spec, price=round(price, 6))
         src.con_id = specs[index].con_id
     symbols = {}
     for src in sources:
@@ -476,3 +548,122 @@ def prepare(cfg: SimConfig, catalog_root: str | None = None) -> tuple[SimConfig,
                 raise ReplayError(f"--market: two books for {src.symbol} ({symbols[src.con_id]}, {src.name})")
             symbols[src.con_id] = src.name
     return replace(cfg, instruments=tuple(specs)), Replay(cfg, sources)
+
+
+# ====================================================================== bars as history
+DURATION_SECONDS = {"S": 1, "D": 86400, "W": 7 * 86400, "M": 30 * 86400, "Y": 365 * 86400}
+SERVED_WHAT = ("", "TRADES")  # the datasets hold trade bars: other series are not theirs
+
+
+def replay_of(session) -> "Replay | None":
+    """The market replay of the session's broker, if any (its clock is the market's)."""
+    owner = getattr(session.broker.market.clock, "__self__", None)
+    return owner if isinstance(owner, Replay) else None
+
+
+def history_frames(session, req_id: int, inst, end: float, bar_seconds: int, n: int, unit: str,
+                   rth: bool, what: str, format_date: int) -> list[bytes] | None:
+    """reqHistoricalData answered from a replayed bar dataset of the instrument, or None
+    (not served: no replay, no bar dataset whose size fits ``bar_seconds``, whatToShow other
+    than TRADES, weekly or monthly bars, or no dataset bar in the request: the simulator's
+    own answer then).
+
+    The window is the simulator's (``sessions.windows``: the sessions the duration covers,
+    RTH or all hours with ``useRTH``, clipped to ``end`` <= the data's clock) with sessions
+    on, else the duration before ``end``. Dataset bars of ``S`` seconds starting in it and
+    complete by ``end`` (``ts + S <= end``; a daily bar: its session closed) are served: as
+    they are when ``bar_seconds == S``, else aggregated on the exchange's local grid (as IB's
+    bars: an hourly bar starts on the hour, the first at the session's open; a daily bar is
+    one session). IB's shape: intraday bar times ``yyyymmdd hh:mm:ss ZONE`` in the
+    exchange's zone, daily ones ``yyyymmdd`` (the session's day), epoch seconds with
+    formatDate=2; WAP the volume-weighted (O+H+L+C)/4 of the dataset rows (they carry no
+    VWAP), bar count -1 (nor a count)."""
+    from . import sessions as S
+    from .encoders import ib_time, qty
+    replay = replay_of(session)
+    if replay is None or what.strip().upper() not in SERVED_WHAT or bar_seconds > 86400:
+        return None
+    fits = [s for s in replay.bar_sources.get(inst.con_id, ())
+            if (s.bar_seconds == bar_seconds) or (bar_seconds < 86400 and s.bar_seconds < 86400
+                                                  and bar_seconds % s.bar_seconds == 0)
+            or (bar_seconds == 86400 and s.bar_seconds < 86400 and 86400 % s.bar_seconds == 0)]
+    if not fits:
+        return None
+    src = max(fits, key=lambda s: s.bar_seconds)
+    zone = S.zone_info(inst.spec.time_zone)
+    daily = bar_seconds >= 86400
+    if session.broker.cfg.sessions == "on":
+        spans = [(s.day, a, b, s.close) for s, a, b in
+                 S.windows(S.calendar_for(inst), end, n, unit, rth, zone)]
+    else:
+        a = end - n * DURATION_SECONDS[unit]
+        spans = [(None, a, end, end)]
+    rows = _bar_rows(src, spans, bar_seconds, end, zone)
+    if not rows:
+        return None
+    out = []
+    for day, t0, o, h, l, c, v, wap in rows:
+        if format_date == 2:
+            date_text = str(int(t0))
+        elif daily:
+            date_text = (day or datetime.fromtimestamp(t0, zone).date()).strftime("%Y%m%d")
+        else:
+            date_text = ib_time(t0, inst.spec.time_zone)
+        out.append((date_text, _px(o), _px(h), _px(l), _px(c), qty(v), _px(wap), -1))
+    zone_name = inst.spec.time_zone
+    return session.enc.historical_data(req_id, ib_time(rows[0][1], zone_name),
+                                       ib_time(end, zone_name), out)
+
+
+def _px(x: float) -> str:
+    """A dataset price as written: its shortest decimal (130.31, 1.10785), no binary noise."""
+    return repr(round(float(x), 10))
+
+
+def _bar_rows(src: Source, spans, bar_seconds: int, end: float, zone) -> list[tuple]:
+    """(session day, start s, o, h, l, c, volume, wap) per served bar, in time order."""
+    size = src.bar_seconds
+    t = src.ts / 1e9
+    bars = src.bars
+    out: list[tuple] = []
+    for day, a, b, close in spans:
+        if size >= 86400:   # a daily dataset: its row of the session's day, once it closed
+            if close > end:
+                continue
+            lo = np.searchsorted(t, a - 2 * 86400, side="left")
+            hi = np.searchsorted(t, b + 86400, side="right")
+            for k in range(lo, hi):
+                row_day = datetime.fromtimestamp(t[k], _zone_of(src)).date()
+                if (day is not None and row_day == day) or (day is None and a <= t[k] < b):
+                    out.append(_bar(day or row_day, float(t[k]), bars[k:k + 1]))
+            continue
+        lo = int(np.searchsorted(t, a, side="left"))
+        hi = int(np.searchsorted(t, b, side="left"))
+        ks = [k for k in range(lo, hi) if t[k] + size <= end]
+        if not ks:
+            continue
+        if bar_seconds >= 86400:
+            out.append(_bar(day, a, bars[ks[0]:ks[-1] + 1]))
+            continue
+        midnight = datetime.combine(datetime.fromtimestamp(a, zone).date(), dtime(0),
+                                    zone).timestamp()
+        groups: dict[float, list[int]] = {}
+        for k in ks:   # on the local grid, the first bar from the session's open
+            g = midnight + math.floor((t[k] - midnight) / bar_seconds) * bar_seconds
+            groups.setdefault(max(g, a), []).append(k)
+        for start, members in groups.items():
+            out.append(_bar(day, start, bars[members]))
+    return out
+
+
+def _zone_of(src: Source):
+    from .sessions import zone_info
+    return zone_info(src.zone)
+
+
+def _bar(day, start: float, rows: np.ndarray) -> tuple:
+    o, h, l, c = rows[0, 0], rows[:, 1].max(), rows[:, 2].min(), rows[-1, 3]
+    v = float(rows[:, 4].sum())
+    typical = rows[:, :4].mean(axis=1)
+    wap = float((typical * rows[:, 4]).sum() / v) if v > 0 else float(typical.mean())
+    return (day, start, float(o), float(h), float(l), float(c), v, wap)

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Callable
 
 from . import protocol as P
 from .contracts import MARKET_RULES, ContractQuery, Instrument
-from . import pbwire, sessions
+from . import historical_ticks, pbwire, sessions
 from .encoders import TextEncoder, ib_time, parse_filter_time, qty
-from .feeds import DepthSub, MktSub, RtbSub, TbtSub
+from .feeds import DepthSub, HistLiveSub, MktSub, RtbSub, TbtSub
 from .logs import log
+from . import replay  # a market replay's bar datasets answer historical bars
 from .orders import IB_ORDER_TYPES, OrderRequest
 from .pacing import HistoricalPacing, MessageRate
 from .protocol import Code, In
@@ -595,8 +596,13 @@ class Session:
         use_rth = f.str().strip().lower() not in ("", "0", "false")
         what = f.str()
         format_date = f.int(1)
+        if q.sec_type.upper() == "BAG":   # combo legs: no combos in the universe
+            f.skip(max(0, f.remaining() - 2))
+        keep_up_to_date = f.remaining() > 0 and f.bool()
         inst = self.resolve(req_id, q)
         if inst is None:
+            return
+        if keep_up_to_date and not self._live_bars_allowed(req_id, end_text, what):
             return
         bar_seconds = BAR_SIZES.get(bar_text.strip())
         if bar_seconds is None:
@@ -623,19 +629,42 @@ class Session:
             return
 
         def answer() -> None:
-            self.hist_pending.pop(req_id, None)
+            prev = self.hist_pending.pop(req_id, None)
+            if isinstance(prev, HistLiveSub):   # a live series under the same id ends
+                prev.cancel()
             if self.closed:
                 return
-            frames = sessions.history_frames(self, req_id, inst, end, bar_seconds, count,
-                                             int(m.group(1)), m.group(2), use_rth, what, format_date)
+            # a market replay's bar dataset of the instrument, when it has bars for the request
+            frames = replay.history_frames(self, req_id, inst, end, bar_seconds, int(m.group(1)),
+                                           m.group(2), use_rth, what, format_date)
+            if frames is None:
+                frames = sessions.history_frames(self, req_id, inst, end, bar_seconds, count,
+                                                 int(m.group(1)), m.group(2), use_rth, what, format_date)
             for frame_ in frames:
                 self.send(frame_)
+            if keep_up_to_date and frames and what.strip().upper() != "SCHEDULE":
+                live = HistLiveSub(self, req_id, inst, bar_seconds, what, format_date)
+                self.hist_pending[req_id] = live   # until cancelHistoricalData
+                live.start()
 
         delay = self.broker.cfg.history_delay_ms / 1000.0
         if delay <= 0:
             answer()
         else:
             self.hist_pending[req_id] = asyncio.get_running_loop().call_later(delay, answer)
+
+    def _live_bars_allowed(self, req_id: int, end_text: str, what: str) -> bool:
+        """keepUpToDate's rules, with the gateway's 321 causes: no end date (the bars run up to
+        now), and only series with a bar in progress (TRADES, MIDPOINT, BID, ASK)."""
+        if end_text.strip():
+            self.error(req_id, Code.VALIDATE_ERROR, what="bM",
+                       cause="End date not supported with live updates")
+            return False
+        if what.strip().upper() not in ("TRADES", "MIDPOINT", "BID", "ASK"):
+            self.error(req_id, Code.VALIDATE_ERROR, what="bM",
+                       cause="Source price not supported with live updates")
+            return False
+        return True
 
     def _parse_end(self, text: str) -> float | None:
         text = text.strip()
@@ -707,7 +736,7 @@ class Session:
             100: refuse(0, no_news),                         # reqWshMetaData (WSH: a news/research feed)
             102: refuse(0, no_news),                         # reqWshEventData
             88: refuse(0, hmds, text="Histogram data is not simulated"),        # reqHistogramData
-            96: refuse(0, hmds, text="Historical ticks are not simulated"),     # reqHistoricalTicks
+            96: lambda f: historical_ticks.serve(self, f),   # reqHistoricalTicks
             87: self.req_head_timestamp,
             78: with_id(76, 0),                              # reqSecDefOptParams -> its End, no chains
             79: with_id(77, 0, 0),                           # reqSoftDollarTiers -> none
@@ -816,7 +845,7 @@ class Session:
         f.str()                                           # modelCode
         f.int(0); f.str(); f.int(-1)                      # short sale slot, location, exempt code
         req.oca_type = f.int(0)
-        req.what_if = self._read_what_if(f)
+        req.what_if = self._read_what_if(f, req)
         if order_type == "MKT":
             req.lmt_price = None
         if order_type in ("MKT", "LMT"):
@@ -835,16 +864,22 @@ class Session:
         b.engine.place(self.client_id, req, inst)
 
     @staticmethod
-    def _read_what_if(f: Fields) -> bool:
+    def _read_what_if(f: Fields, req: OrderRequest | None = None) -> bool:
         """placeOrder's whatIf flag: the fields after ocaType up to it (ibapi's EClient.placeOrder
-        at server versions 157+; a non-BAG contract). A frame that ends early is not a whatIf."""
+        at server versions 157+; a non-BAG contract). A frame that ends early is not a whatIf.
+        On the way, the trailing fields into ``req`` (trailStopPrice, trailingPercent; after the
+        whatIf flag, lmtPriceOffset): docs/simulator.md, F19."""
         try:
             f.skip(17)                        # rule80A .. volatilityType (nbboPriceCap included)
             dn_order_type = f.str()
             f.skip(1)                         # deltaNeutralAuxPrice
             if dn_order_type:
                 f.skip(8)                     # deltaNeutral conId .. designatedLocation
-            f.skip(4)                         # continuousUpdate .. trailingPercent
+            f.skip(2)                         # continuousUpdate, referencePriceType
+            trail_stop, trail_pct = f.float(), f.float()   # trailStopPrice, trailingPercent
+            if req is not None:
+                req.trail_stop_price = None if trail_stop == UNSET_DOUBLE else trail_stop
+                req.trailing_percent = None if trail_pct == UNSET_DOUBLE else trail_pct
             f.skip(2)                         # scaleInitLevelSize, scaleSubsLevelSize
             increment = f.float()
             if increment != UNSET_DOUBLE and increment > 0:
@@ -858,9 +893,34 @@ class Session:
             if f.str():                       # algoStrategy
                 f.skip(2 * f.int(0))          # algoParams
             f.skip(1)                         # algoId
-            return f.bool()
+            what_if = f.bool()
         except FieldError:
             return False
+        if req is not None:
+            req.lmt_price_offset = Session._read_lmt_price_offset(f, req.order_type)
+        return what_if
+
+    @staticmethod
+    def _read_lmt_price_offset(f: Fields, order_type: str) -> float | None:
+        """placeOrder's lmtPriceOffset (TRAIL LIMIT), the fields after whatIf up to it (ibapi's
+        EClient.placeOrder): None if unset or if the frame ends early."""
+        from ibapi import order_condition
+        from ibapi.utils import decode, isPegBenchOrder
+        try:
+            f.skip(4)                         # miscOptions, solicited, randomizeSize/Price
+            if isPegBenchOrder(order_type):
+                f.skip(5)                     # referenceContractId .. referenceExchangeId
+            conditions = f.int(0)
+            if conditions > 0:                # ibapi's own condition decoders find their length
+                fields = (f.str().encode() for _ in iter(int, 1))
+                for _ in range(conditions):
+                    order_condition.Create(decode(int, fields)).decode(fields)
+                f.skip(2)                     # conditionsIgnoreRth, conditionsCancelOrder
+            f.skip(2)                         # adjustedOrderType, triggerPrice
+            offset = f.float()
+        except (FieldError, ValueError, TypeError, AttributeError):
+            return None
+        return None if offset == UNSET_DOUBLE else offset
 
     def cancel_order(self, f: Fields) -> None:
         if self.version < P.CME_TAGGING_FIELDS:
@@ -940,7 +1000,8 @@ class Session:
                 continue
             inst = b.universe.by_con_id[fill.con_id]
             self.send_exec(self.enc.exec_details(req_id, fill, inst))
-            self.send_exec(self.enc.commission_report(fill, inst.spec.currency))
+            if b.cfg.commission_timing != "missing":  # F26: a missing report stays missing
+                self.send_exec(self.enc.commission_report(fill, inst.spec.currency))
         self.send_exec(self.enc.exec_details_end(req_id))
 
     # ================================================================ account

@@ -27,12 +27,14 @@ from datetime import date, datetime, time as dtime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from .encoders import ib_time, qty, zone_info
+from .encoders import ib_time, parse_filter_time, qty, zone_info
 from .wire import encode
 
 if TYPE_CHECKING:
+    from .broker import Broker
     from .contracts import Instrument
     from .market import Market
+    from .orders import OrderRequest, SimOrder
 
 HISTORICAL_SCHEDULE = 106          # the server message (ibapi message.IN.HISTORICAL_SCHEDULE)
 CALENDAR_START = "2000-01-03"
@@ -433,3 +435,301 @@ def history_frames(session, req_id: int, inst: "Instrument", end: float, bar_sec
     zone = inst.spec.time_zone
     start_text = ib_time(first if first is not None else end, zone)
     return session.enc.historical_data(req_id, start_text, ib_time(end, zone), rows)
+
+
+# ====================================================================== orders and market data
+#: IB's "Order Message" warning for an order accepted outside its trading hours: it stays
+#: PreSubmitted (whyHeld empty) until they start. Captured at server version 225 (ibkr-go's
+#: transcript api_conditions_matrix_aapl, 2026-08-24 16:45 US/Eastern, a DAY LMT without
+#: outsideRth placed after the close): openOrder + orderStatus PreSubmitted, then error 399
+#: "Order Message:\nBUY 1 AAPL NASDAQ.NMS\nWarning: Your order will not be placed at the
+#: exchange until 2026-08-25 09:30:00 US/Eastern." (same shape for SPY: "BUY 65 SPY ARCA").
+ORDER_MESSAGE = 399
+#: outsideRth on an order type that cannot use it (US stocks: MKT, and stops, which IB triggers in
+#: RTH only): IB warns 2109, drops the flag and holds the order to the regular session (one
+#: user's paper account: a MKT sent at 04:18 ET waited until 09:30; a bracket's stop leg at
+#: 08:43 ET the same). Text as IB's gateway logs it (QuantConnect's IB brokerage log).
+OUTSIDE_RTH_IGNORED = (2109, "Order Event Warning:Attribute 'Outside Regular Trading Hours' is "
+                             "ignored based on the order type and destination. PlaceOrder is now "
+                             "being processed.")
+RTH_ONLY_TYPES = frozenset({"MKT", "STP"})
+#: the order of boundaries at one instant: a session ends before the next one starts
+_RANK = {"close": 0, "ext_close": 1, "ext_open": 2, "open": 3, "gtd": 4}
+
+
+def order_message(order: "SimOrder", until: float) -> tuple[int, str]:
+    """Warning 399 for an order held until `until`, in the exchange's zone as IB writes it."""
+    inst = order.inst
+    spec = inst.spec
+    if spec.sec_type == "STK":
+        where = spec.primary_exchange or spec.exchange      # NASDAQ.NMS, ARCA (captures above)
+        if spec.trading_class and spec.trading_class != spec.symbol:
+            where += "." + spec.trading_class
+        what = f"{inst.symbol} {where}"
+    else:                                                 # not captured: the local symbol
+        what = f"{spec.local_symbol or inst.symbol} {spec.exchange}"
+    local = datetime.fromtimestamp(until, zone_info(spec.time_zone)).strftime("%Y-%m-%d %H:%M:%S")
+    return (ORDER_MESSAGE, f"Order Message:\n{order.req.action} {qty(order.req.total_qty)} {what}\n"
+                           f"Warning: Your order will not be placed at the exchange until {local} "
+                           f"{spec.time_zone}.")
+
+
+def good_till(text: str, inst: "Instrument", local_zone: str) -> float | None:
+    """A GTD order's goodTillDate as an instant: "yyyymmdd hh:mm:ss ZONE", "yyyymmdd hh:mm:ss"
+    (the gateway host's zone), "yyyymmdd-hh:mm:ss" (UTC), or "yyyymmdd" (that day's close, as
+    the TWS order ticket has it: "continues to work until close of market on that day"). None:
+    unreadable."""
+    text = (text or "").strip()
+    if len(text) == 8 and text.isdigit():
+        try:
+            day = datetime.strptime(text, "%Y%m%d").date()
+        except ValueError:
+            return None
+        cal = calendar_for(inst)
+        i = cal.since_day(day)
+        if i < len(cal.sessions) and cal.sessions[i].day == day:
+            s = cal.sessions[i]
+            return s.close if cal.name == "XNYS" else s.ext_close
+        return datetime.combine(day + timedelta(days=1), dtime(0), zone_info(inst.spec.time_zone)).timestamp()
+    return parse_filter_time(text, local_zone)
+
+
+def _awaits_trigger(o: "SimOrder") -> bool:
+    flag = getattr(o, "awaits_trigger", None)
+    return flag if flag is not None else (o.req.order_type.startswith("STP") and not o.triggered)
+
+
+class TradingHours:
+    """--sessions on: orders and market data follow each instrument's calendar, as at IB.
+
+    * US stocks (XNYS) have IB's regular-hours rule: an order works in the regular session
+      (09:30-16:00), one with outsideRth also in the extended hours (04:00-20:00) unless its type
+      cannot use it (MKT, STP: warning 2109). Other calendars (CME Globex, IDEALPRO, NONE) have no
+      such rule: an order works whenever the instrument trades.
+    * Placed outside its hours an order is accepted, PreSubmitted, with warning 399 naming when
+      it will work; at that time it works (Submitted, or its fills): `hold`, `_release`.
+    * DAY orders are cancelled by the system when their day ends: the regular close, or for an
+      outsideRth one the end of the extended session; on the other calendars the end of the
+      session. GTC orders stay. GTD orders are cancelled at their goodTillDate. OPG orders are
+      worked in the opening auction at the regular open (OrderEngine.open_auction). IOC/FOK are
+      worked once when they may work.
+    * Outside an instrument's trading hours its price process stands still (Market.closed): no
+      trade, no quote or depth change, no real-time bar; a snapshot shows the last values.
+
+    `advance(now)` runs after every market step and after a clock jump: every boundary crossed
+    since the last call is handled in time order, with the simulated clock pinned to it.
+    """
+
+    tifs = frozenset({"GTD"})   # accepted with sessions on, on top of OrderEngine's
+
+    def __init__(self, broker: "Broker") -> None:
+        self.broker = broker
+        self.market = broker.market
+        self.engine = broker.engine
+        self.closed = self.market.closed
+        self.cal: dict[int, Calendar] = {}
+        self.rth_only: dict[int, bool] = {}
+        groups: dict[int, tuple[Calendar, list[int]]] = {}
+        for inst in broker.universe.instruments:
+            cal = calendar_for(inst)
+            self.cal[inst.con_id] = cal
+            self.rth_only[inst.con_id] = cal.name == "XNYS"
+            groups.setdefault(id(cal), (cal, []))[1].append(inst.con_id)
+        self.groups = list(groups.values())
+        self.rth: dict[int, bool] = {}       # orders without outsideRth may work
+        self.ext: dict[int, bool] = {}       # the instrument trades (all hours)
+        self.expiry: dict[tuple[int, int], float] = {}   # GTD orders' goodTillDate
+        now = self.market.now()
+        self.last = now
+        self._due = math.inf
+        self._refresh(now)
+        # a restored account (--state-dir): its GTD orders' expiries
+        for o in self.engine.open_orders():
+            if o.req.tif == "GTD":
+                t = good_till(o.req.good_till_date, o.inst, broker.host_zone)
+                if t is not None:
+                    self.expiry[o.key] = t
+        self._due = self._next_due(now)
+
+    # ---- what the order engine asks
+    def validate(self, req: "OrderRequest", inst: "Instrument") -> tuple[tuple[int, str], str] | None:
+        if req.tif == "GTD" and good_till(req.good_till_date, inst, self.broker.host_zone) is None:
+            from .protocol import Code
+            return Code.ORDER_REJECTED, (f"Invalid goodTillDate {req.good_till_date!r}: "
+                                         "yyyymmdd hh:mm:ss [zone] or yyyymmdd-hh:mm:ss (UTC)")
+        return None
+
+    def _outside_rth(self, order: "SimOrder") -> bool:
+        """Does the order work in the extended hours of an instrument with a regular session?"""
+        req = order.req
+        return req.outside_rth and req.order_type not in RTH_ONLY_TYPES
+
+    def working(self, order: "SimOrder") -> bool:
+        """May the order work now (be matched, trigger)?"""
+        cid = order.inst.con_id
+        if cid not in self.ext:
+            return True
+        if self.rth_only[cid] and self._outside_rth(order):
+            return self.ext[cid]
+        return self.rth[cid]
+
+    def hold(self, order: "SimOrder") -> tuple[int, str] | None:
+        """An order being transmitted: None if it may work now, else the 399 warning to send
+        after its PreSubmitted pair (it is then held until its hours start)."""
+        inst = order.inst
+        cid = inst.con_id
+        req = order.req
+        if req.tif == "GTD":
+            t = good_till(req.good_till_date, inst, self.broker.host_zone)
+            if t is not None:
+                self.expiry[order.key] = t
+                self._due = min(self._due, t)
+        if req.outside_rth and self.rth_only.get(cid) and req.order_type in RTH_ONLY_TYPES:
+            self.broker.order_error(order.client_id, order.order_id, OUTSIDE_RTH_IGNORED)
+        if cid not in self.ext:
+            return None
+        now = self.market.now()
+        cal = self.cal[cid]
+        if req.tif == "OPG":
+            # rests until the opening auction; outside the regular session IB says so (399)
+            if self.rth[cid]:
+                return None
+            until = cal.next_open(now, True)
+            return order_message(order, until) if until is not None else None
+        if self.working(order):
+            return None
+        rth = not (self.rth_only[cid] and self._outside_rth(order)) and self.rth_only[cid]
+        until = cal.next_open(now, rth)
+        return order_message(order, until) if until is not None else None
+
+    # ---- the clock
+    def advance(self, now: float) -> list[tuple[float, str, object]]:
+        """Handle every boundary (and GTD expiry) in (last, now], in time order. Returns them."""
+        if now < self.last:                       # the clock was set back: take the hours as they are
+            self.last = now
+            self._refresh(now)
+            for cal, cids in self.groups:
+                for cid in cids:
+                    self._release(cid)
+            self._due = self._next_due(now)
+            return []
+        if now < self._due:
+            self.last = now
+            return []
+        events: list[tuple[float, int, str, object]] = []
+        last = self.last
+        for cal, cids in self.groups:
+            i = bisect.bisect_right(cal._ext_closes, last)
+            while i < len(cal.sessions) and cal.sessions[i].ext_open <= now:
+                s = cal.sessions[i]
+                for kind, w in (("ext_open", s.ext_open), ("open", s.open), ("close", s.close),
+                                ("ext_close", s.ext_close)):
+                    if last < w <= now:
+                        events.append((w, _RANK[kind], kind, cids))
+                i += 1
+        for key, t in self.expiry.items():
+            if t <= now:
+                events.append((t, _RANK["gtd"], "gtd", key))
+        events.sort(key=lambda e: (e[0], e[1]))
+        market = self.market
+        saved = market.clock
+        try:
+            for w, _, kind, arg in events:
+                market.clock = lambda w=w: w      # what happens at a boundary happens at its time
+                self._fire(kind, arg, w)
+        finally:
+            market.clock = saved
+        self.last = now
+        self._due = self._next_due(now)
+        return [(w, kind, arg) for w, _, kind, arg in events]
+
+    def _fire(self, kind: str, arg, at: float) -> None:
+        if kind == "gtd":
+            order = self.engine.orders.get(arg)
+            self.expiry.pop(arg, None)
+            if order is None or not order.live or order.req.tif != "GTD":
+                return
+            t = good_till(order.req.good_till_date, order.inst, self.broker.host_zone)
+            if t is not None and t > at:          # modified to a later date since
+                self.expiry[arg] = t
+                return
+            self.broker.expire_day_orders(which=lambda o: o is order, by="gtd")
+            return
+        cids = set(arg)
+        for cid in arg:
+            only_rth = self.rth_only[cid]
+            if kind == "ext_open":
+                self.ext[cid] = True
+                self.closed.discard(cid)
+                if not only_rth:
+                    self.rth[cid] = True
+                self._release(cid)
+            elif kind == "open":
+                if only_rth:
+                    self.rth[cid] = True
+                self._release(cid)
+            elif kind == "close":
+                if only_rth:
+                    self.rth[cid] = False
+            elif kind == "ext_close":
+                self.ext[cid] = False
+                self.closed.add(cid)
+                if not only_rth:
+                    self.rth[cid] = False
+        if kind == "open":
+            self.engine.open_auction(which=lambda o: o.inst.con_id in cids)
+        elif kind in ("close", "ext_close"):
+            # the day of a DAY order ends: at the regular close, or for one that works outside
+            # RTH (US stocks) at the end of the extended hours; on calendars without a regular
+            # session rule at the end of the session
+            def ends(o: "SimOrder") -> bool:
+                cid = o.inst.con_id
+                if cid not in cids or o.req.tif != "DAY":
+                    return False
+                late = self.rth_only[cid] and self._outside_rth(o)
+                if kind == "close":
+                    return self.rth_only[cid] and not late
+                return late or not self.rth_only[cid]
+            if any(ends(o) for o in self.engine.orders.values() if o.live):
+                self.broker.expire_day_orders(which=ends, by=kind)
+
+    def _release(self, cid: int) -> None:
+        """The held orders of one instrument that may work now go to work: Submitted (or their
+        fills), as an order that works at once does (OrderEngine._transmit). Held: transmitted,
+        PreSubmitted for no other reason (no whyHeld, not an OPG order, no trigger to wait for).
+        A held stop needs no release: it stays PreSubmitted until its trigger fires, which the
+        hours allow from now on."""
+        for o in list(self.engine.orders.values()):
+            if o.inst.con_id == cid and o.live and o.transmitted and o.status == "PreSubmitted" \
+                    and not o.why_held and o.req.tif != "OPG" and not _awaits_trigger(o) \
+                    and self.working(o):
+                self.engine._activate(o, send_open=False)
+                self.engine._work_and_confirm(o)
+
+    def _refresh(self, now: float) -> None:
+        for cal, cids in self.groups:
+            s = cal.around(now)
+            ext = s is not None
+            rth = s is not None and s.open <= now < s.close
+            for cid in cids:
+                self.ext[cid] = ext
+                self.rth[cid] = rth if self.rth_only[cid] else ext
+                if ext:
+                    self.closed.discard(cid)
+                else:
+                    self.closed.add(cid)
+
+    def _next_due(self, now: float) -> float:
+        due = math.inf
+        for cal, _ in self.groups:
+            i = bisect.bisect_right(cal._ext_closes, now)
+            if i < len(cal.sessions):
+                s = cal.sessions[i]
+                due = min(due, next(w for w in (s.ext_open, s.open, s.close, s.ext_close) if w > now))
+        if self.expiry:
+            due = min(due, min(self.expiry.values()))
+        return due
+
+    def view(self) -> dict[str, dict[str, bool]]:
+        """{conId: {"rth": .., "ext": ..}}: the hours each instrument is in now (control)."""
+        return {str(cid): {"rth": self.rth[cid], "ext": self.ext[cid]} for cid in self.ext}

@@ -94,6 +94,7 @@ def test_every_gateway_option_can_be_set_in_the_file():
     ("[fleet]\nstate_dir = true\n", "fleet.state_dir must be a string"),
     ("[bus]\nrun_dir = 5\n", "bus.run_dir must be a path"),
     ("[bus]\nbase_port = -1\n", "bus.base_port must be at least 0"),
+    ('[simulator]\nsessions = "yes"\n', "simulator.sessions"),
 ])
 def test_the_other_sections_are_typed_too(tmp_path, text, words):
     assert words in refusal(tmp_path, text)
@@ -132,3 +133,18 @@ def test_a_file_that_is_not_toml_or_not_there_is_a_config_error(tmp_path):
 ])
 def test_loopback_is_decided_by_the_ipaddress_module(host, loopback):
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize("value", ["on", "off"])
+def test_simulator_sessions_reach_the_embedded_simulator(tmp_path, value, monkeypatch):
+    """``[simulator] sessions`` goes to the simulator supervisord starts: through the
+    environment ``ibfleet up`` gives supervisord to the simulator's command line default."""
+    from services.simulator.__main__ import build_parser
+    cfg = load(tmp_path, f'[simulator]\nsessions = "{value}"\n')
+    assert cfg.simulator.sessions == value
+    env = supervisor.environment(supervisor.FleetPaths(cfg), cfg, simulate=True, record=False,
+                                 crash_max=5, crash_window_s=60, seed=1)
+    assert env["IBFLEET_SIM_SESSIONS"] == value
+    monkeypatch.setenv("IBFLEET_SIM_SESSIONS", env["IBFLEET_SIM_SESSIONS"])
+    assert build_parser().parse_args([]).sessions == value
+    assert load(tmp_path, "").simulator.sessions == "off"  # the default: around the clock

@@ -149,7 +149,7 @@ def test_every_part_of_the_account_survives_a_reopen_from_the_journal_and_from_a
     e.place(1, _req(2, "BUY", 10, "LMT", lmt=round(bid - 20, 2), tif="GTC", ref="rest"), inst)
     e.place(1, _req(3, "BUY", 10, "LMT", lmt=round(bid - 30, 2), ref="gone"), inst)
     e.cancel(1, 3)                                                            # cancelled by the client
-    e.place(1, _req(4, "BUY", 5, "TRAIL", aux=1.0, ref="bad"), inst)          # rejected: Inactive
+    e.place(1, _req(4, "BUY", 5, "REL", aux=1.0, ref="bad"), inst)            # rejected: Inactive
     e.place(2, _req(7, "BUY", 50, "LMT", lmt=round(bid - 10, 2), transmit=False, ref="br"), inst)
     e.place(2, _req(8, "SELL", 50, "LMT", lmt=round(ask + 50, 2), parent=7, transmit=False), inst)
     e.place(2, _req(9, "SELL", 50, "STP", aux=round(bid - 50, 2), parent=7), inst)  # a held bracket

@@ -156,7 +156,7 @@ def test_completed_orders_decode_in_ibapi_and_survive_a_restart(start_sim, tmp_p
         system = _resting(c, sim, tif="GTC", ref="by-system")
         sim.control.broker_cancel(system, client_id=45)
         c.wait("orderStatus", lambda e: e[0] == system and e[1] == "Cancelled")
-        bad = _place(c, stock("AAPL"), order("BUY", 1, "TRAIL", aux=1.0, ref="rejected"))
+        bad = _place(c, stock("AAPL"), order("BUY", 1, "REL", aux=1.0, ref="rejected"))
         c.wait_error(201, bad)
         working = _resting(c, sim, tif="GTC", ref="working")
         first = _completed(c)
@@ -167,7 +167,7 @@ def test_completed_orders_decode_in_ibapi_and_survive_a_restart(start_sim, tmp_p
         "filled": ("Filled", "Filled", 100, 100),
         "by-trader": ("Cancelled", "Cancelled by Trader", 10, 0),
         "by-system": ("Cancelled", BY_SYSTEM, 10, 0),
-        "rejected": ("Inactive", "Order type 'TRAIL' is not supported by the simulator", 1, 0),
+        "rejected": ("Inactive", "Order type 'REL' is not supported by the simulator", 1, 0),
     }
 
     def check(completed: dict[str, tuple]) -> None:

@@ -204,7 +204,7 @@ def test_orders_market_limit_modify_cancel(start_sim):
         c.client.placeOrder(bad, stock("AAPL"), order("BUY", 1, "LMT", lmt=100.003))
         c.wait_error(110, bad)
         rej = c.next_order_id()
-        c.client.placeOrder(rej, stock("AAPL"), order("BUY", 1, "TRAIL", aux=1.0))
+        c.client.placeOrder(rej, stock("AAPL"), order("BUY", 1, "REL", aux=1.0))
         c.wait_error(201, rej)
         unknown = c.next_order_id()
         c.client.placeOrder(unknown, stock("NOSUCH"), order("BUY", 1))

@@ -290,6 +290,7 @@ def _messages():
                                               "190.05", 12)),
         (Out.HISTORICAL_DATA, "historical_data", (13, "20260402 09:30:00 US/Eastern",
                                                   "20260402 09:40:00 US/Eastern", bars)),
+        (Out.HISTORICAL_DATA_UPDATE, "historical_data_update", (13, bars[0])),
         (Out.OPEN_ORDER, "open_order", (filled,)),
         (Out.OPEN_ORDER, "open_order", (stop,)),
         (Out.ORDER_STATUS, "order_status", (filled,)),

@@ -44,7 +44,6 @@ def test_ib_async_calls_the_simulator_does_not_serve_all_return(start_sim):
         # refused under the request's id: each call returns (ib_async gives its empty value)
         sub = ScannerSubscription(instrument="STK", locationCode="STK.US.MAJOR", scanCode="TOP_PERC_GAIN")
         assert not ib.reqScannerData(sub)
-        assert not ib.reqHistoricalTicks(aapl, "", dt.datetime.now(dt.timezone.utc), 10, "TRADES", True)
         assert not ib.reqHistogramData(aapl, True, "1 week")
         assert not ib.reqFundamentalData(aapl, "ReportSnapshot")
         assert not ib.reqNewsArticle("BZ", "BZ$123")
@@ -99,7 +98,6 @@ def test_ibapi_requests_the_simulator_does_not_serve_are_answered_under_their_id
         # refused under their ids
         from ibapi.scanner import ScannerSubscription as IbScan
         cl.reqScannerSubscription(201, IbScan(), [], [])
-        cl.reqHistoricalTicks(202, stock("AAPL"), "", "20260101 10:00:00 UTC", 10, "TRADES", 1, True, [])
         cl.reqHistogramData(203, stock("AAPL"), True, "1 week")
         cl.reqNewsArticle(204, "BZ", "BZ$1", [])
         cl.reqHistoricalNews(205, AAPL, "BZ", "", "", 10, [])
@@ -119,7 +117,7 @@ def test_ibapi_requests_the_simulator_does_not_serve_are_answered_under_their_id
         c.wait("displayGroupList", lambda e: e[0] == 107, deadline=60)
         for name in ("familyCodes", "mktDepthExchanges", "newsProviders", "scannerParameters"):
             c.wait(name, deadline=60)
-        for req_id, code in ((201, 162), (202, 162), (203, 162), (204, 10276), (205, 10276),
+        for req_id, code in ((201, 162), (203, 162), (204, 10276), (205, 10276),
                              (206, 200), (207, 200), (208, 10276), (209, 10276), (210, 200)):
             c.wait_error(code, req_id, deadline=60)
         # nothing was answered with reqId -1 or 321

@@ -245,6 +245,10 @@ def _order_of(p: dict[str, Any]) -> Order:
         o.auxPrice = float(p["aux_price"])
     if "trailing_percent" in p:
         o.trailingPercent = float(p["trailing_percent"])
+    if "trail_stop_price" in p:
+        o.trailStopPrice = float(p["trail_stop_price"])
+    if "lmt_price_offset" in p:
+        o.lmtPriceOffset = float(p["lmt_price_offset"])
     o.tif = p.get("tif", "")
     o.account = p.get("account", "")
     # attributes ibapi 10.50 sends but TWS no longer accepts at their defaults
