@@ -298,6 +298,10 @@ class OpenOrder(Message, kw_only=True):
     status: str = ""
     parent_id: int = 0
     oca_group: str = ""
+    #: trailing stops (TRAIL, TRAIL LIMIT): ``stop_price`` is the current trailStopPrice, and
+    #: the trail is one of these (an amount in price units, or a percent); NaN otherwise
+    trailing_amount: float = float("nan")
+    trailing_percent: float = float("nan")
 
 
 class Execution(Message, kw_only=True):

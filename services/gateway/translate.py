@@ -199,20 +199,46 @@ def bar(symbol: str, t: int, o, h, low, c, volume, wap, count) -> Bar:
 
 # -- orders and account -----------------------------------------------------------------------
 
-def _terms(order_type: str, lmt, aux) -> tuple[float, float]:
+#: IB order types this build does not model, by what their prices mean (IB's "Order Types"
+#: pages; docs/simulator.md F19): aux is the trigger of MIT/LIT, the trailing amount of a
+#: trailing stop (whose stop is trailStopPrice, moving with the market); lmt the limit of
+#: the LIMIT forms. "limit" / "stop" name the OpenOrder fields they go to.
+TRIGGERED_TYPES: dict[str, tuple[bool, str]] = {
+    "MIT": (False, "aux"), "LIT": (True, "aux"),
+    "TRAIL": (False, "trail"), "TRAIL LIMIT": (True, "trail"),
+}
+
+
+def _terms(order) -> tuple[float, float]:
     """(limit, stop) of an open order, NaN where its type uses none: IB writes 0, not unset,
     for the prices a type does not use (a MKT order's limit, a LMT order's aux; captured in
-    ../shared/fixtures/tws/transcripts), and 0 is a price. Types this build does not model
-    (TRAIL, REL...) keep what IB sent."""
+    ../shared/fixtures/tws/transcripts), and 0 is a price. A trailing stop's stop is its
+    current trailStopPrice (its auxPrice is the trailing amount: ``trailing``); an MIT/LIT's
+    the trigger. Other types this build does not model (REL...) keep what IB sent."""
     try:
-        kind = OrderType(order_type)
+        kind = OrderType(order.orderType)
     except ValueError:
-        return price(lmt), price(aux)
-    return (price(lmt) if kind.needs_limit else NAN, price(aux) if kind.needs_stop else NAN)
+        shape = TRIGGERED_TYPES.get(order.orderType)
+        if shape is None:
+            return price(order.lmtPrice), price(order.auxPrice)
+        has_limit, trigger = shape
+        stop = order.trailStopPrice if trigger == "trail" else order.auxPrice
+        return (price(order.lmtPrice) if has_limit else NAN, price(stop))
+    return (price(order.lmtPrice) if kind.needs_limit else NAN,
+            price(order.auxPrice) if kind.needs_stop else NAN)
+
+
+def _trailing(order) -> tuple[float, float]:
+    """(trailing amount, trailing percent) of a trailing stop, NaN where not set."""
+    if order.orderType not in ("TRAIL", "TRAIL LIMIT"):
+        return NAN, NAN
+    percent = price(order.trailingPercent)
+    return (NAN if percent == percent else price(order.auxPrice)), percent
 
 
 def open_order(order_id: int, contract: Contract, order, state, symbol: str) -> OpenOrder:
-    limit_price, stop_price = _terms(order.orderType, order.lmtPrice, order.auxPrice)
+    limit_price, stop_price = _terms(order)
+    trailing_amount, trailing_percent = _trailing(order)
     return OpenOrder(ib_order_id=int(order_id), client_order_id=order.orderRef or "",
                      perm_id=int(order.permId or 0), client_id=int(order.clientId or 0),
                      account=order.account or "", symbol=symbol,
@@ -220,7 +246,8 @@ def open_order(order_id: int, contract: Contract, order, state, symbol: str) -> 
                      order_type=order.orderType, limit_price=limit_price,
                      stop_price=stop_price, tif=order.tif or "DAY",
                      status=getattr(state, "status", "") or "", parent_id=int(order.parentId or 0),
-                     oca_group=order.ocaGroup or "")
+                     oca_group=order.ocaGroup or "", trailing_amount=trailing_amount,
+                     trailing_percent=trailing_percent)
 
 
 def order_status(order_id: int, client_order_id: str, status: str, filled, remaining,

@@ -289,7 +289,9 @@ def test_a_quote_that_did_not_change_makes_no_second_tick():
     ("LMT", 10.0, 0.0, (10.0, None)),       # ... and for a LMT order's aux price
     ("STP", 0.0, 13.16, (None, 13.16)),
     ("STP LMT", 12.0, 13.0, (12.0, 13.0)),
-    ("TRAIL", 0.0, 1.5, (0.0, 1.5)),        # a type not modelled keeps what IB sent
+    ("MIT", 0.0, 188.0, (None, 188.0)),     # aux: the trigger
+    ("LIT", 188.1, 188.0, (188.1, 188.0)),
+    ("REL", 0.0, 0.02, (0.0, 0.02)),        # a type not modelled keeps what IB sent
 ])
 def test_an_open_orders_unused_prices_are_nan_not_zero(order_type, lmt, aux, expected):
     from ibapi.contract import Contract
@@ -300,4 +302,30 @@ def test_an_open_orders_unused_prices_are_nan_not_zero(order_type, lmt, aux, exp
     order.orderType, order.lmtPrice, order.auxPrice, order.totalQuantity = order_type, lmt, aux, 1
     msg = open_order(7, Contract(), order, None, "AAPL")
     got = tuple(None if math.isnan(v) else v for v in (msg.limit_price, msg.stop_price))
+    assert got == expected
+
+
+@pytest.mark.parametrize("order_type, lmt, aux, percent, trail_stop, expected", [
+    # (limit, stop, trailing amount, trailing percent): the stop is the current trailStopPrice,
+    # the aux price the trailing amount (as the simulator's captured TRAIL LIMIT: F19)
+    ("TRAIL", 0.0, 1.5, None, 188.5, (None, 188.5, 1.5, None)),
+    ("TRAIL", 0.0, 0.0, 2.0, 186.2, (None, 186.2, None, 2.0)),
+    ("TRAIL LIMIT", 2000.05, 1.0, None, 2000.0, (2000.05, 2000.0, 1.0, None)),
+    ("LMT", 10.0, 0.0, None, None, (10.0, None, None, None)),
+])
+def test_a_trailing_stops_stop_is_its_trail_stop_price_not_its_trailing_amount(
+        order_type, lmt, aux, percent, trail_stop, expected):
+    from ibapi.contract import Contract
+    from ibapi.order import Order
+
+    from services.gateway.translate import open_order
+    order = Order()
+    order.orderType, order.lmtPrice, order.auxPrice, order.totalQuantity = order_type, lmt, aux, 1
+    if percent is not None:
+        order.trailingPercent = percent
+    if trail_stop is not None:
+        order.trailStopPrice = trail_stop
+    msg = open_order(7, Contract(), order, None, "AAPL")
+    got = tuple(None if math.isnan(v) else v for v in (
+        msg.limit_price, msg.stop_price, msg.trailing_amount, msg.trailing_percent))
     assert got == expected
