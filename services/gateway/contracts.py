@@ -155,6 +155,15 @@ def rule_for(details: Any, exchange: str) -> int | None:
         return None
 
 
+def api_size(sec_type: str, value: Any) -> float:
+    """An order-size rule (minSize, sizeIncrement) as it holds for API orders: a stock's
+    contract details say 0.0001 (IB trades fractions of a share; captured, G200 AAPL), but an
+    API order for a fraction is refused with 321 "Order size does not conform to market
+    rule" (vnpy/vnpy_ib issue 75), so a stock trades whole shares here; others as IB says."""
+    size = _float(value, 1.0)
+    return max(size, 1.0) if sec_type == "STK" else size
+
+
 def instrument_message(symbol: str, details: Any, contract: Contract,
                        bands: list[tuple[float, float]] | None,
                        front: tuple[FrontMonth, dt.date] | None = None) -> Instrument:
@@ -166,8 +175,8 @@ def instrument_message(symbol: str, details: Any, contract: Contract,
         local_symbol=c.localSymbol or "", trading_class=c.tradingClass or "",
         multiplier=_float(c.multiplier, 1.0), min_tick=_float(details.minTick, 0.01),
         price_bands=list(bands or []), market_rule_ids=details.marketRuleIds or "",
-        size_increment=_float(getattr(details, "sizeIncrement", None), 1.0),
-        min_size=_float(getattr(details, "minSize", None), 1.0),
+        size_increment=api_size(c.secType, getattr(details, "sizeIncrement", None)),
+        min_size=api_size(c.secType, getattr(details, "minSize", None)),
         trading_hours=details.tradingHours or "", liquid_hours=details.liquidHours or "",
         time_zone_id=details.timeZoneId or "",
         last_trade_date=c.lastTradeDateOrContractMonth or "", long_name=details.longName or "",

@@ -62,6 +62,12 @@ ORDER_TYPES: dict[str, str] = {
             "TRAILMIT,WHATIF"),
 }
 OTHER_ORDER_TYPES = "ACTIVETIM,ADJUST,ALERT,GTC,IOC,LMT,MKT,STP,STPLMT,DAY"
+#: contract details' (minSize, sizeIncrement, suggestedSizeIncrement) by secType, as IB sends
+#: them (server version 164+): a US stock 0.0001 / 0.0001 / 100 (the G200 AAPL frame: IB
+#: trades fractions of a share, though not through the API: ``whole_shares_only``), a
+#: future 1 / 1 / 1 (the P176 frame); others (FX, no capture) 1 / 1 / 1
+SIZE_RULES = {"STK": ("0.0001", "0.0001", "100")}
+OTHER_SIZE_RULES = ("1", "1", "1")
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,12 @@ class Instrument:
         self.trading_class = spec.trading_class or spec.symbol
         self.valid_exchanges = spec.valid_exchanges or spec.exchange
         self.order_types = ORDER_TYPES.get(spec.sec_type, OTHER_ORDER_TYPES)
+        self.size_rules = SIZE_RULES.get(spec.sec_type, OTHER_SIZE_RULES)
+        #: an API order for a fraction of a share is refused with 321 "Order size does not
+        #: conform to market rule" (vnpy/vnpy_ib issue 75, 2026: 0.1003 shares), though the
+        #: contract details say 0.0001 (fractional trading is not offered through the API:
+        #: QuantConnect/Documentation issue 1106)
+        self.whole_shares_only = spec.sec_type == "STK"
         #: contract details' secIdList: [(tag, value)], IB's "ISIN" for a stock (G200 AAPL:
         #: one entry, ISIN US0378331005)
         isin = getattr(spec, "isin", "")

@@ -149,7 +149,7 @@ class TextEncoder:
         if v == P.FRACTIONAL_SIZE_SUPPORT:
             f.append(1)
         if v >= P.SIZE_RULES:
-            f += [1, 1, 1]
+            f += list(inst.size_rules)        # minSize, sizeIncrement, suggestedSizeIncrement
         if v >= P.INELIGIBILITY_REASONS:
             f.append(0)
         return encode(f)

@@ -233,6 +233,10 @@ class OrderEngine:
         if inst is None:
             self.sink.order_error(client_id, req.order_id, Code.NO_SECDEF)
             return
+        if inst.whole_shares_only and not float(req.total_qty or 0).is_integer():
+            self.sink.order_error(client_id, req.order_id, Code.VALIDATE_ERROR, what="v",
+                                  cause="Order size does not conform to market rule.")
+            return
         reason = self._validate(req, inst)
         if reason is not None:
             self._reject(client_id, req, inst, *reason)

@@ -2,6 +2,8 @@
 gateway's Instrument messages and the processes' mirror of them."""
 from __future__ import annotations
 
+from decimal import Decimal
+
 import datetime as dt
 
 import pytest
@@ -110,6 +112,25 @@ def test_the_instrument_message_carries_what_ib_said():
     again = codec.decode(codec.encode([msg]))[0]
     assert again.price_bands == [(0.0, 0.25)] and again == msg
     assert canonical_symbol("ES", d.contract) == "ESZ6@CME"
+
+
+@pytest.mark.parametrize("sec_type, increment, min_size, expected", [
+    # a US stock as IB describes it (G200 AAPL: 0.0001 / 0.0001), traded in whole shares
+    # through the API (321 "Order size does not conform to market rule": vnpy_ib issue 75)
+    ("STK", Decimal("0.0001"), Decimal("0.0001"), (1.0, 1.0)),
+    ("STK", Decimal("1"), Decimal("100"), (1.0, 100.0)),   # an odd-lot rule is kept
+    ("FUT", Decimal("1"), Decimal("1"), (1.0, 1.0)),
+    ("CASH", Decimal("0.01"), Decimal("1"), (0.01, 1.0)),  # others: as IB says
+])
+def test_a_stocks_size_rules_are_whole_shares_for_api_orders(sec_type, increment, min_size,
+                                                               expected):
+    d = ContractDetails()
+    d.contract.symbol, d.contract.secType, d.contract.conId = "X", sec_type, 9
+    d.sizeIncrement, d.minSize, d.minTick = increment, min_size, 0.01
+    msg = instrument_message("X", d, Contract(), [])
+    assert (msg.size_increment, msg.min_size) == expected
+    info = InstrumentInfo.from_message(msg)
+    assert info.on_size_increment(3.0) and (sec_type != "STK" or not info.on_size_increment(0.5))
 
 
 def test_the_market_rule_of_the_routing_exchange():

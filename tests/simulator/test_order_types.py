@@ -273,10 +273,14 @@ def test_contract_details_carry_the_isin_and_ibs_order_type_list(start_sim_v):
             assert cd.orderTypes == ORDER_TYPES["STK"]
             for kind in ("TRAIL", "TRAILLMT", "MIT", "LIT", "STPLMT", "WHATIF"):
                 assert kind in cd.orderTypes.split(",")
+            # minSize, sizeIncrement, suggestedSizeIncrement: IB's fractional-share rules
+            assert [str(cd.minSize), str(cd.sizeIncrement), str(cd.suggestedSizeIncrement)] \
+                == ["0.0001", "0.0001", "100"]
         captured = _captured_stock_details()
         if captured is not None:                      # the string IB sent, field for field
             assert ORDER_TYPES["STK"] == captured[16]
             assert captured[31:34] == ["1", "ISIN", "US0378331005"]
+            assert captured[-4:-1] == ["0.0001", "0.0001", "100"]
         # a future: IB's CME list, no ISIN (the P176 capture's secIdList is empty)
         fut = stock("ES")
         fut.secType, fut.exchange, fut.lastTradeDateOrContractMonth = "FUT", "CME", "202612"
@@ -284,5 +288,29 @@ def test_contract_details_carry_the_isin_and_ibs_order_type_list(start_sim_v):
         c.wait("contractDetailsEnd", lambda e: e[0] == 9, deadline=60)
         (_, cd), = c.rec.get("contractDetails", lambda e: e[0] == 9)
         assert cd.orderTypes == ORDER_TYPES["FUT"] and not cd.secIdList
+        assert [str(cd.minSize), str(cd.sizeIncrement), str(cd.suggestedSizeIncrement)] \
+            == ["1", "1", "1"]                        # the P176 future's
+    finally:
+        c.disconnect()
+
+
+def test_a_fraction_of_a_share_is_refused_through_the_api(start_sim_v):
+    """Contract details say 0.0001 shares, but an API order for a fraction of a share gets 321
+    "Order size does not conform to market rule." (vnpy/vnpy_ib issue 75) and is never an
+    order; a whole number of shares works."""
+    sim = start_sim_v()
+    c = _client(sim.port, 68)
+    try:
+        oid = c.next_order_id()
+        c.client.placeOrder(oid, stock("AAPL"), order("BUY", 0.5, "LMT", 1.00))
+        c.wait_error(321, oid, deadline=60)
+        (err,) = [e for e in c.errors() if e[0] == oid]
+        assert "Order size does not conform to market rule" in err[2], err
+        whole = oid + 1
+        c.client.placeOrder(whole, stock("AAPL"), order("BUY", 3, "LMT", 1.00))
+        wait_for(lambda: ("Submitted", "") in _statuses(c, whole), deadline=60,
+                 what="the whole-share order working")
+        assert not _statuses(c, oid) and not c.rec.get("order", lambda e: e[0] == oid)
+        c.client.cancelOrder(whole, OrderCancel())
     finally:
         c.disconnect()
