@@ -114,6 +114,7 @@ async def serve(cfg: config_mod.SimConfig, replay=None) -> int:
         replay.attach(broker)              # before any client: the market is the data's
     faults = FaultController(broker)
     server = SimServer(broker, cfg.port)
+    faults.server = server                 # restart with port_gone, cold_restart / login
     await server.start()
     control = ControlServer(broker, faults, cfg.control) if cfg.control else None
     if control:

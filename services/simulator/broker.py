@@ -574,6 +574,7 @@ class Broker:
                 "account": account,
                 "stats": dict(self.stats), "data_stopped": bool(self.data_stopped), "hung": self.hung,
                 "exec_delayed": self.exec_delayed, "rejecting": self.reject_until > time.monotonic(),
+                "awaiting_login": bool(getattr(self.faults, "awaiting_login", False)),
                 "late_replies": self.late_replies,
                 "locked_ids": [c for c, t in self.locked_ids.items() if t > time.monotonic()],
                 # reqMktData answered 10089 (no live permission): open at IB, and silent

@@ -244,7 +244,10 @@ class SimControl:
         return self.call("correct_execution", exec_id=exec_id, quantity=quantity, price=price)
 
     # ---- faults
-    def restart(self, seconds: float = 5.0) -> dict: return self.call("restart", seconds=seconds)
+    def restart(self, seconds: float = 5.0, port_gone: bool = False) -> dict:
+        return self.call("restart", seconds=seconds, port_gone=port_gone)
+    def cold_restart(self) -> dict: return self.call("cold_restart")
+    def login(self) -> dict: return self.call("login")
     def server_reset(self, seconds: float = 3.0, data_lost: bool = False) -> dict:
         return self.call("server_reset", seconds=seconds, data_lost=data_lost)
     def farm_flap(self, seconds: float = 1.0) -> dict: return self.call("farm_flap", seconds=seconds)

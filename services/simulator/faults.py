@@ -21,6 +21,8 @@ class FaultController:
         self._tasks: set[asyncio.Task] = set()
         self._hang_handle: asyncio.TimerHandle | None = None
         self.history: list[dict[str, Any]] = []
+        self.server = None                 # the API listener (server.SimServer), attached
+        self.awaiting_login = False        # a cold restart waits for `login`
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -36,15 +38,54 @@ class FaultController:
             s.error(-1, code)
 
     # ---- gateway restart: every socket dropped, connections refused for N seconds
-    def restart(self, seconds: float = 5.0) -> dict:
+    def restart(self, seconds: float = 5.0, port_gone: bool = False) -> dict:
+        """IB Gateway's daily restart: every socket dropped, then for ``seconds`` either
+        accept-then-close (a socket proxy in front of the API port: the default) or, with
+        ``port_gone``, nothing listening at all (connects refused), then back."""
         b = self.broker
-        self._record("restart", seconds=seconds)
-        b.reject_until = time.monotonic() + seconds
+        self._record("restart", seconds=seconds, port_gone=port_gone)
+        if port_gone:
+            self._need_server().close_port()
+            self._spawn(self._reopen_after(seconds))
+        else:
+            b.reject_until = time.monotonic() + seconds
+        return {"dropped": self._drop_all("gateway_restart"), "back_in": seconds}
+
+    def cold_restart(self) -> dict:
+        """The Sunday cold restart: IB Gateway restarts and waits at its login (the weekly
+        re-authentication, two-factor included): every socket dropped and nothing listens on
+        the API port until ``login``. The paper account (orders, fills, positions) is the
+        server's and stays."""
+        self._record("cold_restart")
+        self._need_server().close_port()
+        self.awaiting_login = True
+        return {"dropped": self._drop_all("gateway_cold_restart"), "awaiting_login": True}
+
+    def login(self) -> dict:
+        """The operator logs in after a cold restart: the API port listens again."""
+        if not self.awaiting_login:
+            raise ValueError("no cold restart is waiting for a login")
+        self._record("login")
+        self.awaiting_login = False
+        self._spawn(self._need_server().open_port())
+        return {"listening": True}
+
+    def _need_server(self):
+        if self.server is None:
+            raise ValueError("this simulator has no API listener attached")
+        return self.server
+
+    def _drop_all(self, reason: str) -> int:
         dropped = 0
-        for s in list(b.connections):
-            s.abort("gateway_restart")
+        for s in list(self.broker.connections):
+            s.abort(reason)
             dropped += 1
-        return {"dropped": dropped, "back_in": seconds}
+        return dropped
+
+    async def _reopen_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if not self.awaiting_login:  # a cold restart meanwhile waits for its login
+            await self._need_server().open_port()
 
     # ---- IB server reset with the socket kept open
     def server_reset(self, seconds: float = 3.0, data_lost: bool = False) -> dict:
@@ -194,7 +235,7 @@ class FaultController:
         return {"late_replies": self.broker.late_replies}
 
     # ---- dispatch by name (control socket and config schedule share this)
-    COMMANDS = ("restart", "server_reset", "farm_flap", "hang", "resume", "garbage", "bad_length",
+    COMMANDS = ("restart", "cold_restart", "login", "server_reset", "farm_flap", "hang", "resume", "garbage", "bad_length",
                 "lockout", "drop_client", "competing_session", "late_replies")
 
     def run(self, cmd: str, args: dict[str, Any]) -> dict:

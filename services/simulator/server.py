@@ -38,6 +38,23 @@ class SimServer:
             if task is not None:
                 self._tasks.discard(task)
 
+    # -- the API port gone and back (faults.py: restart with port_gone, cold_restart/login) --
+    @property
+    def listening(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    def close_port(self) -> None:
+        """Stop listening: a connect is refused (ECONNREFUSED), as while IB Gateway restarts
+        with nothing in front of its API port."""
+        if self._server is not None:
+            self._server.close()
+            log("port_closed", port=self.port)
+
+    async def open_port(self) -> None:
+        """Listen again on the same port."""
+        if not self.listening:
+            await self.start()
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()

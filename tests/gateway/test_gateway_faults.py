@@ -14,7 +14,8 @@ import pytest
 
 from proto.schema import (CompletedOrder, DepthUpdate, Execution, GatewayError, GatewayState,
                           Heartbeat, OrderStatus, QuoteTick, ReconcileEnd, Tick)
-from tests.support.processes import wait_for
+from services.simulator.control import SimControlError
+from tests.support.processes import port_open, wait_for
 
 STREAMS = ((Tick, "AAPL"), (DepthUpdate, "AAPL"), (QuoteTick, "MSFT"))
 
@@ -105,6 +106,8 @@ def status_mismatches(fleet) -> dict:
 
 FAULTS = {
     "restart": (lambda f: f.sim.restart(seconds=2.0), "disconnected"),
+    # the API port gone (connects refused), not a proxy's accept-then-close
+    "restart_port_gone": (lambda f: f.sim.restart(seconds=2.0, port_gone=True), "disconnected"),
     "reset_data_lost": (lambda f: f.sim.server_reset(seconds=1.5, data_lost=True), "degraded"),
     "reset_data_kept": (lambda f: f.sim.server_reset(seconds=1.5, data_lost=False), "degraded"),
     "farm_flap": (lambda f: f.sim.farm_flap(seconds=1.0), "degraded"),
@@ -197,3 +200,29 @@ def test_bad_length_prefix_drops_the_session_at_once(fleet, variant):
     # still streaming on the new session
     fleet.bus.wait(Tick, lambda m: m.symbol == "AAPL", count=5, since=down_at)
     assert any(c["client_id"] == fleet.client_id for c in fleet.sim.clients())
+
+
+def test_the_sunday_cold_restart_waits_for_the_login_then_recovers(fleet):
+    """IB Gateway's weekly cold restart: every socket dropped and nothing listens on the API
+    port until someone logs in (two-factor). The bridge keeps probing (never a session while
+    nobody logs in), then recovers by itself after the login, with the orders and fills made
+    meanwhile consistent with the broker."""
+    start_streams_and_ladder(fleet)
+    mark = fleet.bus.mark()
+    assert fleet.sim.cold_restart()["awaiting_login"] is True
+    fleet.bus.wait_state("disconnected", since=mark, deadline=30)
+    assert fleet.sim.status()["awaiting_login"] is True
+    wait_for(lambda: not port_open(fleet.sim_port), 30, what="the API port closed")
+    # the bridge repeats its state with each heartbeat: five of them while nobody logs in,
+    # each disconnected and probing, none a session
+    down_at = fleet.bus.mark()
+    fleet.bus.wait(GatewayState, lambda m: m.state == "disconnected" and "probing" in m.reason,
+                   count=5, since=down_at, deadline=60, what="five probing heartbeats")
+    assert set(fleet.bus.states(since=mark)) == {"disconnected"}, fleet.bus.states(since=mark)
+    fleet.sim.login()
+    wait_for(lambda: port_open(fleet.sim_port), 30, what="the API port after the login")
+    assert fleet.sim.status()["awaiting_login"] is False
+    assert_recovered_and_consistent(fleet, down_at)
+    assert fleet.bus.states()[-1] == "synchronised"
+    with pytest.raises(SimControlError, match="no cold restart"):
+        fleet.sim.login()  # nothing waits for a login now
