@@ -422,23 +422,33 @@ class Downloader:
         columns = {"ts": times}
         for i, name in enumerate(("open", "high", "low", "close", "volume")):
             columns[name] = [rows[t][i] for t in times]
+        return self._stored_day(link, day, columns, requested_at, "data", "bars", {
+            "bar_size": bar_size_name(self.seconds), "ib_bar_size": self.bar_size,
+            "what_to_show": self.what,
+            "requests": ", ".join(f"{c.end_text} {c.duration_text}" for c in chunks)},
+            f"{self.bar_size} {self.what}")
+
+    def _stored_day(self, link: GatewayLink, day: date, columns: dict[str, list],
+                    requested_at: str, what: str, unit: str, options: dict[str, str],
+                    source: str) -> Piece:
+        """One downloaded UTC day as a catalog piece: the table (``ts`` and float64 columns)
+        and its provenance (the Arrow IPC bytes' sha256, how it was asked for)."""
         table = build(columns, {n: pa.float64() for n in columns if n != "ts"})
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, table.schema) as writer:
             writer.write_table(table)
         data = sink.getvalue().to_pybytes()
-        line = (f"IB historical data via ibfleet gateway, requested {requested_at}, "
-                f"whatToShow={self.what}, useRTH={int(self.use_rth)}")
+        shown = options["what_to_show"]
+        line = (f"IB historical {what} via ibfleet gateway, requested {requested_at}, "
+                f"whatToShow={shown}, useRTH={int(self.use_rth)}")
         prov = Provenance(
-            source=f"ib:{self.symbol} {self.bar_size} {self.what} {day.isoformat()} (UTC)",
+            source=f"ib:{self.symbol} {source} {day.isoformat()} (UTC)",
             sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), rows=table.num_rows,
             licence=line, imported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             importer="download",
-            options={"bar_size": bar_size_name(self.seconds), "ib_bar_size": self.bar_size,
-                     "what_to_show": self.what, "use_rth": str(int(self.use_rth)),
-                     "date": day.isoformat(), "requested_at": requested_at,
-                     "requests": ", ".join(f"{c.end_text} {c.duration_text}" for c in chunks),
-                     "symbol": self.symbol, "sha256_of": "the day's bars as Arrow IPC"})
+            options={**options, "use_rth": str(int(self.use_rth)), "date": day.isoformat(),
+                     "requested_at": requested_at, "symbol": self.symbol,
+                     "sha256_of": f"the day's {unit} as Arrow IPC"})
         return Piece(self.kind, self.instrument(link), table, [prov], "date")
 
     # -- historical ticks ---------------------------------------------------------------------
@@ -482,24 +492,10 @@ class Downloader:
         else:  # MIDPOINT: a quote of the midpoint on both sides, sizes unknown
             columns["bid"] = columns["ask"] = [t.price for t in ticks]
             columns["bid_size"] = columns["ask_size"] = [None] * len(ticks)
-        table = build(columns, {n: pa.float64() for n in columns if n != "ts"})
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, table.schema) as writer:
-            writer.write_table(table)
-        data = sink.getvalue().to_pybytes()
-        line = (f"IB historical ticks via ibfleet gateway, requested {requested_at}, "
-                f"whatToShow={self.ticks}, useRTH={int(self.use_rth)}")
-        prov = Provenance(
-            source=f"ib:{self.symbol} ticks {self.ticks} {day.isoformat()} (UTC)",
-            sha256=hashlib.sha256(data).hexdigest(), bytes=len(data), rows=table.num_rows,
-            licence=line, imported_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            importer="download",
-            options={"ticks": self.ticks, "what_to_show": self.ticks,
-                     "use_rth": str(int(self.use_rth)), "date": day.isoformat(),
-                     "requested_at": requested_at,
-                     "requests": ", ".join(f"{utc_text(s)} {TICKS_PER_REQUEST}" for s in starts),
-                     "symbol": self.symbol, "sha256_of": "the day's ticks as Arrow IPC"})
-        return Piece(self.kind, self.instrument(link), table, [prov], "date")
+        return self._stored_day(link, day, columns, requested_at, "ticks", "ticks", {
+            "ticks": self.ticks, "what_to_show": self.ticks,
+            "requests": ", ".join(f"{utc_text(s)} {TICKS_PER_REQUEST}" for s in starts)},
+            f"ticks {self.ticks}")
 
     def instrument(self, link: GatewayLink) -> Instrument:
         """The reference data: the dataset's own if it has some, else the gateway's."""

@@ -261,10 +261,15 @@ class Replay:
         self.task: asyncio.Task | None = None
         self.queue = QueueModel()
         self._rtb_bucket = 0
+        #: (monotonic, data time, speed) once the data is over with sessions on: the clock runs
+        self._after: tuple[float, float, float] | None = None
         self.stats = {"events": 0, "depth_rows": 0, "prints": 0, "queue_fills": 0}
 
     # ---- set-up
     def now(self) -> float:
+        if self._after is not None:       # past the data (sessions on): the clock runs on
+            mono0, t0, speed = self._after
+            return t0 + (time.monotonic() - mono0) * speed
         return self.now_ns / 1e9
 
     def attach(self, broker: "Broker") -> None:
@@ -283,6 +288,8 @@ class Replay:
         market.start_time = self.ts[0] / 1e9
         market.clock = self.now
         broker.frozen = True
+        if broker.hours is not None:      # --sessions on: the data's day, not the wall clock's
+            broker.hours.reset(self.now())
         self._rtb_bucket = int(self.ts[0] // 1_000_000_000) // broker.cfg.rtb_seconds
         if not self.sources:              # bars alone: the clock only
             self.pos = len(self.ts)
@@ -363,10 +370,7 @@ class Replay:
         try:
             while self.pos < n:
                 if speed > 0:
-                    due = wall0 + (int(self.ts[self.pos]) - t0) / 1e9 / speed
-                    delay = due - loop.time()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                    await self._wait_until(int(self.ts[self.pos]), wall0, t0, speed)
                 while self._backlog():
                     await asyncio.sleep(0.005)
                 self._apply(self.pos, emit=True)
@@ -382,6 +386,45 @@ class Replay:
             log("internal_error", where="replay", at=self.pos, error=repr(exc))
             raise
         log("replay_done", at=self.pos, seconds=round(time.monotonic() - started, 3), **self.stats)
+        b = self.broker
+        if b is not None and b.hours is not None and speed > 0 and self.sources:
+            # --sessions on: the day goes on after its last event (the close, the end of the
+            # extended hours, the next sessions), the clock at --speed; nothing else moves
+            self._after = (time.monotonic(), self.now_ns / 1e9, speed)
+            while True:
+                await asyncio.sleep(self.cfg.step_ms / 1000.0)
+                try:
+                    self._hours_step()
+                except Exception as exc:   # a bug in one step must not stop the clock
+                    log("internal_error", where="replay_hours", error=repr(exc))
+
+    def _hours_step(self) -> None:
+        """--sessions on: every open, close and GTD expiry the data's clock has passed, handled
+        at its own time (TradingHours.advance), then the engine's step."""
+        b = self.broker
+        b.hours.advance(self.now())
+        b.engine.on_step()
+
+    async def _wait_until(self, ts: int, wall0: float, t0: int, speed: float) -> None:
+        """Paced: sleep until the event at `ts` (ns) is due. With sessions on, a boundary of the
+        trading hours between two events is handled when the data's clock reaches it, not at
+        the next event (the clock stands at the boundary meanwhile)."""
+        loop = asyncio.get_running_loop()
+        hours = self.broker.hours if self.broker is not None else None
+        while True:
+            due_s = hours._due if hours is not None else math.inf
+            boundary = due_s * 1e9 < ts
+            stop = due_s * 1e9 if boundary else ts
+            delay = wall0 + (stop - t0) / 1e9 / speed - loop.time()
+            if delay > 0:
+                await asyncio.sleep(min(delay, 0.25))   # an order may bring a GTD time forward
+                continue
+            if not boundary:
+                return
+            self.now_ns = max(self.now_ns, math.ceil(due_s * 1e9))
+            b = self.broker
+            b.hours.advance(max(self.now(), due_s))
+            b.engine.on_step()
 
     # ---- one event
     def _apply(self, k: int, emit: bool) -> None:
@@ -389,6 +432,10 @@ class Replay:
         row = int(self.rows[k])
         self.now_ns = int(self.ts[k])
         proc = self.procs[src.con_id]
+        if emit and self.broker is not None and self.broker.hours is not None:
+            # --sessions on: an open or close crossed since the last event happens before this
+            # one, against the book as it was then
+            self.broker.hours.advance(self.now())
         proc.trade = None
         for key in [key for key in proc.consumed if key[0] == "print"]:
             del proc.consumed[key]
@@ -463,7 +510,8 @@ class Replay:
         working = [o for o in engine.orders.values()
                    if o.live and o.transmitted and not o.why_held and o.inst.con_id == src.con_id
                    and o.req.order_type in ("LMT", "STP LMT")
-                   and (o.req.order_type == "LMT" or o.triggered)]
+                   and (o.req.order_type == "LMT" or o.triggered)
+                   and (engine.hours is None or engine.hours.working(o))]
         t = proc.trade
         for order in working:
             key = (order.client_id, order.order_id)

@@ -603,15 +603,20 @@ class TradingHours:
         return order_message(order, until) if until is not None else None
 
     # ---- the clock
+    def reset(self, now: float) -> None:
+        """Take the hours as they are at `now`, crossing no boundary: the clock was set back, or
+        put on another one (the market replay's: its data's day, not the wall clock's)."""
+        self.last = now
+        self._refresh(now)
+        for cal, cids in self.groups:
+            for cid in cids:
+                self._release(cid)
+        self._due = self._next_due(now)
+
     def advance(self, now: float) -> list[tuple[float, str, object]]:
         """Handle every boundary (and GTD expiry) in (last, now], in time order. Returns them."""
         if now < self.last:                       # the clock was set back: take the hours as they are
-            self.last = now
-            self._refresh(now)
-            for cal, cids in self.groups:
-                for cid in cids:
-                    self._release(cid)
-            self._due = self._next_due(now)
+            self.reset(now)
             return []
         if now < self._due:
             self.last = now

@@ -89,11 +89,27 @@ class Recorder(EWrapper):
     def completedOrdersEnd(self): self._add("completedOrdersEnd")
 
 
+class OrderRecorder(Recorder):
+    """Also keeps every openOrder's Order with its status ("order": (orderId, order, status))
+    and every orderStatus with its whyHeld ("status": (orderId, status, filled, remaining,
+    whyHeld))."""
+
+    def openOrder(self, orderId, contract, order, orderState):   # noqa: N802 (ibapi's name)
+        super().openOrder(orderId, contract, order, orderState)
+        self._add("order", orderId, order, orderState.status)
+
+    def orderStatus(self, orderId, status, filled, remaining, avgFillPrice, permId, parentId,  # noqa: N802
+                    lastFillPrice, clientId, whyHeld, mktCapPrice):
+        super().orderStatus(orderId, status, filled, remaining, avgFillPrice, permId, parentId,
+                            lastFillPrice, clientId, whyHeld, mktCapPrice)
+        self._add("status", orderId, status, float(filled), float(remaining), whyHeld)
+
+
 class IbapiClient:
     """EClient on its own reader thread. Always `disconnect()` in a finally."""
 
-    def __init__(self, port: int, client_id: int) -> None:
-        self.rec = Recorder()
+    def __init__(self, port: int, client_id: int, recorder: Recorder | None = None) -> None:
+        self.rec = recorder or Recorder()
         self.client = EClient(self.rec)
         self.port = port
         self.client_id = client_id

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from ibapi.client import EClient
 from ibapi.order_cancel import OrderCancel
 
 from services.simulator.broker import Broker
@@ -17,7 +16,7 @@ from services.simulator.contracts import ContractQuery
 from services.simulator.control import SimControlError
 from services.simulator.orders import OrderRequest
 from tests.simulator.conftest import start_sim_at_versions
-from tests.simulator.ibapi_client import IbapiClient, Recorder, order, stock
+from tests.simulator.ibapi_client import IbapiClient, OrderRecorder, order, stock
 from tests.support.processes import wait_for
 
 AAPL, MSFT = 265598, 272093
@@ -53,25 +52,8 @@ long_name = "MICROSOFT CORP"
 """
 
 
-class StatusRecorder(Recorder):
-    """Also keeps every orderStatus with its whyHeld, and every openOrder's status."""
-
-    def openOrder(self, orderId, contract, order, orderState):   # noqa: N802 (ibapi's name)
-        super().openOrder(orderId, contract, order, orderState)
-        self._add("order", orderId, order, orderState.status)
-
-    def orderStatus(self, orderId, status, filled, remaining, avgFillPrice, permId, parentId,  # noqa: N802
-                    lastFillPrice, clientId, whyHeld, mktCapPrice):
-        super().orderStatus(orderId, status, filled, remaining, avgFillPrice, permId, parentId,
-                            lastFillPrice, clientId, whyHeld, mktCapPrice)
-        self._add("status", orderId, status, float(filled), float(remaining), whyHeld)
-
-
 def _client(port: int, client_id: int) -> IbapiClient:
-    c = IbapiClient(port, client_id)
-    c.rec = StatusRecorder()
-    c.client = EClient(c.rec)
-    return c.connect()
+    return IbapiClient(port, client_id, OrderRecorder()).connect()
 
 
 def _mine(sim, client_id: int) -> dict[int, dict]:

@@ -10,12 +10,11 @@ import json
 from pathlib import Path
 
 import pytest
-from ibapi.client import EClient
 from ibapi.order_cancel import OrderCancel
 
 from services.simulator.contracts import ORDER_TYPES
 from tests.simulator.conftest import start_sim_at_versions
-from tests.simulator.ibapi_client import IbapiClient, Recorder, order, stock
+from tests.simulator.ibapi_client import IbapiClient, OrderRecorder, order, stock
 from tests.support.processes import wait_for
 
 AAPL, MSFT = 265598, 272093
@@ -24,25 +23,8 @@ FRAMES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "tws" / "
 start_sim_v = start_sim_at_versions()     # v200 (text) and v226 (protobuf) simulators
 
 
-class OrderRecorder(Recorder):
-    """Also keeps every openOrder's Order and every orderStatus with its whyHeld."""
-
-    def openOrder(self, orderId, contract, order, orderState):   # noqa: N802 (ibapi's name)
-        super().openOrder(orderId, contract, order, orderState)
-        self._add("order", orderId, order, orderState.status)
-
-    def orderStatus(self, orderId, status, filled, remaining, avgFillPrice, permId, parentId,  # noqa: N802
-                    lastFillPrice, clientId, whyHeld, mktCapPrice):
-        super().orderStatus(orderId, status, filled, remaining, avgFillPrice, permId, parentId,
-                            lastFillPrice, clientId, whyHeld, mktCapPrice)
-        self._add("status", orderId, status, float(filled), float(remaining), whyHeld)
-
-
 def _client(port: int, client_id: int) -> IbapiClient:
-    c = IbapiClient(port, client_id)
-    c.rec = OrderRecorder()
-    c.client = EClient(c.rec)
-    return c.connect()
+    return IbapiClient(port, client_id, OrderRecorder()).connect()
 
 
 def _statuses(c: IbapiClient, oid: int) -> list[tuple[str, str]]:
