@@ -16,7 +16,9 @@ book:
   crosses; historical bars from the executions replayed so far (before the data's first
   event they are synthetic, from the data's first price: there is no earlier data);
 - the simulated clock is the data's (``Market.clock``): tick times, bar times, execution
-  times. Instruments without data stay still (the walk is frozen).
+  times. Instruments without data stay still (the walk is frozen). With ``--sessions on`` the
+  trading hours follow it: opens, closes and GTD expiries at their time in the data's day;
+  paced, the clock runs on at ``--speed`` after the last event, so the day still closes.
 
 Orders work against the real book: marketable orders walk its levels (liquidity taken is
 remembered per price while the level stays in the book, so the same shares are not taken
@@ -111,6 +113,21 @@ def _ticks(values, min_tick: float) -> np.ndarray:
     return out
 
 
+def _data_tick(table, limit: int = 100_000) -> float:
+    """The price increment a dataset without one in its reference data is written in: the
+    largest 10**-k (k = 0..8) every price of its first ``limit`` rows is a multiple of
+    (HistData's EUR/USD quotes: 5 decimals, 0.00001), so replay keeps the data's prices."""
+    prices = [_col(table, name)[:limit] for name in ("bid", "ask", "price", "close")
+              if name in table.column_names]
+    values = np.concatenate(prices) if prices else np.array([])
+    values = values[np.isfinite(values)]
+    for k in range(9):
+        scaled = values * 10.0 ** k
+        if np.all(np.abs(scaled - np.rint(scaled)) < 1e-6):
+            return 10.0 ** -k
+    return 1e-8
+
+
 def _col(table, name: str) -> np.ndarray:
     import pyarrow.compute as pc
     column = table.column(name)
@@ -131,7 +148,7 @@ def load_source(catalog, name: str) -> Source:
         raise ReplayError(f"--market {resolved}: a {kind!r} dataset cannot drive the market "
                           f"(replayed kinds: {', '.join(KINDS)}; bars-* serve history)")
     table = catalog.read(resolved)
-    tick = meta.instrument.min_tick or 0.01
+    tick = meta.instrument.min_tick or _data_tick(table)
     src = Source(resolved, kind, meta.instrument.symbol, table.column("ts").to_numpy(), tick)
     n = len(src.ts)
     if kind.startswith(BAR_KIND):
@@ -564,8 +581,10 @@ def prepare(cfg: SimConfig, catalog_root: str | None = None) -> tuple[SimConfig,
         if not len(src.ts):
             raise ReplayError(f"--market {src.name}: no rows")
         price = src.first_price() or 1.0
-        index = next((i for i, s in enumerate(specs) if s.symbol == src.symbol
-                      and s.sec_type in ("STK", "")), None)
+        # the universe's instrument: a stock by its symbol, any other (EUR.USD) by IB's
+        # local symbol, so clients asking for EUR CASH get the replayed market
+        index = next((i for i, s in enumerate(specs) if (s.symbol == src.symbol
+                      and s.sec_type in ("STK", "")) or s.local_symbol == src.symbol), None)
         if index is None:
             meta = catalog.meta(src.name).instrument
             con_id = _con_id_for(src.symbol, taken)
@@ -583,7 +602,11 @@ def prepare(cfg: SimConfig, catalog_root: str | None = None) -> tuple[SimConfig,
             index = len(specs) - 1
         else:
             spec = specs[index]
-            if abs(spec.min_tick - src.min_tick) > 1e-12:
+            if abs(spec.min_tick - src.min_tick) > 1e-12 and spec.sec_type == "CASH":
+                # quotes finer than IB's half-pip (HistData's 0.00001): replayed as they
+                # were, the instrument's tick follows the data
+                spec = specs[index] = replace(spec, min_tick=src.min_tick)
+            elif abs(spec.min_tick - src.min_tick) > 1e-12:
                 raise ReplayError(f"--market {src.name}: tick {src.min_tick} but {spec.symbol}'s "
                                   f"instrument has {spec.min_tick}")
             if src.bars is None:      # the price is the replayed book's, not a bar's close

@@ -56,8 +56,9 @@ def catalog(tmp_path_factory) -> Catalog:
         path = shared_file(EURUSD)
     except pytest.skip.Exception:
         return cat
-    # HistData's prices have five decimals: the instrument's tick must not round them away
-    cat.add(read("histdata", [str(path)], Options(instrument={"min_tick": 0.00001})))
+    # imported as a user would, no tick given: HistData's prices have five decimals, and the
+    # replay takes its tick from them (not a stock's 0.01, which rounded 1.12134 to 1.12)
+    cat.add(read("histdata", [str(path)], Options()))
     return cat
 
 
@@ -66,10 +67,13 @@ def _sim_time(sim) -> float:
 
 
 def _day_and_gtc(sim, client_id: int):
-    """Connect, wait until the replay's clock is inside the day, place a DAY and a GTC buy
-    limit far below AMZN (about $220 that day); both Submitted."""
-    wait_for(lambda: _sim_time(sim) > AMZN_FIRST + 60, 60, what="the replay to run")
+    """Connect, start the replay (it waits for a market-data subscription), wait until its
+    clock is inside the day, place a DAY and a GTC buy limit far below AMZN (about $220 that
+    day); both Submitted."""
     c = _client(sim.port, client_id)
+    assert _sim_time(sim) == pytest.approx(AMZN_FIRST, abs=1e-3)   # held at the first event
+    c.client.reqMktData(1, stock("AMZN"), "", False, False, [])
+    wait_for(lambda: _sim_time(sim) > AMZN_FIRST + 60, 60, what="the replay to run")
     day = _place(c, stock("AMZN"), order("BUY", 10, "LMT", lmt=100.00, ref="day"))
     gtc = _place(c, stock("AMZN"), order("BUY", 10, "LMT", lmt=100.00, tif="GTC", ref="gtc"))
     for oid in (day, gtc):
@@ -83,7 +87,7 @@ def _day_and_gtc(sim, client_id: int):
 def test_day_order_cancelled_at_the_data_days_close_gtc_kept(start_sim, catalog):
     # 6.5 h of data at x2000: about 12 s
     sim = start_sim("--market", "trades/AMZN", "--catalog", str(catalog.root), "--sessions",
-                    "on", "--speed", "2000", "--market-wait", "now")
+                    "on", "--speed", "2000")
     c, day, gtc = _day_and_gtc(sim, 61)
     try:
         _wait_status(c, day, "Cancelled", deadline=120)
@@ -113,7 +117,7 @@ def test_day_order_cancelled_at_the_data_days_close_gtc_kept(start_sim, catalog)
 
 def test_sessions_off_the_day_order_stays_working(start_sim, catalog):
     sim = start_sim("--market", "trades/AMZN", "--catalog", str(catalog.root), "--sessions",
-                    "off", "--speed", "2000", "--market-wait", "now")
+                    "off", "--speed", "2000")
     c, day, gtc = _day_and_gtc(sim, 62)
     try:
         wait_for(lambda: '"replay_done"' in sim.log(), 120, what="the replay to end")
@@ -142,14 +146,18 @@ def test_order_placed_before_the_open_is_held_and_works_at_the_open(start_sim, c
     quotes = _fx_quotes()
     assert quotes[0][0] < FX_OPEN < quotes[-1][0]        # the data has a pre-open part
     cfg, _ = prepare(SimConfig(market=("quotes/EUR.USD",), catalog=str(catalog.root)))
-    con_id = next(s.con_id for s in cfg.instruments if s.symbol == "EUR.USD")
+    # the universe's EUR CASH (local symbol EUR.USD) is the replayed one, at the data's tick
+    spec = next(s for s in cfg.instruments if s.local_symbol == "EUR.USD")
+    assert (spec.symbol, spec.sec_type, spec.con_id, spec.min_tick) == \
+        ("EUR", "CASH", 12087792, 0.00001)
+    con_id = spec.con_id
     # the replay starts at the first market-data subscription: until then the clock stands
     # at the data's first quote, 17:00:00.065, a quarter of an hour before the open
     sim = start_sim("--market", "quotes/EUR.USD", "--catalog", str(catalog.root), "--sessions",
                     "on", "--speed", "100")
     eur = Contract()
     eur.conId, eur.symbol, eur.secType, eur.exchange, eur.currency = \
-        con_id, "EUR.USD", "CASH", "IDEALPRO", "USD"
+        con_id, "EUR", "CASH", "IDEALPRO", "USD"
     c = _client(sim.port, 63)
     try:
         assert _sim_time(sim) == pytest.approx(quotes[0][0], abs=1e-6)
