@@ -33,9 +33,11 @@ SPY = 756733
 def fleet(tmp_path_factory):
     cli = FleetCli(tmp_path_factory.mktemp("remove"))
     files = []
-    for name, cls, symbol, params in (("spy", HOLDER, "SPY", {"quantity": 10}),
-                                      ("msft", HOLDER, "MSFT", {"quantity": 10}),
-                                      ("aapl", HOLDER, "AAPL", {"quantity": 10}),
+    # entries 50 ticks through the ask: marketable however far the quote moves meanwhile
+    held = {"quantity": 10, "cross_ticks": 50}
+    for name, cls, symbol, params in (("spy", HOLDER, "SPY", held),
+                                      ("msft", HOLDER, "MSFT", held),
+                                      ("aapl", HOLDER, "AAPL", held),
                                       ("idle", PROBE, "AAPL", {"mode": "echo"})):
         path = cli.tmp / f"{name}.toml"
         path.write_text(tomli_w.dumps({"name": name, "class": cls, "symbols": [symbol],
@@ -88,12 +90,25 @@ def listed(status: dict, text: str) -> set[str]:
     return set(status["risk"]) | rows
 
 
+def brackets_held(fleet, *symbols: str) -> None:
+    """Wait until each symbol's bracket entry is filled (10) and its two exits work; on a
+    timeout, say what the broker has (orders and positions) instead of only that it waited."""
+    try:
+        wait_for(lambda: all(sim_position(fleet, s) == 10 and len(working(fleet, s)) == 2
+                             for s in symbols), deadline=120,
+                 what=f"the brackets of {', '.join(symbols)} filled, their exits working")
+    except TimeoutError as exc:
+        orders = [(o["symbol"], o["action"], o["order_type"], o["status"], o.get("filled"))
+                  for o in fleet.sim.orders() if o["symbol"] in symbols]
+        raise AssertionError(f"{exc}; at the broker: positions "
+                             f"{ {s: sim_position(fleet, s) for s in symbols} }, orders {orders}, "
+                             f"status {fleet.status().get('risk')}") from None
+
+
 def test_remove_refuses_keeps_into_unowned_flattens_and_forgets(fleet):
     wait_for(lambda: fleet.status()["gateway"].get("state") == "synchronised", deadline=120,
              what="the gateway synchronised")
-    wait_for(lambda: sim_position(fleet, "SPY") == 10 and sim_position(fleet, "MSFT") == 10
-             and len(working(fleet, "SPY")) == 2 and len(working(fleet, "MSFT")) == 2,
-             deadline=120, what="both brackets filled, their exits working")
+    brackets_held(fleet, "SPY", "MSFT")
     wait_for(lambda: fleet.status()["positions"].get("spy", {}).get("SPY") == 10
              and fleet.processes()["strategy-spy"]["state"] == "RUNNING", deadline=60,
              what="execution's position of spy, its process running")
@@ -193,8 +208,7 @@ def test_flatten_name_closes_cancels_says_what_and_pauses(fleet):
     """``ibfleet flatten NAME``: NAME's orders cancelled, its position closed at market, the
     command waits until execution shows it flat and says what it closed; NAME stays paused
     (it does not trade again by itself)."""
-    wait_for(lambda: sim_position(fleet, "AAPL") == 10 and len(working(fleet, "AAPL")) == 2,
-             deadline=120, what="aapl's bracket filled, its exits working")
+    brackets_held(fleet, "AAPL")
     wait_for(lambda: fleet.status()["positions"].get("aapl", {}).get("AAPL") == 10,
              deadline=60, what="execution's position of aapl")
     result = fleet.run("flatten", "aapl", "--wait", "60")
