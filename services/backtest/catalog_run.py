@@ -131,8 +131,7 @@ def write(source: CatalogSource, runs, out: Path, settings: Settings, plot: bool
     from services.backtest.frames import write_frames
     extra = {"data": {"datasets": source.names, "sec_types": source.sec_types(),
                       "bar_seconds": source.bar_sizes()},
-             "commission": describe_commission(settings.commission),
-             "latency": settings.latency_model.describe()}
+             "commission": describe_commission(settings.commission)}
     if len(runs) > 1:
         runs = [runs[-1]] + runs[:-1]  # the account first
     texts, sections, heads = [], [], []

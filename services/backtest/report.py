@@ -26,6 +26,7 @@ def summarize(result: BacktestResult) -> dict[str, Any]:
         "latency_ms": _r(result.settings.latency_ns / 1e6),
         "report_latency_ms": _r(result.settings.return_latency_ns / 1e6),
         "queue_model": result.settings.queue_model,
+        "latency": result.settings.latency_model.describe(),
         "pnl": {
             "realized_gross": _r(account.realized_gross),
             "commissions": _r(account.commissions),
@@ -83,6 +84,17 @@ def to_json(summary: dict[str, Any]) -> str:
     return json.dumps(summary, indent=2, sort_keys=True) + "\n"
 
 
+def _latency_extra(summary: dict[str, Any]) -> str:
+    """The data delay and the jitter, when the run had them (latency.LatencyModel)."""
+    model = summary.get("latency") or {}
+    parts = []
+    if model.get("data_ms"):
+        parts.append(f"data {model['data_ms']:g} ms")
+    if model.get("jitter_ms"):
+        parts.append(f"jitter 0..{model['jitter_ms']:g} ms (seed {model.get('seed', 0)})")
+    return f", {', '.join(parts)}" if parts else ""
+
+
 def to_text(summary: dict[str, Any]) -> str:
     p, t, e = summary["pnl"], summary["trading"], summary["exposure"]
     lines = [
@@ -90,7 +102,8 @@ def to_text(summary: dict[str, Any]) -> str:
         f"  period         {summary['start']} .. {summary['end']} ({summary['duration_s']:g} s, "
         f"{summary['market_messages']} market messages)",
         f"  execution      latency {summary['latency_ms']:g} ms to the exchange, "
-        f"{summary['report_latency_ms']:g} ms back; queue model {summary['queue_model']}",
+        f"{summary['report_latency_ms']:g} ms back{_latency_extra(summary)}; "
+        f"queue model {summary['queue_model']}",
         "",
         "PnL",
         f"  realized gross {p['realized_gross']:>14,.2f}",
@@ -125,7 +138,7 @@ def to_text(summary: dict[str, Any]) -> str:
     if summary["callback_errors"]:
         lines.append(f"  strategy callback errors: {summary['callback_errors']} (see the log)")
     if summary["in_flight_at_end"]:
-        lines.append(f"  still in flight when the recording ended: "
+        lines.append(f"  still in flight at the end of the data: "
                      f"{summary['in_flight_at_end']}")
     return "\n".join(lines) + "\n"
 

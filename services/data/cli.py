@@ -151,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _download(args) -> int:
     from services.data import download
+    from services.fleet.supervisor import load_for_fleet
     from services.runtime import config as fleet_config
-    try:
-        config = fleet_config.load(args.config, args.run_dir, args.state_dir)
+    try:  # the running fleet's bus, as status and the controls reach it (its keys included)
+        config = load_for_fleet(args.config, args.run_dir, args.state_dir)
     except fleet_config.ConfigError as exc:
         raise DataError(str(exc)) from None
     if args.catalog is None and not os.environ.get("IBFLEET_CATALOG") and (

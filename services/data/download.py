@@ -177,9 +177,12 @@ class GatewayLink:
         self.pub = Publisher(self.ctx, bus.endpoint("bus-in"), self.source, ready_timeout=5.0)
         if not self.pub.ready:
             self.close()
-            raise DownloadError(f"the fleet's bus is not running (nothing answers on "
-                                f"{bus.endpoint('bus-in')}); start the fleet (ibfleet up) "
-                                f"with this config")
+            why = (f"its bus refused this command's key (the state directory {config.state_dir} "
+                   f"holds other keys than the fleet's: give the fleet's --state-dir)"
+                   if config.bus.auth else "start the fleet (ibfleet up) with this config")
+            raise DownloadError(f"nothing answers on the fleet's bus "
+                                f"({bus.endpoint('bus-in')}): the fleet is not running, or "
+                                f"{why}")
         self.gateway_state = ""
         self.gateway_seen = 0.0
         self.instrument = None  # proto.schema.Instrument, once the gateway published it

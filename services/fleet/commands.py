@@ -39,17 +39,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _load(parser, args, running_fleet: bool = True) -> tuple[fleet_config.FleetConfig,
                                                               sup.FleetPaths]:
-    """``running_fleet``: the fleet ``ibfleet up`` started in the run directory decides
-    whether to speak with role keys (the operator's key): its fleet.toml's ``bus.auth``
-    (``up`` turns keys on by default), and without --config, that whole file."""
+    """``running_fleet``: the fleet ``ibfleet up`` started in the run directory decides how to
+    reach it (``supervisor.load_for_fleet``)."""
     try:
-        config = fleet_config.load(args.config, args.run_dir, args.state_dir)
-        fleet_toml = sup.FleetPaths(config).fleet_toml
-        if running_fleet and fleet_toml.is_file():
-            if args.config is None:
-                config = fleet_config.load(fleet_toml, args.run_dir, args.state_dir)
-            else:
-                config.bus.auth = fleet_config.load(fleet_toml).bus.auth
+        config = (sup.load_for_fleet if running_fleet else fleet_config.load)(
+            args.config, args.run_dir, args.state_dir)
     except ConfigError as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     return config, sup.FleetPaths(config)
@@ -674,10 +668,6 @@ def _install_strategy(paths: sup.FleetPaths, source: Path,
     # a running fleet's programs get supervisord's environment; before `up` starts it, ours
     env = sup.fleet_environment(paths) if sup.running(paths) else dict(os.environ)
     strategies.validate(source, config, env, symbols_at_ib)
-    for symbol in strategies.unknown_to_risk(config, cfg.symbols):
-        print(f"warning: {symbol} has no reference data in the fleet config: risk refuses "
-              f"every order in it until [instruments.{symbol}] gives its min_tick",
-              file=sys.stderr)
     shutil.copyfile(source, target)
     (paths.strategies / f"{cfg.name}.conf").write_text(
         sup.strategy_program(cfg.name, target, sup.strategy_pythonpath(config)))

@@ -30,7 +30,6 @@ from services.bus import keys
 from services.bus.reliable import ReliableClient
 from services.fleet import supervisor as sup
 from services.runtime.config import ConfigError, FleetConfig
-from services.runtime.instruments import Instruments
 from services.strategy import config as strategy_config
 
 LOOKUP_WAIT_S = 20.0  # s `strategy add` waits for the gateway's answer (it waits 10 s for IB)
@@ -93,13 +92,6 @@ def lookup_symbols(config: FleetConfig, symbols: list[str],
     missing = [s for s in symbols if s not in result.resolved]
     if missing:
         raise ConfigError(f"IB did not answer for {', '.join(missing)}: {result.text}{skip}")
-
-
-def unknown_to_risk(config: FleetConfig, symbols: list[str]) -> list[str]:
-    """Symbols without reference data in the fleet (tick, lot, multiplier): risk refuses
-    every order in them (``unknown_symbol``) until ``[instruments.SYMBOL]`` names them."""
-    known = Instruments(config.raw.get("instruments")).by_symbol
-    return [s for s in symbols if s not in known]
 
 
 def validate(source: Path, config: FleetConfig, env: dict[str, str],

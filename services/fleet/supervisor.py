@@ -15,6 +15,7 @@ from pathlib import Path
 import tomli_w
 from supervisor.xmlrpc import SupervisorTransport
 
+from services.runtime import config as fleet_config
 from services.runtime.config import FleetConfig, ensure_private_dir
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,6 +78,27 @@ def running(paths: FleetPaths) -> bool:
         return rpc(paths).supervisor.getState()["statename"] == "RUNNING"
     except (OSError, xmlrpc.client.Fault):
         return False
+
+
+def load_for_fleet(config_path=None, run_dir=None, state_dir=None) -> FleetConfig:
+    """The config a command that speaks to a running fleet must use (status, controls, ``data
+    download``...): the fleet ``ibfleet up`` started in the run directory decides how to
+    reach it. Without ``config_path``, its RUN_DIR/fleet.toml whole; with one, that file,
+    but the running fleet's bus.auth (``up`` turns role keys on by default) and, unless
+    ``state_dir`` is given, its state directory (where its keys are): a command with its own
+    config file still speaks with the keys the fleet admits. No fleet there: the file as
+    given. Raises ConfigError."""
+    config = fleet_config.load(config_path, run_dir, state_dir)
+    fleet_toml = FleetPaths(config).fleet_toml
+    if not fleet_toml.is_file():
+        return config
+    if config_path is None:
+        return fleet_config.load(fleet_toml, run_dir, state_dir)
+    running_fleet = fleet_config.load(fleet_toml)
+    config.bus.auth = running_fleet.bus.auth
+    if state_dir is None:
+        config.state_dir = running_fleet.state_dir
+    return config
 
 
 def write_fleet_config(paths: FleetPaths, config: FleetConfig) -> None:

@@ -215,6 +215,32 @@ def test_the_kill_switch_alert_is_mailed_and_listed_by_status_latest_first(fleet
     assert fleet.run("resume").returncode == 0
 
 
+def test_commands_with_a_config_of_their_own_reach_the_fleet_with_its_keys(fleet, tmp_path):
+    """``ibfleet up`` turns role keys on. Every command that speaks to the running fleet takes
+    its keys from it: ``data download`` (which connected without them: "the fleet's bus is not
+    running", and a critical peer_refused alert), and ``status`` with a config file that
+    names the run directory but not the state directory (no snapshots, refused alerts)."""
+    from datetime import date, timedelta
+    day = (date.today() - timedelta(days=2)).isoformat()  # over in UTC: downloadable
+    catalog = tmp_path / "catalog"
+    before = {a["text"] for a in fleet.status()["alerts"] if a["code"] == "peer_refused"}
+    done = fleet.run("data", "download", "AAPL", "--from", day, "--to", day, "--bar-size",
+                     "1 hour", "--catalog", str(catalog), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 days stored" in done.stdout, done.stdout
+    bare = tmp_path / "bare.toml"  # the run directory only: the fleet's state dir is its own
+    bare.write_text(tomli_w.dumps({"bus": {"run_dir": str(fleet.run_dir)}}))
+    shown = subprocess.run([sys.executable, "-m", "services.cli", "status", "--json",
+                            "--config", str(bare)], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    status = strict_json(shown.stdout)
+    assert status["gateway"].get("state") == "synchronised", status["gateway"]
+    assert not status.get("unreachable"), status.get("unreachable")
+    after = {a["text"] for a in fleet.status()["alerts"] if a["code"] == "peer_refused"}
+    assert after == before, after - before
+
+
 def test_ibfleet_down_leaves_no_process_behind(fleet):
     pids = _tree(fleet.supervisord_pid)
     assert len(pids) >= 7
