@@ -477,6 +477,10 @@ class GatewayState(Message, kw_only=True):
     server_version: int = 0
     client_id: int = 0
     reconnects: int = 0
+    #: IB's clock minus this host's (ns), from IB's currentTime; 0 within IB's one-second
+    #: resolution. A market replay's simulator runs on the data's clock (years back): the
+    #: fleet's trading day follows IB's clock, not the host's (execution's day figures)
+    clock_offset_ns: int = 0
 
 
 class GatewayError(Message, kw_only=True):

@@ -30,6 +30,7 @@ from services.bus import snapshot
 from services.bus.snapshot import SnapshotServer
 from services.bus.subscriber import Subscriber
 from services.execution.engine import ExecutionEngine, IntentRefused
+from services.runtime.broker_clock import BrokerClock
 from services.model.portfolio import Portfolio
 from services.model.trading_day import TradingDay
 from services.runtime.instruments import Instruments
@@ -83,6 +84,7 @@ class ExecutionService(Service):
         #: journal is replayed, then live; kept across rebuilds of the engine
         self.instruments = Instruments(self.config.raw.get("instruments"))
         self._join_instruments()
+        self.broker_clock = BrokerClock()  # IB's clock: the trading day of the day figures
         self.engine = self._new_engine()
         bus = config.bus
         self.server = ReliableServer(self.ctx, bus.endpoint("execution"), self.source,
@@ -123,7 +125,8 @@ class ExecutionService(Service):
 
     def _new_engine(self) -> ExecutionEngine:
         portfolio = Portfolio(self.instruments, TradingDay.from_config(self.config.raw))
-        return ExecutionEngine(self.journal, self.cancel_on_reconnect, portfolio)
+        return ExecutionEngine(self.journal, self.cancel_on_reconnect, portfolio,
+                               clock=self.broker_clock.now_ns)
 
     # -- JOURNAL FAILURES (fail closed, resume when the disk works again) ---------------------
     def _journal_failed(self, exc: OSError, where: str) -> str:
@@ -433,6 +436,7 @@ class ExecutionService(Service):
             self.counters["reconciliations"] += 1
             return engine.on_reconcile_end(msg)
         elif isinstance(msg, GatewayState):
+            self.broker_clock.on_gateway_state(msg)
             return engine.on_gateway_state(msg)
         return None
 

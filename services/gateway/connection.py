@@ -158,6 +158,10 @@ def _ready(sock: socket.socket, events: int) -> bool:
     return bool(poller.poll(0))
 
 
+#: IB's currentTime has a one-second resolution: offsets under 2 s are no offset
+CLOCK_SKEW_NS = 2_000_000_000
+
+
 class PortProbe:
     """Is anything accepting on host:port? One non-blocking TCP connect at a time, advanced by
     ``poll(now)`` from the service's timer: it never waits. ``poll`` is True once a connection
@@ -288,6 +292,7 @@ class Connection:
         self.generation = 0
         self.server_version = 0
         self.reconnects = 0
+        self.clock_offset_ns = 0  # IB's clock minus ours (on_current_time)
         #: when the next attempt may start: the first at once (a full handshake, so a
         #: gateway with nothing listening says so), later ones through the port probe
         self.reconnect_at: float | None = time.monotonic()
@@ -336,7 +341,8 @@ class Connection:
         self.publisher.publish(GatewayState(state=self.sm.state.value, reason=self.sm.reason,
                                             server_version=self.server_version,
                                             client_id=self.opts.client_id,
-                                            reconnects=self.reconnects))
+                                            reconnects=self.reconnects,
+                                            clock_offset_ns=self.clock_offset_ns))
 
     def hold(self, reason: str) -> None:
         """Stay in the current state for a new reason (e.g. ``connected`` while the account
@@ -450,6 +456,18 @@ class Connection:
     def on_connect_ack(self) -> None:
         if self.session is not None:
             self.server_version = self.session.server_version
+
+    def on_current_time(self, epoch_s: int) -> None:
+        """IB's clock (currentTime, whole seconds: asked at each connect, and the hang probe's
+        answer): the offset from ours, 0 unless it is beyond the second's resolution (and
+        the round trip) by CLOCK_SKEW_NS; published with the state when it changes."""
+        offset = int(epoch_s) * 1_000_000_000 - time.time_ns()
+        offset = 0 if abs(offset) < CLOCK_SKEW_NS else offset
+        if abs(offset - self.clock_offset_ns) >= CLOCK_SKEW_NS or (offset == 0) != (
+                self.clock_offset_ns == 0):
+            self.clock_offset_ns = offset
+            self.log.info("ib clock", extra={"offset_s": round(offset / 1e9, 3)})
+            self.publish_state()
 
     def on_next_valid_id(self, order_id: int) -> None:
         """The handshake's last step (also sent again later, e.g. after reqIds)."""

@@ -58,7 +58,6 @@ S = ConnState
 #: Forwarded callbacks the gateway does not act on, each for a reason. Together with the
 #: dispatch table they cover every event the wrapper forwards (tests/gateway checks it).
 DELIBERATELY_IGNORED = frozenset({
-    "currentTime",        # the hang probe's answer: any inbound message already counted
     "tickString",         # reqMktData extras (last timestamp, exchanges): not in a Tick
     "tickGeneric",        # reqMktData extras (halted, shortable...): not in a Tick
     "tickReqParams",      # minTick / BBO exchange / snapshot permissions of a request
@@ -143,6 +142,7 @@ class Gateway(Service):
             "bad_frame": conn.on_bad_frame,
             "bad_frame_length": conn.on_bad_frame_length,
             "managedAccounts": self._on_managed_accounts,
+            "currentTime": conn.on_current_time,  # IB's clock (and the hang probe's answer)
             # -- errors
             "error": errors.on_error,
             # -- contracts
@@ -518,6 +518,7 @@ class Gateway(Service):
                              | set(self.contracts.configured_symbols())):
             self.contracts.resolve(symbol)
         self.contracts.republish()  # the fleet's reference data, again after a reconnect
+        self.outbox.submit("clock", lambda c: c.reqCurrentTime())  # IB's clock: its offset
         self.market.restore(resubscribe)
         self.restore_barrier_passed = False
         generation = self.conn.generation

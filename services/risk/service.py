@@ -37,6 +37,7 @@ from services.risk.engine import (ACTIVE, GROUP_TIMEOUT_S, HALTED, PAUSED, REDUC
                                   RiskEngine)
 from services.model.owners import RESERVED_OWNERS, UNOWNED
 from services.model.trading_day import TradingDay
+from services.runtime.broker_clock import BrokerClock
 from services.risk.limits import LimitBook
 from services.runtime.cli import add_common_args, load_config
 from services.runtime.config import ConfigError, FleetConfig
@@ -54,9 +55,11 @@ SAVE_ALERT_EVERY = 30  # failed saves of the trading state between two alerts (o
 class RiskService(Service):
     def __init__(self, config: FleetConfig, strategies_dir: Path | None = None) -> None:
         super().__init__("risk", config)
+        self.broker_clock = BrokerClock()  # IB's clock: the daily loss's trading day
         self.engine = RiskEngine(LimitBook.from_config(config.raw, strategies_dir),
                                  Instruments(config.raw.get("instruments")),
-                                 trading_day=TradingDay.from_config(config.raw))
+                                 trading_day=TradingDay.from_config(config.raw),
+                                 wall_clock=self.broker_clock.now_ns)
         self._report_refused(list(self.engine.limits.refused.values()))
         # alerted again at the first timer: a publisher that has just connected may lose its
         # first messages (the broker's subscription has not reached it yet)
@@ -439,6 +442,7 @@ class RiskService(Service):
                 self.resync_wanted.setdefault(msg.strategy, "digest differs from the mirror")
         elif isinstance(msg, GatewayState):
             self.engine.gateway_state = msg.state
+            self.broker_clock.on_gateway_state(msg)
         elif isinstance(msg, Instrument):
             if self.engine.instruments.apply(msg):
                 self.counters["instruments"] = len(self.engine.instruments.symbols())
