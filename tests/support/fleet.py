@@ -149,7 +149,7 @@ class Fleet:
             return predicate()
         return wait_for(check, deadline=deadline, what=what)
 
-    def wait_heartbeats(self, sources: set[str], deadline: float = 60.0) -> None:
+    def wait_heartbeats(self, sources: set[str], deadline: float = 120.0) -> None:
         self.wait(lambda: sources <= {h.src for h in self.messages(Heartbeat)}, deadline,
                   what=f"heartbeats from {sorted(sources)}")
 
