@@ -144,6 +144,14 @@ class IbapiClient:
     def wait_error(self, code: int, req_id: int | None = None, deadline: float = 30.0) -> tuple:
         return wait_for(lambda: (self.errors(code, req_id) or [None])[0], deadline, what=f"error {code}")
 
+    def completed_orders(self) -> dict[str, tuple]:
+        """reqCompletedOrders now, by orderRef: (contract, order, orderState)."""
+        self.rec.clear("completedOrder")
+        self.rec.clear("completedOrdersEnd")
+        self.client.reqCompletedOrders(False)
+        self.wait("completedOrdersEnd")
+        return {e[1].orderRef: e for e in self.rec.get("completedOrder")}
+
     def next_order_id(self) -> int:
         oid = self.rec.next_id
         self.rec.next_id = oid + 1

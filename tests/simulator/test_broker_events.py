@@ -30,15 +30,6 @@ def _resting(c: IbapiClient, sim, qty: float = 10, tif: str = "DAY", ref: str = 
     return oid
 
 
-def _completed(c: IbapiClient) -> dict[str, tuple]:
-    """reqCompletedOrders, by orderRef: (contract, order, orderState)."""
-    c.rec.clear("completedOrder")
-    c.rec.clear("completedOrdersEnd")
-    c.client.reqCompletedOrders(False)
-    c.wait("completedOrdersEnd")
-    return {e[1].orderRef: e for e in c.rec.get("completedOrder")}
-
-
 def test_broker_cancel_reaches_a_connected_owner_like_a_real_cancel(start_sim):
     sim = start_sim()
     c = IbapiClient(sim.port, 41).connect()
@@ -50,7 +41,7 @@ def test_broker_cancel_reaches_a_connected_owner_like_a_real_cancel(start_sim):
         c.wait("orderStatus", lambda e: e[0] == oid and e[1] == "Cancelled")
         c.wait_error(202, oid)
         assert not c.rec.get("orderStatus", lambda e: e[0] == other and e[1] == "Cancelled")
-        (_, o, st) = _completed(c)["victim"]
+        (_, o, st) = c.completed_orders()["victim"]
         assert (st.status, st.completedStatus, int(o.filledQuantity)) == ("Cancelled", BY_SYSTEM, 0)
         with pytest.raises(SimControlError, match="not working"):
             sim.control.broker_cancel(oid, client_id=41)       # already cancelled
@@ -77,7 +68,7 @@ def test_broker_cancel_with_no_client_connected_is_what_open_and_completed_order
         c.client.reqOpenOrders()
         c.wait("openOrderEnd")
         assert [e[0] for e in c.rec.get("openOrder")] == [kept]
-        completed = _completed(c)
+        completed = c.completed_orders()
         assert set(completed) == {"gone"}
         assert (completed["gone"][2].status, completed["gone"][2].completedStatus) == ("Cancelled", BY_SYSTEM)
     finally:
@@ -97,7 +88,7 @@ def test_expire_day_orders_cancels_the_working_day_orders_and_leaves_gtc_working
         c.wait("orderStatus", lambda e: e[0] == day and e[1] == "Cancelled")
         status = {o["order_id"]: o["status"] for o in sim.control.orders()}
         assert status == {day: "Cancelled", gtc: "Submitted", filled: "Filled"}
-        completed = _completed(c)
+        completed = c.completed_orders()
         assert completed["day"][2].completedStatus == BY_SYSTEM
         assert (completed["done"][2].status, completed["done"][2].completedStatus) == ("Filled", "Filled")
         assert "gtc" not in completed
@@ -159,7 +150,7 @@ def test_completed_orders_decode_in_ibapi_and_survive_a_restart(start_sim, tmp_p
         bad = _place(c, stock("AAPL"), order("BUY", 1, "REL", aux=1.0, ref="rejected"))
         c.wait_error(201, bad)
         working = _resting(c, sim, tif="GTC", ref="working")
-        first = _completed(c)
+        first = c.completed_orders()
     finally:
         c.disconnect()
     perm = {o["order_ref"]: o["perm_id"] for o in sim.control.orders()}
@@ -187,7 +178,7 @@ def test_completed_orders_decode_in_ibapi_and_survive_a_restart(start_sim, tmp_p
     sim = start_sim("--state-dir", state)
     c = IbapiClient(sim.port, 45).connect()
     try:
-        again = _completed(c)
+        again = c.completed_orders()
         check(again)
         assert [(ref, e[1].permId) for ref, e in again.items()] == \
                [(ref, e[1].permId) for ref, e in first.items()]   # same orders, same order

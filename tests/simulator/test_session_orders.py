@@ -97,14 +97,6 @@ def _fill_times(sim, oid: int) -> list[float]:
     return [f["time"] for f in sim.control.fills() if f["order_id"] == oid]
 
 
-def _completed(c: IbapiClient) -> dict[str, tuple]:
-    c.rec.clear("completedOrder")
-    c.rec.clear("completedOrdersEnd")
-    c.client.reqCompletedOrders(False)
-    c.wait("completedOrdersEnd")
-    return {e[1].orderRef: e for e in c.rec.get("completedOrder")}
-
-
 def _held(c: IbapiClient, oid: int, text: str) -> None:
     """PreSubmitted with an empty whyHeld, then warning 399 under the order's id."""
     _wait_status(c, oid, "PreSubmitted")
@@ -177,7 +169,7 @@ def test_day_order_cancelled_at_the_close_gtc_kept(start_sim):
         _round_trip(c)
         status = {oid: o["status"] for oid, o in _orders(sim).items()}
         assert status == {day: "Cancelled", gtc: "Submitted", late: "Submitted"}
-        completed = _completed(c)
+        completed = c.completed_orders()
         assert (completed["day"][2].status, completed["day"][2].completedStatus) == ("Cancelled", BY_SYSTEM)
         assert "gtc" not in completed and "late" not in completed
 
@@ -192,7 +184,7 @@ def test_day_order_cancelled_at_the_close_gtc_kept(start_sim):
         sim.control.clock(at=ny(*MONDAY, 19, 59, 59))
         _wait_status(c, late, "Cancelled")
         c.wait_error(202, late)
-        assert _completed(c)["late"][2].completedStatus == BY_SYSTEM
+        assert c.completed_orders()["late"][2].completedStatus == BY_SYSTEM
         assert _orders(sim)[gtc]["status"] == "Submitted"
 
         # Tuesday's open: the GTC order works again and fills
@@ -229,7 +221,7 @@ def test_gtd_order_expires_at_its_time(start_sim):
         assert _orders(sim)[b]["status"] == "Submitted"
         _wait_status(c, b, "Cancelled")
         assert sim.control.clock()["sim_time"] >= ny(*MONDAY, 10, 1, 30)
-        completed = _completed(c)
+        completed = c.completed_orders()
         assert completed["soon"][2].completedStatus == BY_SYSTEM
         assert completed["later"][2].completedStatus == BY_SYSTEM
     finally:
