@@ -30,7 +30,7 @@ from services.simulator.config import SimConfig
 from services.simulator.replay import prepare
 from tests.backtest.test_catalog_backtest import shared_file
 from tests.simulator.ibapi_client import stock, order
-from tests.simulator.test_session_orders import (BY_SYSTEM, _client, _completed, _orders, _place,
+from tests.simulator.test_session_orders import (BY_SYSTEM, _client, _orders, _place,
                                                  _round_trip, _statuses, _wait_status)
 from tests.support.processes import wait_for
 
@@ -102,7 +102,7 @@ def test_day_order_cancelled_at_the_data_days_close_gtc_kept(start_sim, catalog)
         _round_trip(c)
         assert _orders(sim)[gtc]["status"] == "Submitted"
         assert "Cancelled" not in _statuses(c, gtc) and c.errors(202, gtc) == []
-        completed = _completed(c)
+        completed = c.completed_orders()
         assert (completed["day"][2].status, completed["day"][2].completedStatus) == \
             ("Cancelled", BY_SYSTEM)
         assert "gtc" not in completed
