@@ -408,15 +408,20 @@ class Downloader:
             if len(chunks) > 1:
                 self.say(f"  {key}  {chunk.end_text} {chunk.duration_text}: {len(bars)} bars "
                          f"({time.monotonic() - t0:.1f} s)")
-        if not rows:
+        self._store(key, self._piece(link, day, rows, chunks, requested_at) if rows else None,
+                    "bars", "", began)
+
+    def _store(self, key: str, piece: Piece | None, unit: str, how: str, began: float) -> None:
+        """One day: appended whole to the dataset, or (no ``piece``: IB had nothing) counted
+        as empty, nothing stored; said either way."""
+        if not piece:
             self.empty += 1
-            self.say(f"  {key}  no bars (IB has none for this day: a weekend, a holiday?); "
+            self.say(f"  {key}  no {unit} (IB has none for this day: a weekend, a holiday?); "
                      f"nothing stored")
             return
-        piece = self._piece(link, day, rows, chunks, requested_at)
         results = self.catalog.add([piece], append=True)
         self.stored += 1
-        self.say(f"  {key}  {piece.table.num_rows} bars stored ({results[0].status}, "
+        self.say(f"  {key}  {piece.table.num_rows} {unit} stored{how} ({results[0].status}, "
                  f"{time.monotonic() - began:.1f} s)")
 
     def _piece(self, link: GatewayLink, day: date, rows: dict[int, tuple], chunks,
@@ -472,16 +477,8 @@ class Downloader:
             return [] if error else got
 
         ticks = tick_pages(page, start_s, start_s + DAY_S)
-        if not ticks:
-            self.empty += 1
-            self.say(f"  {key}  no ticks (IB has none for this day: a weekend, a holiday?); "
-                     f"nothing stored")
-            return
-        piece = self._tick_piece(link, day, ticks, starts, requested_at)
-        results = self.catalog.add([piece], append=True)
-        self.stored += 1
-        self.say(f"  {key}  {piece.table.num_rows} ticks stored in {len(starts)} requests "
-                 f"({results[0].status}, {time.monotonic() - began:.1f} s)")
+        self._store(key, self._tick_piece(link, day, ticks, starts, requested_at)
+                    if ticks else None, "ticks", f" in {len(starts)} requests", began)
 
     def _tick_piece(self, link: GatewayLink, day: date, ticks: list, starts: list[int],
                     requested_at: str) -> Piece:

@@ -92,16 +92,24 @@ def test_no_bus_is_a_clear_error(tmp_path):
 
 # -- through the fleet ---------------------------------------------------------------------
 
-def _download(config: Path, catalog: Path, first: str, last: str, *extra: str,
-              wait: bool = True):
-    cmd = [sys.executable, "-m", "services.cli", "data", "download", "AAPL", "--from", first,
-           "--to", last, "--catalog", str(catalog), "--config", str(config), *extra]
+def download_cli(config: Path, catalog: Path, *args: str, wait: bool = True,
+                 timeout: float = 300):
+    """``ibfleet data download ARGS --catalog C --config F``: the finished process (its
+    command and output printed, shown when a test fails), or with ``wait=False`` a Popen."""
+    cmd = [sys.executable, "-m", "services.cli", "data", "download", *args,
+           "--catalog", str(catalog), "--config", str(config)]
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
-    print(f"$ {' '.join(cmd[2:])}\n{done.stdout}{done.stderr}")  # shown when a test fails
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    print(f"$ {' '.join(cmd[2:])}\n{done.stdout}{done.stderr}")
     return done
+
+
+def _download(config: Path, catalog: Path, first: str, last: str, *extra: str,
+              wait: bool = True):
+    return download_cli(config, catalog, "AAPL", "--from", first, "--to", last, *extra,
+                        wait=wait)
 
 
 def _pacing_log(fleet) -> list:

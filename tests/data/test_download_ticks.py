@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,8 @@ from services.data.download import TICKS_PER_REQUEST, DownloadError, Downloader,
 from services.data.importers import read
 from services.data.sample import SAMPLE
 from tests.data.conftest import shared
-from tests.support.processes import REPO, wait_for
+from tests.data.test_download import download_cli
+from tests.support.processes import wait_for
 
 NS = 1_000_000_000
 DAY = "2012-06-21"
@@ -99,15 +98,8 @@ def test_tick_requests_are_journalled_and_asked_again_after_a_loss(tmp_path):
 # -- through the fleet ---------------------------------------------------------------------
 
 def _download(config: Path, catalog: Path, *extra: str, wait: bool = True):
-    cmd = [sys.executable, "-m", "services.cli", "data", "download", "AMZN", "--from", DAY,
-           "--to", DAY, "--ticks", "TRADES", "--catalog", str(catalog), "--config",
-           str(config), *extra]
-    if not wait:
-        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    print(f"$ {' '.join(cmd[2:])}\n{done.stdout}{done.stderr}")  # shown when a test fails
-    return done
+    return download_cli(config, catalog, "AMZN", "--from", DAY, "--to", DAY, "--ticks",
+                        "TRADES", *extra, wait=wait, timeout=600)
 
 
 def _tick_requests(fleet) -> list:
